@@ -1,0 +1,498 @@
+/* emit.c: Resolution -> out/plan.json and out/report.md, written atomically: everything is
+ * built in a sibling temporary directory and swapped in with one rename, so a failed compile
+ * never leaves a half-written or missing output directory behind. */
+#include "fp8c.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- JSON helpers ---- */
+
+static void json_str(Buf *b, const char *s) {
+    buf_puts(b, "\"");
+    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+        if (*p == '"' || *p == '\\')
+            buf_printf(b, "\\%c", *p);
+        else if (*p < 0x20)
+            buf_printf(b, "\\u%04x", *p);
+        else
+            buf_printf(b, "%c", *p);
+    }
+    buf_puts(b, "\"");
+}
+
+static void json_key(Buf *b, int *first, const char *k) {
+    buf_puts(b, *first ? "" : ", ");
+    *first = 0;
+    json_str(b, k);
+    buf_puts(b, ": ");
+}
+
+static void json_tile(Buf *b, const Val *v) {
+    if (!v->i)
+        buf_puts(b, "\"tensor\"");
+    else
+        buf_printf(b, "[%lld, %lld]", (long long)v->i, (long long)v->j);
+}
+
+/* ---- memory ---- */
+
+static double scale_bytes_of(const ModRes *mr) {
+    const Module *mod = mr->mod;
+    double bytes = 0;
+    const Val *t = res_value(mr, F_Q(OP_W, QF_TILE));
+    double per = res_value(mr, F_Q(OP_W, QF_SCALE_FORMAT))->i == DT_E8M0 ? 1 : 4;
+    if (!t->i)
+        bytes += per; /* one scale for the weight's quantized copy */
+    else
+        bytes += per * (double)((mod->n_out + t->i - 1) / t->i) * (double)((mod->k_in + t->j - 1) / t->j);
+    for (int op = 0; op < OP_COUNT; op++)
+        if (res_value(mr, F_Q(op, QF_SCALING))->i == SC_DELAYED)
+            bytes += 4.0 * (double)res_value(mr, F_Q(op, QF_HISTORY))->i + 8; /* amax history + scale, scale_inv */
+    return bytes;
+}
+
+void emit_memory_summary(const Resolution *r, MemorySummary *ms) {
+    memset(ms, 0, sizeof *ms);
+    int64_t total = r->model->total_params;
+    int master = res_global(r, G_MASTER_WEIGHTS)->i == DT_FP32;
+    double opt_bytes = dtype_bits((Dtype)res_global(r, G_OPTIMIZER_STATE)->i) / 8.0;
+    for (int i = 0; i < r->nmods; i++) {
+        const ModRes *mr = &r->mods[i];
+        int64_t n = mr->mod->param_count;
+        if (mr->params != DT_NONE) {
+            ms->count[mr->params] += n;
+            ms->param_bytes += (double)n * dtype_bits(mr->params) / 8.0;
+            if (master && mr->params != DT_FP32) ms->master_bytes += 4.0 * (double)n;
+        }
+        if (mr->low_bit) ms->scale_bytes += scale_bytes_of(mr);
+    }
+    ms->optimizer_bytes = 2.0 * opt_bytes * (double)total;
+    ms->total_bytes = ms->param_bytes + ms->scale_bytes + ms->master_bytes + ms->optimizer_bytes;
+    ms->bf16_total_bytes = (2.0 + 4.0 + 8.0) * (double)total;
+}
+
+/* ---- plan.json ---- */
+
+static void emit_quant(Buf *b, const ModRes *mr, Operand op) {
+    char s[64];
+    int first = 1;
+    buf_puts(b, "{");
+    json_key(b, &first, "format");
+    json_str(b, dtype_names[res_value(mr, F_Q(op, QF_FORMAT))->i]);
+    json_key(b, &first, "scaling");
+    json_str(b, scaling_names[res_value(mr, F_Q(op, QF_SCALING))->i]);
+    json_key(b, &first, "tile");
+    json_tile(b, res_value(mr, F_Q(op, QF_TILE)));
+    json_key(b, &first, "scale_format");
+    json_str(b, dtype_names[res_value(mr, F_Q(op, QF_SCALE_FORMAT))->i]);
+    const Val *v;
+    if ((v = res_value(mr, F_Q(op, QF_HISTORY)))) {
+        json_key(b, &first, "history");
+        buf_printf(b, "%lld", (long long)v->i);
+        json_key(b, &first, "algo");
+        json_str(b, algo_names[res_value(mr, F_Q(op, QF_ALGO))->i]);
+        json_key(b, &first, "margin");
+        buf_printf(b, "%lld", (long long)res_value(mr, F_Q(op, QF_MARGIN))->i);
+        json_key(b, &first, "interval");
+        buf_printf(b, "%lld", (long long)res_value(mr, F_Q(op, QF_INTERVAL))->i);
+    }
+    if ((v = res_value(mr, F_Q(op, QF_SCALE)))) {
+        json_key(b, &first, "scale");
+        buf_puts(b, res_format_value(F_Q(op, QF_SCALE), v, s, sizeof s));
+    }
+    buf_puts(b, "}");
+}
+
+static void emit_module(Buf *b, const Diag *d, const Resolution *r, const ModRes *mr) {
+    const Module *mod = mr->mod;
+    char loc[512], fname[32];
+    int first = 1;
+    buf_puts(b, "    {");
+    json_key(b, &first, "path");
+    json_str(b, mod->path);
+    json_key(b, &first, "kind");
+    json_str(b, model_kind_name(r->model, mod->kind));
+    json_key(b, &first, "params");
+    json_str(b, dtype_names[mr->params]);
+    json_key(b, &first, "compute");
+    json_str(b, dtype_names[mr->compute]);
+    json_key(b, &first, "param_count");
+    buf_printf(b, "%lld", (long long)mod->param_count);
+    json_key(b, &first, "param_shapes");
+    buf_puts(b, "{");
+    for (int k = 0; k < mod->nparams; k++) {
+        const ParamTensor *pt = &mod->params[k];
+        buf_printf(b, "%s\"%s\": [%lld", k ? ", " : "", pt->name, (long long)pt->shape[0]);
+        if (pt->shape[1]) buf_printf(b, ", %lld", (long long)pt->shape[1]);
+        buf_puts(b, "]");
+    }
+    buf_puts(b, "}");
+    if (mod->tied) {
+        json_key(b, &first, "tied_to");
+        json_str(b, "embed.weight");
+    }
+    if (mod->kind == MK_LINEAR) {
+        json_key(b, &first, "gemm");
+        buf_printf(b, "{\"m\": %lld, \"n\": %lld, \"k\": %lld}", (long long)model_tokens_per_step(r->model),
+                   (long long)mod->n_out, (long long)mod->k_in);
+    }
+    json_key(b, &first, "decided_by");
+    buf_puts(b, "{");
+    int dfirst = 1;
+    for (int f = 0; f < NFIELDS; f++) {
+        const FieldRes *fr = &mr->f[f];
+        if (fr->win < 0) continue;
+        json_key(b, &dfirst, field_name(f, fname, sizeof fname));
+        json_str(b, res_contrib_loc(d, r, &fr->c[fr->win], 0, loc, sizeof loc));
+    }
+    buf_puts(b, "}");
+    if (mr->low_bit) {
+        json_key(b, &first, "quant");
+        buf_puts(b, "{");
+        for (int op = 0; op < OP_COUNT; op++) {
+            buf_printf(b, "%s\"%s\": ", op ? ", " : "", operand_names[op]);
+            emit_quant(b, mr, (Operand)op);
+        }
+        buf_puts(b, "}");
+    }
+    buf_puts(b, "}");
+}
+
+void emit_plan_json(Buf *b, const Diag *d, const Resolution *r) {
+    const Model *m = r->model;
+    const Policy *p = r->pol;
+    const TrainCfg *t = &m->train;
+    char loc[512], s[64];
+    buf_printf(b, "{\n  \"version\": %d,\n  \"fp8c_version\": \"%s\",\n  \"target\": \"%s\",\n", FP8C_PLAN_VERSION,
+               FP8C_VERSION, target_names[r->target]);
+    buf_puts(b, "  \"model\": {\"name\": ");
+    json_str(b, m->name);
+    buf_printf(b, ", \"vocab_size\": %lld, \"d_model\": %lld, \"n_layers\": %lld, \"n_heads\": %lld, "
+                  "\"n_kv_heads\": %lld, \"head_dim\": %lld, \"d_ff\": %lld, \"activation\": \"%s\", "
+                  "\"norm\": \"%s\", \"norm_eps\": %.9g, \"positions\": \"%s\", \"rope_theta\": %.9g, "
+                  "\"max_seq_len\": %lld, \"bias\": %s, \"tie_embeddings\": %s, \"attention_gate\": %s, "
+                  "\"total_params\": %lld},\n",
+               (long long)m->vocab_size, (long long)m->d_model, (long long)m->n_layers, (long long)m->n_heads,
+               (long long)m->n_kv_heads, (long long)m->head_dim, (long long)m->d_ff,
+               model_activation_names[m->activation], model_norm_names[m->norm], m->norm_eps,
+               model_positions_names[m->positions], m->rope_theta, (long long)m->max_seq_len,
+               m->bias ? "true" : "false", m->tie_embeddings ? "true" : "false", m->attention_gate ? "true" : "false",
+               (long long)m->total_params);
+    buf_printf(b, "  \"train\": {\"micro_batch\": %lld, \"seq_len\": %lld, \"grad_accum\": %lld, \"steps\": %lld, "
+                  "\"optimizer\": {\"type\": \"adamw\", \"lr\": %.9g, \"betas\": [%.9g, %.9g], \"eps\": %.9g, "
+                  "\"weight_decay\": %.9g}, \"schedule\": {\"warmup\": %lld, \"decay\": \"%s\", \"min_lr_ratio\": %.9g}, "
+                  "\"grad_clip\": %.9g, \"eval_every\": %lld, \"seed\": %lld},\n",
+               (long long)t->micro_batch, (long long)t->seq_len, (long long)t->grad_accum, (long long)t->steps, t->opt.lr,
+               t->opt.beta1, t->opt.beta2, t->opt.eps, t->opt.weight_decay, (long long)t->warmup,
+               model_decay_names[t->decay], t->min_lr_ratio, t->grad_clip, (long long)t->eval_every, (long long)t->seed);
+    buf_puts(b, "  \"policy\": {\"name\": ");
+    json_str(b, p->name);
+    buf_puts(b, ", \"file\": ");
+    json_str(b, p->file);
+    buf_puts(b, ", \"recipe\": ");
+    json_str(b, p->recipe->name);
+    buf_puts(b, "},\n  \"training_precision\": {");
+    int first = 1;
+    LossScalingMode lsm = (LossScalingMode)res_global(r, G_LS_MODE)->i;
+    for (int g = 0; g < G_COUNT; g++) {
+        if (g >= G_LS_SCALE && (lsm == LS_NONE || (lsm == LS_STATIC) != (g == G_LS_SCALE))) continue;
+        json_key(b, &first, global_names[g]);
+        const Val *v = res_global(r, (GlobalField)g);
+        if (g <= G_LS_MODE)
+            json_str(b, res_format_global((GlobalField)g, v, s, sizeof s));
+        else
+            buf_puts(b, res_format_global((GlobalField)g, v, s, sizeof s));
+    }
+    json_key(b, &first, "decided_by");
+    buf_puts(b, "{");
+    int dfirst = 1;
+    for (int g = 0; g < G_COUNT; g++) {
+        const GlobalRes *gr = &r->g[g];
+        if (g >= G_LS_SCALE && (lsm == LS_NONE || (lsm == LS_STATIC) != (g == G_LS_SCALE))) continue;
+        json_key(b, &dfirst, global_names[g]);
+        json_str(b, res_contrib_loc(d, r, &gr->c[gr->n - 1], 0, loc, sizeof loc));
+    }
+    buf_puts(b, "}},\n");
+    MemorySummary ms;
+    emit_memory_summary(r, &ms);
+    buf_printf(b, "  \"summary\": {\"modules\": %d, \"low_bit_modules\": %d, \"total_params\": %lld},\n", r->nmods,
+               r->n_low_bit, (long long)m->total_params);
+    buf_puts(b, "  \"memory\": {\"params_by_dtype\": {");
+    int pfirst = 1;
+    for (int dt = 0; dt < DT_COUNT; dt++)
+        if (ms.count[dt]) {
+            json_key(b, &pfirst, dtype_names[dt]);
+            buf_printf(b, "%lld", (long long)ms.count[dt]);
+        }
+    buf_printf(b, "}, \"param_bytes\": %.0f, \"scale_bytes\": %.0f, \"master_weight_bytes\": %.0f, "
+                  "\"optimizer_state_bytes\": %.0f, \"total_bytes\": %.0f, \"all_bf16_total_bytes\": %.0f},\n",
+               ms.param_bytes, ms.scale_bytes, ms.master_bytes, ms.optimizer_bytes, ms.total_bytes, ms.bf16_total_bytes);
+    buf_puts(b, "  \"modules\": [\n");
+    for (int i = 0; i < r->nmods; i++) {
+        emit_module(b, d, r, &r->mods[i]);
+        buf_puts(b, i + 1 < r->nmods ? ",\n" : "\n");
+    }
+    buf_puts(b, "  ]\n}\n");
+}
+
+/* ---- report.md ---- */
+
+static void upper(char *out, size_t n, const char *s) {
+    size_t i = 0;
+    for (; s[i] && i + 1 < n; i++) out[i] = (char)(s[i] >= 'a' && s[i] <= 'z' ? s[i] - 32 : s[i]);
+    out[i] = 0;
+}
+
+static const char *fmt_name(Dtype t, char *out, size_t n) {
+    char u[16];
+    upper(u, sizeof u, dtype_names[t]);
+    if (t == DT_E4M3 || t == DT_E5M2)
+        snprintf(out, n, "FP8_%s", u);
+    else if (t == DT_E2M1)
+        snprintf(out, n, "FP4_E2M1");
+    else
+        snprintf(out, n, "%s", u);
+    return out;
+}
+
+static void quant_cell(const ModRes *mr, Operand op, char *out, size_t n) {
+    char f[32], tile[32];
+    const Val *t = res_value(mr, F_Q(op, QF_TILE));
+    if (!t->i)
+        snprintf(tile, sizeof tile, "per-tensor");
+    else
+        snprintf(tile, sizeof tile, "%lldx%lld", (long long)t->i, (long long)t->j);
+    ScalingKind sk = (ScalingKind)res_value(mr, F_Q(op, QF_SCALING))->i;
+    snprintf(out, n, "%s %s %s%s", fmt_name((Dtype)res_value(mr, F_Q(op, QF_FORMAT))->i, f, sizeof f), tile,
+             scaling_names[sk], res_value(mr, F_Q(op, QF_SCALE_FORMAT))->i == DT_E8M0 ? " E8M0" : "");
+}
+
+enum { COL_W, COL_FWD, COL_BWD, COL_COMPUTE, NCOL };
+
+static void cells(const ModRes *mr, char out[NCOL][96]) {
+    char a[32], q[96];
+    if (mr->low_bit) {
+        quant_cell(mr, OP_W, q, sizeof q);
+        snprintf(out[COL_W], 96, "%s -> %s", fmt_name(mr->params, a, sizeof a), q);
+        quant_cell(mr, OP_X, out[COL_FWD], 96);
+        quant_cell(mr, OP_DY, out[COL_BWD], 96);
+        snprintf(out[COL_COMPUTE], 96, "%s tensor core", mr->compute == DT_FP4 ? "FP4" : "FP8");
+        return;
+    }
+    const char *c = fmt_name(mr->compute, a, sizeof a);
+    snprintf(out[COL_W], 96, "%s", mr->params == DT_NONE ? "N/A" : fmt_name(mr->params, q, sizeof q));
+    snprintf(out[COL_FWD], 96, "%s%s", c, mr->mod->kind == MK_ATTENTION ? ", FP32 softmax" : "");
+    snprintf(out[COL_BWD], 96, "%s", c);
+    snprintf(out[COL_COMPUTE], 96, "%s", c);
+}
+
+typedef struct {
+    const char *name;
+    const char *globs[4];
+} Component;
+
+static const Component components[] = {
+    {"Embeddings", {"embed", "pos_embed", NULL}},
+    {"Q/K/V/O Linear", {"blocks.*.attn.q_proj", "blocks.*.attn.k_proj", "blocks.*.attn.v_proj", "blocks.*.attn.o_proj"}},
+    {"Attention gate", {"blocks.*.attn.gate_proj", NULL}},
+    {"Attention scores", {"blocks.*.attn.core", NULL}},
+    {"FFN Linear", {"blocks.*.ffn.*_proj", NULL}},
+    {"Norms", {"blocks.*.*_norm", "final_norm", NULL}},
+    {"LM Head", {"lm_head", NULL}},
+    {"Loss", {"loss", NULL}},
+};
+
+/* A table cell for a group: the common value, or each distinct value with its count. */
+static void group_cell(Buf *b, const Resolution *r, const Component *c, int col) {
+    enum { MAXV = 8 };
+    char vals[MAXV][96];
+    int counts[MAXV], nv = 0, other = 0;
+    for (int i = 0; i < r->nmods; i++) {
+        int in = 0;
+        for (int g = 0; g < 4 && c->globs[g]; g++) in |= res_glob_match(c->globs[g], r->mods[i].mod->path);
+        if (!in) continue;
+        char cs[NCOL][96];
+        cells(&r->mods[i], cs);
+        int k = 0;
+        while (k < nv && strcmp(vals[k], cs[col])) k++;
+        if (k == nv) {
+            if (nv == MAXV) { other++; continue; }
+            snprintf(vals[nv], 96, "%s", cs[col]);
+            counts[nv++] = 0;
+        }
+        counts[k]++;
+    }
+    for (int k = 0; k < nv; k++) {
+        if (nv > 1)
+            buf_printf(b, "%s%s x%d", k ? "; " : "", vals[k], counts[k]);
+        else
+            buf_puts(b, vals[k]);
+    }
+    if (other) buf_printf(b, "; %d more", other);
+}
+
+static int component_size(const Resolution *r, const Component *c) {
+    int n = 0;
+    for (int i = 0; i < r->nmods; i++) {
+        int in = 0;
+        for (int g = 0; g < 4 && c->globs[g]; g++) in |= res_glob_match(c->globs[g], r->mods[i].mod->path);
+        n += in;
+    }
+    return n;
+}
+
+static void pct_row(Buf *b, const char *name, double base, double now) {
+    char x[32], y[32], z[32];
+    if (base > 0)
+        buf_printf(b, "| %s | %s | %s | %.1f%% |\n", name, fmt_bytes(x, base), fmt_bytes(y, now), 100.0 * (base - now) / base);
+    else
+        buf_printf(b, "| %s | %s | %s | %s%s |\n", name, fmt_bytes(x, base), fmt_bytes(y, now), now > 0 ? "-" : "", fmt_bytes(z, now));
+}
+
+void emit_report_md(Buf *b, const Diag *d, const Resolution *r) {
+    (void)d;
+    const Model *m = r->model;
+    const Policy *p = r->pol;
+    char n1[32], n2[32], a[32], s[64];
+    buf_printf(b, "# fp8c precision report: %s under policy %s\n\n", m->name, p->name);
+    buf_printf(b, "Policy file `%s`, built on recipe `%s` (%s). Target `%s`.\n\n", p->file, p->recipe->name,
+               p->recipe->source, target_names[r->target]);
+    int n_fp4 = 0;
+    for (int i = 0; i < r->nmods; i++) n_fp4 += r->mods[i].compute == DT_FP4;
+    buf_printf(b, "**%d of %d modules run low-bit** (FP8: %d, FP4: %d). Parameters: %s.\n\n", r->n_low_bit, r->nmods,
+               r->n_low_bit - n_fp4, n_fp4, fmt_count(n1, m->total_params));
+    buf_puts(b, "## Precision distribution\n\n");
+    buf_puts(b, "| Component | Weights | Activations (Fwd) | Gradients (Bwd) | Compute | Modules |\n");
+    buf_puts(b, "|-----------|---------|-------------------|-----------------|---------|---------|\n");
+    for (size_t c = 0; c < sizeof components / sizeof components[0]; c++) {
+        int n = component_size(r, &components[c]);
+        if (!n) continue;
+        buf_printf(b, "| **%s** | ", components[c].name);
+        for (int col = 0; col < NCOL; col++) {
+            group_cell(b, r, &components[c], col);
+            buf_puts(b, " | ");
+        }
+        buf_printf(b, "%d |\n", n);
+    }
+    int master = res_global(r, G_MASTER_WEIGHTS)->i == DT_FP32;
+    buf_printf(b, "| **Optimizer** | %s | N/A | N/A | FP32 AdamW, moments %s | - |\n\n",
+               master ? "FP32 master weights" : "parameters updated in place",
+               fmt_name((Dtype)res_global(r, G_OPTIMIZER_STATE)->i, a, sizeof a));
+    LossScalingMode lsm = (LossScalingMode)res_global(r, G_LS_MODE)->i;
+    buf_printf(b, "Loss in %s; gradient accumulation in %s; loss scaling: %s", fmt_name((Dtype)res_global(r, G_LOSS)->i, n1, sizeof n1),
+               fmt_name((Dtype)res_global(r, G_GRAD_ACCUM)->i, n2, sizeof n2), loss_scaling_names[lsm]);
+    if (lsm == LS_STATIC) buf_printf(b, " (scale %s)", res_format_global(G_LS_SCALE, res_global(r, G_LS_SCALE), s, sizeof s));
+    if (lsm == LS_DYNAMIC)
+        buf_printf(b, " (init %g, growth x%g every %lld steps, backoff x%g)", res_global(r, G_LS_INIT)->d,
+                   res_global(r, G_LS_GROWTH)->d, (long long)res_global(r, G_LS_INTERVAL)->i, res_global(r, G_LS_BACKOFF)->d);
+    buf_puts(b, ".\n\n## Memory layout\n\n| Storage dtype | Parameters | Bytes |\n|---|---|---|\n");
+    MemorySummary ms;
+    emit_memory_summary(r, &ms);
+    for (int dt = 0; dt < DT_COUNT; dt++)
+        if (ms.count[dt])
+            buf_printf(b, "| %s | %s | %s |\n", fmt_name((Dtype)dt, a, sizeof a), fmt_count(n1, ms.count[dt]),
+                       fmt_bytes(n2, (double)ms.count[dt] * dtype_bits((Dtype)dt) / 8.0));
+    int64_t total = m->total_params;
+    buf_puts(b, "\n| Component | All-BF16 (FP32 master + moments) | This policy | Savings |\n|---|---|---|---|\n");
+    pct_row(b, "Model weights", 2.0 * (double)total, ms.param_bytes);
+    pct_row(b, "Scale factors and scaling state", 0, ms.scale_bytes);
+    pct_row(b, "Master weights", 4.0 * (double)total, ms.master_bytes);
+    pct_row(b, "Optimizer states", 8.0 * (double)total, ms.optimizer_bytes);
+    pct_row(b, "**Total**", ms.bf16_total_bytes, ms.total_bytes);
+    buf_puts(b, "\nScale factors count the weights' quantization scales and, for delayed scaling, the amax "
+                "histories; activation and gradient scales are transient and belong to the activation "
+                "memory plan. Byte units are decimal (1 MB = 10^6 bytes).\n");
+}
+
+/* ---- atomic directory output ---- */
+
+static int write_file(Diag *d, const char *dir, const char *name, const Buf *b) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        diag_plain(d, "cannot create '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    size_t off = 0;
+    while (off < b->len) {
+        ssize_t w = write(fd, b->data + off, b->len - off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            diag_plain(d, "cannot write '%s': %s", path, strerror(errno));
+            close(fd);
+            return -1;
+        }
+        off += (size_t)w;
+    }
+    if (fsync(fd) || close(fd)) {
+        diag_plain(d, "cannot flush '%s': %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static void remove_tree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static int is_fp8c_output(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/plan.json", dir);
+    return access(path, F_OK) == 0;
+}
+
+int emit_output_dir(Diag *d, const Resolution *r, const char *dir_in) {
+    char dir[4000];
+    snprintf(dir, sizeof dir, "%s", dir_in);
+    size_t len = strlen(dir);
+    while (len > 1 && dir[len - 1] == '/') dir[--len] = 0;
+    struct stat st;
+    int exists = stat(dir, &st) == 0;
+    if (exists && (!S_ISDIR(st.st_mode) || !is_fp8c_output(dir))) {
+        diag_plain(d, "'%s' exists and is not an fp8c output directory (no plan.json); refusing to replace it", dir);
+        return -1;
+    }
+    Buf plan = {0}, report = {0};
+    emit_plan_json(&plan, d, r);
+    emit_report_md(&report, d, r);
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", dir);
+    if (!mkdtemp(tmp)) {
+        diag_plain(d, "cannot create a temporary directory next to '%s': %s", dir, strerror(errno));
+        buf_free(&plan);
+        buf_free(&report);
+        return -1;
+    }
+    chmod(tmp, 0755);
+    int rc = write_file(d, tmp, "plan.json", &plan) || write_file(d, tmp, "report.md", &report) ? -1 : 0;
+    buf_free(&plan);
+    buf_free(&report);
+    if (rc == 0) {
+        if (!exists) {
+            if (rename(tmp, dir)) {
+                diag_plain(d, "cannot rename '%s' to '%s': %s", tmp, dir, strerror(errno));
+                rc = -1;
+            }
+        } else if (renameat2(AT_FDCWD, tmp, AT_FDCWD, dir, RENAME_EXCHANGE) == 0) {
+            /* tmp now holds the previous output; fall through to remove it */
+        } else {
+            diag_plain(d, "cannot replace '%s': %s", dir, strerror(errno));
+            rc = -1;
+        }
+    }
+    remove_tree(tmp);
+    return rc;
+}

@@ -1,0 +1,2 @@
+#include "fp8c.h"
+int main(void){return 0;}
