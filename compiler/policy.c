@@ -27,8 +27,10 @@ int dtype_bits(Dtype t) {
 }
 
 const char *field_name(int f, char *buf, size_t n) {
-    if (f == F_PARAMS) return "params";
-    if (f == F_COMPUTE) return "compute";
+    if (f == F_PARAMS || f == F_COMPUTE) {
+        snprintf(buf, n, "%s", f == F_PARAMS ? "params" : "compute");
+        return buf;
+    }
     int op = (f - F_Q0) / QF_COUNT, qf = (f - F_Q0) % QF_COUNT;
     snprintf(buf, n, "%s.%s", operand_names[op], qfield_names[qf]);
     return buf;
