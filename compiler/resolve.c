@@ -81,6 +81,7 @@ typedef struct {
     char hint[300];
     Mark note_mark;
     char note[300];
+    char origin[64]; /* "from recipe X" when the recipe decided it */
     const char *first;
     int count;
 } Problem;
@@ -112,12 +113,13 @@ static Problem *problem(Problems *ps, const char *key, const char *path) {
 static void flush_problems(Diag *d, Problems *ps) {
     for (int i = 0; i < ps->n; i++) {
         Problem *p = &ps->p[i];
-        char msg[800];
+        char msg[800], where[160] = "";
         if (p->count > 1)
-            snprintf(msg, sizeof msg, "%s (%s and %d more module%s)", p->msg, p->first, p->count - 1,
-                     p->count > 2 ? "s" : "");
+            snprintf(where, sizeof where, "%s and %d more module%s", p->first, p->count - 1, p->count > 2 ? "s" : "");
         else if (p->first)
-            snprintf(msg, sizeof msg, "%s (%s)", p->msg, p->first);
+            snprintf(where, sizeof where, "%s", p->first);
+        if (p->origin[0] || where[0])
+            snprintf(msg, sizeof msg, "%s (%s%s%s)", p->msg, p->origin, p->origin[0] && where[0] ? "; " : "", where);
         else
             snprintf(msg, sizeof msg, "%s", p->msg);
         if (p->is_warning)
@@ -314,7 +316,7 @@ static Mark win_mark(const Ctx *c, const ModRes *mr, int f) {
 static const char *origin(const Ctx *c, const ModRes *mr, int f, char *buf, size_t n) {
     const FieldRes *fr = &mr->f[f];
     if (fr->win >= 0 && fr->c[fr->win].layer == L_RECIPE)
-        snprintf(buf, n, " (from recipe %s)", c->p->recipe->name);
+        snprintf(buf, n, "from recipe %s", c->p->recipe->name);
     else
         buf[0] = 0;
     return buf;
@@ -334,10 +336,7 @@ static void qproblem(Ctx *c, const ModRes *mr, int f, const char *key_tail, cons
     va_start(ap, fmt);
     vsnprintf(p->msg, sizeof p->msg, fmt, ap);
     va_end(ap);
-    char from[96];
-    origin(c, mr, f, from, sizeof from);
-    size_t len = strlen(p->msg);
-    snprintf(p->msg + len, sizeof p->msg - len, "%s", from);
+    origin(c, mr, f, p->origin, sizeof p->origin);
     if (hint) snprintf(p->hint, sizeof p->hint, "%s", hint);
 }
 
