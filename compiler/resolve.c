@@ -454,12 +454,16 @@ static void check_globals(Ctx *c) {
     int e = model_find(c->m, "embed"), h = model_find(c->m, "lm_head");
     const ModRes *em = &r->mods[e], *hm = &r->mods[h];
     if (hm->mod->tied && em->params != hm->params) {
-        char le[512];
-        Mark mh = win_mark(c, hm, F_PARAMS), me = win_mark(c, em, F_PARAMS);
-        diag_loc(c->d, me, 1, le, sizeof le);
-        diag_error(c->d, mh.file >= 0 ? mh : me, "give embed and lm_head the same params dtype, or set tie_embeddings: false",
-                   "tied embeddings share one weight, but lm_head stores it as %s and embed as %s%s%s",
-                   dtype_names[hm->params], dtype_names[em->params], le[0] ? " at " : "", le);
+        /* Point at whichever choice came from the higher layer; name the other one. */
+        const Contrib *ce = &em->f[F_PARAMS].c[em->f[F_PARAMS].win], *ch = &hm->f[F_PARAMS].c[hm->f[F_PARAMS].win];
+        int head_first = ch->layer >= ce->layer;
+        const ModRes *a = head_first ? hm : em, *b = head_first ? em : hm;
+        char lb[512];
+        Mark ma = win_mark(c, a, F_PARAMS), mb = win_mark(c, b, F_PARAMS);
+        diag_loc(c->d, mb, 1, lb, sizeof lb);
+        diag_error(c->d, ma, "give embed and lm_head the same params dtype, or set tie_embeddings: false",
+                   "tied embeddings share one weight, but %s stores it as %s and %s as %s%s%s", a->mod->path,
+                   dtype_names[a->params], b->mod->path, dtype_names[b->params], lb[0] ? " at " : "", lb);
     }
 }
 

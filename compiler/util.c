@@ -142,7 +142,11 @@ int edit_distance(const char *a, const char *b) {
 const char *closest_word(const char *word, const char *const *cands, int n) {
     const char *best = NULL;
     int bestd = 1 << 30;
+    size_t wl = strlen(word);
     for (int i = 0; i < n; i++) {
+        if (!cands[i]) continue; /* sparse name tables */
+        /* a prefix ("deepseek" for "deepseek_v3") is as good as a typo */
+        if (wl >= 3 && !strncmp(cands[i], word, wl)) return cands[i];
         int dist = edit_distance(word, cands[i]);
         if (dist < bestd) {
             bestd = dist;

@@ -219,11 +219,16 @@ YamlNode *yml_parse(Arena *a, Diag *d, int file, const char *text, size_t len) {
             Mark mk = parser.error == YAML_READER_ERROR
                           ? mark_of_offset(file, text, len, parser.problem_offset)
                           : mark_of(file, parser.problem_mark);
-            if (parser.context)
+            if (parser.context) {
+                Mark ctx = mark_of(file, parser.context_mark);
                 diag_error(d, mk, NULL, "invalid YAML: %s %s", parser.problem ? parser.problem : "error",
                            parser.context);
-            else
+                const char *what = strstr(parser.context, " a ");
+                if (what && (ctx.line != mk.line || ctx.col != mk.col))
+                    diag_note(d, ctx, "the %s started here", what + 3);
+            } else {
                 diag_error(d, mk, NULL, "invalid YAML: %s", parser.problem ? parser.problem : "error");
+            }
             ok = 0;
             break;
         }
