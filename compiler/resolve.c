@@ -480,8 +480,8 @@ int res_resolve(Arena *a, Diag *d, const Model *m, const Policy *p, Target t, Re
     /* Selector match counts live in copies so the Policy stays read-only. */
     Selector *lb = arena_alloc(a, (size_t)(p->n_low_bit_mods + 1) * sizeof *lb);
     Selector *rules = arena_alloc(a, (size_t)(p->nrules + 1) * sizeof *rules);
-    memcpy(lb, p->low_bit_mods, (size_t)p->n_low_bit_mods * sizeof *lb);
-    memcpy(rules, p->rules, (size_t)p->nrules * sizeof *rules);
+    if (p->n_low_bit_mods) memcpy(lb, p->low_bit_mods, (size_t)p->n_low_bit_mods * sizeof *lb);
+    if (p->nrules) memcpy(rules, p->rules, (size_t)p->nrules * sizeof *rules);
     int *ovr_of = arena_alloc(a, (size_t)m->nmods * sizeof *ovr_of);
     for (int i = 0; i < m->nmods; i++) ovr_of[i] = -1;
     for (int k = 0; k < p->noverrides; k++) {

@@ -1,0 +1,43 @@
+#!/bin/sh
+# The test suite: runs every test program against one build directory and ends with the line
+# "N passed, N failed". Each program prints one "PASS name" or "FAIL name: why" line per case;
+# a program that dies without saying FAIL is counted as one failure.
+#   sh tests/run.sh build        (what `ninja test` runs)
+#   sh tests/run.sh build/asan   (what `ninja test-asan` runs: ASan + UBSan builds)
+B=${1:-build}
+log=$(mktemp)
+trap 'rm -rf "$log"' EXIT
+pass=0
+fail=0
+
+run() { # name, command...
+    name=$1
+    shift
+    "$@" >"$log" 2>"$log.err"
+    rc=$?
+    cat "$log"
+    p=$(grep -c '^PASS ' "$log")
+    f=$(grep -c '^FAIL ' "$log")
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "FAIL $name: exit status $rc"
+        sed 's/^/    | /' "$log.err" | tail -20
+        f=1
+    fi
+    pass=$((pass + p))
+    fail=$((fail + f))
+}
+
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+export UBSAN_OPTIONS=print_stacktrace=1
+stride=1
+case $B in *asan*) stride=65521 ;; esac
+
+run test_front "$B/tests/test_front"
+run test_fp8 "$B/tests/test_fp8" --stride $stride
+run golden python3 tests/golden/check.py "$B/fp8c"
+run bad_inputs sh tests/bad/run.sh "$B/fp8c"
+# shellcheck disable=SC2046
+run fuzz_replay "$B/tests/fuzz_replay" $(ls policies/*.yaml examples/*/model.yaml tests/bad/*/*.yaml tests/fuzz/corpus/* 2>/dev/null)
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
