@@ -270,8 +270,12 @@ static void quant_cell(const ModRes *mr, Operand op, char *out, size_t n) {
     else
         snprintf(tile, sizeof tile, "%lldx%lld", (long long)t->i, (long long)t->j);
     ScalingKind sk = (ScalingKind)res_value(mr, F_Q(op, QF_SCALING))->i;
-    snprintf(out, n, "%s %s %s%s", fmt_name((Dtype)res_value(mr, F_Q(op, QF_FORMAT))->i, f, sizeof f), tile,
-             scaling_names[sk], res_value(mr, F_Q(op, QF_SCALE_FORMAT))->i == DT_E8M0 ? " E8M0" : "");
+    char how[48] = "";
+    if (sk == SC_DELAYED)
+        snprintf(how, sizeof how, " (history %lld, %s)", (long long)res_value(mr, F_Q(op, QF_HISTORY))->i,
+                 algo_names[res_value(mr, F_Q(op, QF_ALGO))->i]);
+    snprintf(out, n, "%s %s %s%s%s", fmt_name((Dtype)res_value(mr, F_Q(op, QF_FORMAT))->i, f, sizeof f), tile,
+             scaling_names[sk], how, res_value(mr, F_Q(op, QF_SCALE_FORMAT))->i == DT_E8M0 ? " E8M0" : "");
 }
 
 enum { COL_W, COL_FWD, COL_BWD, COL_COMPUTE, NCOL };

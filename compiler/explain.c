@@ -19,7 +19,7 @@ static void print_chain(FILE *out, const Diag *d, const Resolution *r, const cha
                 res_format_value(f, &x->v, val, sizeof val);
             res_contrib_loc(d, r, x, 1, loc, sizeof loc);
             const char *layer = x->layer == L_DEFAULTS && global ? "file" : layer_names[x->layer];
-            fprintf(out, "  %-22s %-14s %-9s %s\n", pass == 0 ? name : "", val, layer, loc);
+            fprintf(out, "  %-28s %-14s %-9s %s\n", pass == 0 ? name : "", val, layer, loc);
         }
     }
 }
