@@ -165,7 +165,65 @@ static void emit_module(Buf *b, const Diag *d, const Resolution *r, const ModRes
     buf_puts(b, "}");
 }
 
-void emit_plan_json(Buf *b, const Diag *d, const Resolution *r) {
+static void emit_graph(Buf *b, const Graph *g, const Resolution *r) {
+    char name[64];
+    buf_printf(b, "  \"program_inputs\": {\"tokens\": \"%s\", \"targets\": \"%s\", \"losses\": \"%s\"},\n",
+               g->t[g->tokens].name, g->t[g->targets].name, g->t[g->losses].name);
+    buf_puts(b, "  \"tensors\": [\n");
+    for (int i = 0; i < g->nt; i++) {
+        const GTensor *t = &g->t[i];
+        buf_puts(b, "    {\"name\": ");
+        json_str(b, t->name);
+        buf_printf(b, ", \"dtype\": \"%s\", \"class\": \"%s\", \"shape\": [%lld", fp8c_tensor_dtype_names[t->dtype],
+                   fp8c_tensor_class_names[t->cls], (long long)t->shape[0]);
+        if (t->ndim > 1) buf_printf(b, ", %lld", (long long)t->shape[1]);
+        buf_printf(b, "], \"offset\": %lld, \"bytes\": %lld", (long long)t->offset, (long long)t->bytes);
+        if (t->init) {
+            buf_puts(b, ", \"init\": ");
+            json_str(b, t->init);
+        }
+        if (t->cls == TC_PARAM) buf_printf(b, ", \"weight_decay\": %s", t->weight_decay ? "true" : "false");
+        if (t->desc) {
+            buf_puts(b, ", \"desc\": ");
+            json_str(b, t->desc);
+        }
+        buf_puts(b, i + 1 < g->nt ? "},\n" : "}\n");
+    }
+    buf_puts(b, "  ],\n  \"program\": {\n");
+    for (int sec = 0; sec < SEC_COUNT; sec++) {
+        buf_printf(b, "    \"%s\": [", fp8c_section_names[sec]);
+        int first = 1;
+        for (int si = 0; si < g->ns; si++) {
+            const GStep *s = &g->s[si];
+            if (s->sec != (Section)sec) continue;
+            buf_printf(b, "%s\n      {\"op\": \"%s\"", first ? "" : ",", fp8c_op_info[s->op].name);
+            first = 0;
+            if (s->module >= 0) {
+                buf_puts(b, ", \"module\": ");
+                json_str(b, r->model->mods[s->module].path);
+            }
+            buf_puts(b, ", \"args\": {");
+            int na = op_arg_count(s->op), af = 1;
+            for (int k = 0; k < na; k++) {
+                if (s->args[k] < 0) continue;
+                buf_printf(b, "%s\"%s\": ", af ? "" : ", ", op_arg_name(s->op, k, name, sizeof name));
+                json_str(b, g->t[s->args[k]].name);
+                af = 0;
+            }
+            buf_puts(b, "}, \"ints\": {");
+            for (int k = 0; k < op_int_count(s->op); k++)
+                buf_printf(b, "%s\"%s\": %lld", k ? ", " : "", op_int_name(s->op, k, name, sizeof name), (long long)s->ints[k]);
+            buf_puts(b, "}, \"floats\": {");
+            for (int k = 0; k < op_float_count(s->op); k++)
+                buf_printf(b, "%s\"%s\": %.9g", k ? ", " : "", op_float_name(s->op, k, name, sizeof name), s->floats[k]);
+            buf_puts(b, "}}");
+        }
+        buf_printf(b, "\n    ]%s\n", sec + 1 < SEC_COUNT ? "," : "");
+    }
+    buf_puts(b, "  },\n");
+}
+
+void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g) {
     const Model *m = r->model;
     const Policy *p = r->pol;
     const TrainCfg *t = &m->train;
@@ -234,6 +292,13 @@ void emit_plan_json(Buf *b, const Diag *d, const Resolution *r) {
     buf_printf(b, "}, \"param_bytes\": %.0f, \"scale_bytes\": %.0f, \"master_weight_bytes\": %.0f, "
                   "\"optimizer_state_bytes\": %.0f, \"total_bytes\": %.0f, \"all_bf16_total_bytes\": %.0f},\n",
                ms.param_bytes, ms.scale_bytes, ms.master_bytes, ms.optimizer_bytes, ms.total_bytes, ms.bf16_total_bytes);
+    if (g) {
+        buf_puts(b, "  \"memory_plan\": {");
+        for (int c = 0; c < TC_COUNT; c++)
+            buf_printf(b, "\"%s\": %lld, ", c == TC_ACT ? "activations_peak" : fp8c_tensor_class_names[c], (long long)g->class_bytes[c]);
+        buf_printf(b, "\"workspace\": %lld},\n", (long long)g->workspace_bytes);
+        emit_graph(b, g, r);
+    }
     buf_puts(b, "  \"modules\": [\n");
     for (int i = 0; i < r->nmods; i++) {
         emit_module(b, d, r, &r->mods[i]);
@@ -458,7 +523,7 @@ static int is_fp8c_output(const char *dir) {
     return access(path, F_OK) == 0;
 }
 
-int emit_output_dir(Diag *d, const Resolution *r, const char *dir_in) {
+int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const char *dir_in) {
     char dir[4000];
     snprintf(dir, sizeof dir, "%s", dir_in);
     size_t len = strlen(dir);
@@ -470,7 +535,7 @@ int emit_output_dir(Diag *d, const Resolution *r, const char *dir_in) {
         return -1;
     }
     Buf plan = {0}, report = {0};
-    emit_plan_json(&plan, d, r);
+    emit_plan_json(&plan, d, r, g);
     emit_report_md(&report, d, r);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", dir);

@@ -390,6 +390,55 @@ const char *res_format_global(GlobalField g, const Val *v, char *buf, size_t n);
 const char *res_contrib_loc(const Diag *d, const Resolution *r, const Contrib *c, int with_col,
                             char *buf, size_t n);
 
+/* ---------------------------------------------------------------- lower.c / memplan.c */
+
+#include "ops.h"
+
+typedef struct {
+    const char *name;     /* "blocks.0.attn.q_proj.out", "grad.embed.weight", ... */
+    TensorDtype dtype;
+    TensorClass cls;
+    int ndim;
+    int64_t shape[4];
+    int64_t bytes;        /* elements x dtype size */
+    int64_t offset;       /* bytes into its class's allocation (memplan.c) */
+    const char *init;     /* parameters: "normal:STD", "ones", "zeros"; NULL otherwise */
+    int weight_decay;     /* parameters: AdamW decays it (matrices, not norms or biases) */
+    const char *desc;     /* what a quantized copy is: "row-wise e4m3 [1, 128] of ..." */
+    int first, last;      /* activations: first and last step (program order) that touch it */
+} GTensor;
+
+typedef struct {
+    OpKind op;
+    Section sec;
+    int module;                     /* index into the model's modules, -1 for none */
+    int args[OP_MAX_ARGS];          /* tensor ids in the op's argument order, -1: absent */
+    int64_t ints[OP_MAX_INTS];
+    double floats[OP_MAX_FLOATS];
+} GStep;
+
+typedef struct {
+    GTensor *t;
+    int nt, capt;
+    GStep *s;
+    int ns, caps;
+    int64_t class_bytes[TC_COUNT];
+    int64_t workspace_bytes;        /* CPU dequantization scratch of the largest low-bit GEMM */
+    int tokens, targets, losses;    /* tensor ids the training loop feeds and reads */
+} Graph;
+
+/* Lower a resolved model to the training program: forward, loss, backward, optimizer and
+ * delayed-scaling updates, with every low-bit GEMM reading explicit quantized copies. */
+int low_lower(Arena *a, Diag *d, const Resolution *r, Graph *g);
+/* Liveness-based offsets for activations, packed offsets for every other class. */
+void mem_plan(Graph *g);
+int op_arg_count(OpKind op);
+const char *op_arg_name(OpKind op, int i, char *buf, size_t n); /* without '+'/'?' marks */
+int op_int_count(OpKind op);
+const char *op_int_name(OpKind op, int i, char *buf, size_t n);
+int op_float_count(OpKind op);
+const char *op_float_name(OpKind op, int i, char *buf, size_t n);
+
 /* ---------------------------------------------------------------- emit.c */
 
 /* Memory accounting shared by the report and plan.json. */
@@ -404,10 +453,10 @@ typedef struct {
 } MemorySummary;
 void emit_memory_summary(const Resolution *r, MemorySummary *ms);
 
-void emit_plan_json(Buf *b, const Diag *d, const Resolution *r);
+void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g);
 void emit_report_md(Buf *b, const Diag *d, const Resolution *r);
 /* Write plan.json and report.md to dir atomically (temp dir + rename). 0 or -1. */
-int emit_output_dir(Diag *d, const Resolution *r, const char *dir);
+int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const char *dir);
 
 /* ---------------------------------------------------------------- explain.c */
 

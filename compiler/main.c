@@ -127,7 +127,12 @@ static int cmd_compile(const Args *a) {
     if (!a->out) return bad_usage("%s", "compile needs an output directory: -o DIR");
     Compilation c = {0};
     if (front_end(&c, a)) return finish(&c, EXIT_BAD_INPUT);
-    if (emit_output_dir(&c.diag, &c.res, a->out)) return finish(&c, EXIT_RUNTIME);
+    Graph g;
+    low_lower(&c.arena, &c.diag, &c.res, &g);
+    int rc = emit_output_dir(&c.diag, &c.res, &g, a->out);
+    free(g.t);
+    free(g.s);
+    if (rc) return finish(&c, EXIT_RUNTIME);
     fprintf(stderr, "fp8c: %s x %s (%s) -> %s: %d modules, %d low-bit, %s%s\n", c.model.name, c.policy.name,
             target_names[a->target], a->out, c.res.nmods, c.res.n_low_bit, "plan.json, report.md",
             c.diag.warnings ? " (with warnings)" : "");

@@ -30,7 +30,11 @@ static void one(const char *mtext, size_t mlen, const char *ptext, size_t plen, 
         if (mroot && proot && !model_load(&a, &d, mroot, &m) && m.total_params < ((int64_t)1 << 40) &&
             m.nmods < 4000 && !pol_load(&a, &d, proot, "policy.yaml", &p) && !res_resolve(&a, &d, &m, &p, (Target)t, &r)) {
             Buf b = {0};
-            emit_plan_json(&b, &d, &r);
+            Graph g;
+            low_lower(&a, &d, &r, &g);
+            emit_plan_json(&b, &d, &r, &g);
+            free(g.t);
+            free(g.s);
             emit_report_md(&b, &d, &r);
             buf_free(&b);
             explain_print(devnull, &d, &r, NULL, 0);

@@ -1,0 +1,554 @@
+/* lower.c: Resolution + Model -> Graph: the training program as ordered steps of the closed op
+ * set (runtime/ops.h) over named tensors. Forward, FP32 cross-entropy, backward in reverse,
+ * AdamW per parameter, delayed-scaling updates. A low-bit linear becomes explicit quantize
+ * steps (row-wise copies for fprop and dgrad, column-wise, i.e. transposed, copies for wgrad)
+ * and qgemm steps that name the copies they read. The runtime never sees modules, only this. */
+#include "fp8c.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    Arena *a;
+    const Resolution *r;
+    const Model *m;
+    Graph *g;
+    Section sec;
+    int module;
+    TensorDtype act;       /* dtype of activations of the current module */
+    TensorDtype grad_dt;   /* parameter gradients */
+    int64_t M;             /* tokens per micro-batch */
+    int dres;              /* gradient of the residual stream, updated in place */
+} L;
+
+static TensorDtype td_of(Dtype t) {
+    switch (t) {
+    case DT_FP32: return TD_F32;
+    case DT_FP16: return TD_F16;
+    default: return TD_BF16;
+    }
+}
+
+static int tensor(L *l, const char *name, TensorDtype dt, TensorClass cls, int ndim, int64_t d0, int64_t d1) {
+    Graph *g = l->g;
+    if (g->nt == g->capt) {
+        g->capt = g->capt ? 2 * g->capt : 256;
+        g->t = xrealloc(g->t, (size_t)g->capt * sizeof *g->t);
+    }
+    GTensor *t = &g->t[g->nt];
+    memset(t, 0, sizeof *t);
+    t->name = name;
+    t->dtype = dt;
+    t->cls = cls;
+    t->ndim = ndim;
+    t->shape[0] = d0;
+    t->shape[1] = d1;
+    int64_t n = d0 * (ndim > 1 ? d1 : 1);
+    t->bytes = n * fp8c_tensor_dtype_bytes[dt];
+    t->first = t->last = -1;
+    return g->nt++;
+}
+
+static int act(L *l, const char *name, TensorDtype dt, int64_t rows, int64_t cols) {
+    return tensor(l, name, dt, TC_ACT, 2, rows, cols);
+}
+
+static GStep *step(L *l, OpKind op) {
+    Graph *g = l->g;
+    if (g->ns == g->caps) {
+        g->caps = g->caps ? 2 * g->caps : 512;
+        g->s = xrealloc(g->s, (size_t)g->caps * sizeof *g->s);
+    }
+    GStep *s = &g->s[g->ns++];
+    memset(s, 0, sizeof *s);
+    s->op = op;
+    s->sec = l->sec;
+    s->module = l->module;
+    for (int i = 0; i < OP_MAX_ARGS; i++) s->args[i] = -1;
+    return s;
+}
+
+/* ---- parameters ---- */
+
+typedef struct {
+    int w, b;       /* parameter tensors (b = -1 when absent) */
+    int gw, gb;     /* their gradients */
+} PTen;
+
+static const ModRes *res_of(L *l, const char *path) { return &l->r->mods[model_find(l->m, path)]; }
+
+static void optimizer_for(L *l, int p, int gp, const ModRes *mr) {
+    const Resolution *r = l->r;
+    GTensor *t = &l->g->t[p];
+    int master = -1;
+    if (res_global(r, G_MASTER_WEIGHTS)->i == DT_FP32 && t->dtype != TD_F32)
+        master = tensor(l, arena_printf(l->a, "master.%s", t->name), TD_F32, TC_MASTER, t->ndim, t->shape[0], t->shape[1]);
+    TensorDtype sd = res_global(r, G_OPTIMIZER_STATE)->i == DT_BF16 ? TD_BF16 : TD_F32;
+    int mm = tensor(l, arena_printf(l->a, "adam_m.%s", t->name), sd, TC_OPT, t->ndim, t->shape[0], t->shape[1]);
+    int vv = tensor(l, arena_printf(l->a, "adam_v.%s", t->name), sd, TC_OPT, t->ndim, t->shape[0], t->shape[1]);
+    Section save = l->sec;
+    int savem = l->module;
+    l->sec = SEC_OPTIMIZER;
+    l->module = (int)(mr->mod - l->m->mods);
+    GStep *s = step(l, OP_ADAMW);
+    s->args[0] = p;
+    s->args[1] = master;
+    s->args[2] = mm;
+    s->args[3] = vv;
+    s->args[4] = gp;
+    s->ints[0] = t->bytes / fp8c_tensor_dtype_bytes[t->dtype];
+    s->ints[1] = t->dtype == TD_BF16 ? 1 : t->dtype == TD_F16 ? 2 : 0;
+    s->ints[2] = sd == TD_BF16 ? 1 : 0;
+    s->floats[0] = l->g->t[p].weight_decay ? l->m->train.opt.weight_decay : 0.0;
+    l->sec = save;
+    l->module = savem;
+}
+
+static int param(L *l, const ModRes *mr, const char *pname, int64_t d0, int64_t d1, const char *init, int decay, int *grad) {
+    TensorDtype dt = td_of(mr->params);
+    int p = tensor(l, arena_printf(l->a, "%s.%s", mr->mod->path, pname), dt, TC_PARAM, d1 ? 2 : 1, d0, d1);
+    l->g->t[p].init = init;
+    l->g->t[p].weight_decay = decay;
+    *grad = tensor(l, arena_printf(l->a, "grad.%s.%s", mr->mod->path, pname), l->grad_dt, TC_GRAD, d1 ? 2 : 1, d0, d1);
+    optimizer_for(l, p, *grad, mr);
+    return p;
+}
+
+/* ---- low-bit quantization ---- */
+
+typedef struct {
+    int scale, amax, history; /* delayed scaling state (-1 for current scaling) */
+} QState;
+
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Entries of a scale-inverse tensor for an R x C operand in the GPU path's layouts
+ * (runtime/quant.h): per tensor 1; 1xT: R x ceil(C/T); TxT: ceil(R/T) x L4; MX: R x ceil(C/32). */
+static int64_t scale_count(int64_t R, int64_t C, int64_t tr, int64_t tc) {
+    if (!tr) return 1;
+    if (tr == 1) return R * ceil_div(C, tc);
+    if (tr == tc) return ceil_div(R, tr) * ((ceil_div(C, tc) + 3) / 4 * 4);
+    return ceil_div(R, tr) * ceil_div(C, tc);
+}
+
+static QState qstate(L *l, const ModRes *mr, Operand op) {
+    QState q = {-1, -1, -1};
+    if (res_value(mr, F_Q(op, QF_SCALING))->i != SC_DELAYED && res_value(mr, F_Q(op, QF_SCALING))->i != SC_STATIC)
+        return q;
+    const char *base = arena_printf(l->a, "%s.%s", mr->mod->path, operand_names[op]);
+    q.scale = tensor(l, arena_printf(l->a, "%s.scale", base), TD_F32, TC_SCALE, 1, 1, 0);
+    if (res_value(mr, F_Q(op, QF_SCALING))->i == SC_STATIC) {
+        char init[64];
+        snprintf(init, sizeof init, "const:%.9g", res_value(mr, F_Q(op, QF_SCALE))->d);
+        l->g->t[q.scale].init = arena_strdup(l->a, init);
+        return q;
+    }
+    l->g->t[q.scale].init = "ones";
+    q.amax = tensor(l, arena_printf(l->a, "%s.amax", base), TD_F32, TC_SCALE, 1, 1, 0);
+    l->g->t[q.amax].init = "zeros";
+    int64_t len = res_value(mr, F_Q(op, QF_HISTORY))->i;
+    q.history = tensor(l, arena_printf(l->a, "%s.amax_history", base), TD_F32, TC_SCALE, 1, len, 0);
+    l->g->t[q.history].init = "zeros";
+    Section save = l->sec;
+    l->sec = SEC_SCALE_UPDATE;
+    GStep *s = step(l, OP_SCALE_UPDATE);
+    s->args[0] = q.history;
+    s->args[1] = q.scale;
+    s->args[2] = q.amax;
+    s->ints[0] = len;
+    s->ints[1] = res_value(mr, F_Q(op, QF_ALGO))->i;
+    s->ints[2] = res_value(mr, F_Q(op, QF_MARGIN))->i;
+    s->ints[3] = res_value(mr, F_Q(op, QF_INTERVAL))->i;
+    s->ints[4] = res_value(mr, F_Q(op, QF_FORMAT))->i == DT_E5M2 ? 1 : res_value(mr, F_Q(op, QF_FORMAT))->i == DT_E2M1 ? 2 : 0;
+    l->sec = save;
+    return q;
+}
+
+typedef struct {
+    int codes, scale_inv;
+    int64_t tr, tc;
+    int fmt, mx;
+} QCopy;
+
+static int qformat(const ModRes *mr, Operand op) {
+    Dtype f = (Dtype)res_value(mr, F_Q(op, QF_FORMAT))->i;
+    return f == DT_E5M2 ? 1 : f == DT_E2M1 ? 2 : 0;
+}
+
+/* Quantize inp (R x C) for operand op of module mr; transpose: the column-wise copy (C x R). */
+static QCopy quantize(L *l, const ModRes *mr, Operand op, int inp, int64_t R, int64_t C, int transpose, const QState *qs,
+                      const char *src) {
+    const Val *tile = res_value(mr, F_Q(op, QF_TILE));
+    QCopy q = {-1, -1, tile->i, tile->j, qformat(mr, op), res_value(mr, F_Q(op, QF_SCALE_FORMAT))->i == DT_E8M0};
+    int64_t rows = transpose ? C : R, cols = transpose ? R : C;
+    const char *base = arena_printf(l->a, "%s.%s.%s", mr->mod->path, operand_names[op], transpose ? "col" : "row");
+    q.codes = act(l, arena_printf(l->a, "%s.codes", base), TD_U8, rows, cols);
+    char tdesc[32];
+    if (!q.tr)
+        snprintf(tdesc, sizeof tdesc, "per-tensor");
+    else
+        snprintf(tdesc, sizeof tdesc, "[%lld, %lld] tiles", (long long)q.tr, (long long)q.tc);
+    l->g->t[q.codes].desc = arena_printf(l->a, "%s %s copy of %s, %s, %s scales", transpose ? "column-wise (transposed)" : "row-wise",
+                                         dtype_names[res_value(mr, F_Q(op, QF_FORMAT))->i], src, tdesc, q.mx ? "e8m0" : "fp32");
+    q.scale_inv = q.mx ? act(l, arena_printf(l->a, "%s.scale_inv", base), TD_U8, rows, ceil_div(cols, 32))
+                       : act(l, arena_printf(l->a, "%s.scale_inv", base), TD_F32, scale_count(rows, cols, q.tr, q.tc), 1);
+    GStep *s = step(l, OP_QUANTIZE);
+    s->args[0] = q.codes;
+    s->args[1] = q.scale_inv;
+    s->args[2] = transpose || !qs ? -1 : qs->amax;
+    s->args[3] = inp;
+    s->args[4] = qs ? qs->scale : -1;
+    s->ints[0] = R;
+    s->ints[1] = C;
+    s->ints[2] = q.tr;
+    s->ints[3] = q.tc;
+    s->ints[4] = q.fmt;
+    s->ints[5] = q.mx;
+    s->ints[6] = transpose;
+    return q;
+}
+
+static void qgemm(L *l, int out, QCopy a, QCopy b, int bias, int64_t P, int64_t Q, int64_t R, int accumulate) {
+    GStep *s = step(l, OP_QGEMM);
+    s->args[0] = out;
+    s->args[1] = a.codes;
+    s->args[2] = a.scale_inv;
+    s->args[3] = b.codes;
+    s->args[4] = b.scale_inv;
+    s->args[5] = bias;
+    int64_t v[] = {P, Q, R, accumulate, a.tr, a.tc, a.fmt, b.tr, b.tc, b.fmt, a.mx};
+    memcpy(s->ints, v, sizeof v);
+    int64_t ws = (P * R + Q * R) * 4 + P * Q * 4;
+    if (ws > l->g->workspace_bytes) l->g->workspace_bytes = ws;
+}
+
+/* ---- linear layers ---- */
+
+typedef struct {
+    const ModRes *mr;
+    PTen p;
+    int inp, out;
+    QState qx, qw, qdy;
+    QCopy x_col;
+} Linear;
+
+static void zero(L *l, int t) { step(l, OP_ZERO)->args[0] = t; }
+
+static Linear linear_fwd(L *l, const char *path, int inp, int wtensor, int gwtensor) {
+    Linear lin = {0};
+    lin.mr = res_of(l, path);
+    const Module *mod = lin.mr->mod;
+    l->module = (int)(mod - l->m->mods);
+    lin.inp = inp;
+    lin.p.b = lin.p.gb = -1;
+    if (wtensor >= 0) {
+        lin.p.w = wtensor, lin.p.gw = gwtensor; /* tied lm_head: embed's weight */
+    } else {
+        int init_resid = strstr(path, "o_proj") || strstr(path, "down_proj");
+        double std = init_resid ? 0.02 / sqrt(2.0 * (double)l->m->n_layers) : 0.02;
+        lin.p.w = param(l, lin.mr, "weight", mod->n_out, mod->k_in, arena_printf(l->a, "normal:%.6g", std), 1, &lin.p.gw);
+        if (l->m->bias) lin.p.b = param(l, lin.mr, "bias", mod->n_out, 0, "zeros", 0, &lin.p.gb);
+    }
+    TensorDtype out_dt = lin.mr->low_bit ? l->act : td_of(lin.mr->compute);
+    lin.out = act(l, arena_printf(l->a, "%s.out", path), out_dt, l->M, mod->n_out);
+    if (!lin.mr->low_bit) {
+        GStep *s = step(l, OP_MATMUL_FWD);
+        s->args[0] = lin.out, s->args[1] = inp, s->args[2] = lin.p.w, s->args[3] = lin.p.b;
+        s->ints[0] = l->M, s->ints[1] = mod->k_in, s->ints[2] = mod->n_out;
+        return lin;
+    }
+    lin.qx = qstate(l, lin.mr, OP_X);
+    lin.qw = qstate(l, lin.mr, OP_W);
+    lin.qdy = qstate(l, lin.mr, OP_DY);
+    const char *xs = l->g->t[inp].name, *ws = l->g->t[lin.p.w].name;
+    QCopy x_row = quantize(l, lin.mr, OP_X, inp, l->M, mod->k_in, 0, &lin.qx, xs);
+    lin.x_col = quantize(l, lin.mr, OP_X, inp, l->M, mod->k_in, 1, &lin.qx, xs);
+    QCopy w_row = quantize(l, lin.mr, OP_W, lin.p.w, mod->n_out, mod->k_in, 0, &lin.qw, ws);
+    qgemm(l, lin.out, x_row, w_row, lin.p.b, l->M, mod->n_out, mod->k_in, 0);
+    return lin;
+}
+
+/* dout -> accumulate into dinp (zeroed by the caller when this is its first writer), dW, db. */
+static void linear_bwd(L *l, const Linear *lin, int dout, int dinp) {
+    const Module *mod = lin->mr->mod;
+    l->module = (int)(mod - l->m->mods);
+    if (!lin->mr->low_bit) {
+        GStep *s = step(l, OP_MATMUL_BWD_DATA);
+        s->args[0] = dinp, s->args[1] = dout, s->args[2] = lin->p.w;
+        s->ints[0] = l->M, s->ints[1] = mod->k_in, s->ints[2] = mod->n_out;
+        s = step(l, OP_MATMUL_BWD_WEIGHT);
+        s->args[0] = lin->p.gw, s->args[1] = lin->p.gb, s->args[2] = dout, s->args[3] = lin->inp;
+        s->ints[0] = l->M, s->ints[1] = mod->k_in, s->ints[2] = mod->n_out;
+        return;
+    }
+    const char *ds = l->g->t[dout].name, *ws = l->g->t[lin->p.w].name;
+    QCopy dy_row = quantize(l, lin->mr, OP_DY, dout, l->M, mod->n_out, 0, &lin->qdy, ds);
+    QCopy w_col = quantize(l, lin->mr, OP_W, lin->p.w, mod->n_out, mod->k_in, 1, &lin->qw, ws);
+    qgemm(l, dinp, dy_row, w_col, -1, l->M, mod->k_in, mod->n_out, 1); /* dgrad contracts N */
+    QCopy dy_col = quantize(l, lin->mr, OP_DY, dout, l->M, mod->n_out, 1, &lin->qdy, ds);
+    qgemm(l, lin->p.gw, dy_col, lin->x_col, -1, mod->n_out, mod->k_in, l->M, 1); /* wgrad contracts M */
+    if (lin->p.gb >= 0) {
+        GStep *s = step(l, OP_BIAS_BWD);
+        s->args[0] = lin->p.gb, s->args[1] = dout;
+        s->ints[0] = l->M, s->ints[1] = mod->n_out;
+    }
+}
+
+/* ---- norms ---- */
+
+typedef struct {
+    const ModRes *mr;
+    PTen p;
+    int inp, out, mean, rstd;
+} Norm;
+
+static Norm norm_fwd(L *l, const char *path, int inp) {
+    Norm n = {0};
+    n.mr = res_of(l, path);
+    l->module = (int)(n.mr->mod - l->m->mods);
+    n.inp = inp;
+    int64_t C = l->m->d_model;
+    n.p.w = param(l, n.mr, "weight", C, 0, "ones", 0, &n.p.gw);
+    n.p.b = n.p.gb = -1;
+    if (n.mr->mod->nparams > 1) n.p.b = param(l, n.mr, "bias", C, 0, "zeros", 0, &n.p.gb);
+    n.out = act(l, arena_printf(l->a, "%s.out", path), td_of(n.mr->compute), l->M, C);
+    n.rstd = act(l, arena_printf(l->a, "%s.rstd", path), TD_F32, l->M, 1);
+    n.mean = -1;
+    GStep *s;
+    if (l->m->norm == NORM_RMSNORM) {
+        s = step(l, OP_RMSNORM_FWD);
+        s->args[0] = n.out, s->args[1] = n.rstd, s->args[2] = inp, s->args[3] = n.p.w;
+    } else {
+        n.mean = act(l, arena_printf(l->a, "%s.mean", path), TD_F32, l->M, 1);
+        s = step(l, OP_LAYERNORM_FWD);
+        s->args[0] = n.out, s->args[1] = n.mean, s->args[2] = n.rstd, s->args[3] = inp, s->args[4] = n.p.w, s->args[5] = n.p.b;
+    }
+    s->ints[0] = l->M, s->ints[1] = C;
+    s->floats[0] = l->m->norm_eps;
+    return n;
+}
+
+static void norm_bwd(L *l, const Norm *n, int dout, int dinp) {
+    l->module = (int)(n->mr->mod - l->m->mods);
+    GStep *s;
+    if (l->m->norm == NORM_RMSNORM) {
+        s = step(l, OP_RMSNORM_BWD);
+        int a[] = {dinp, n->p.gw, dout, n->inp, n->p.w, n->rstd};
+        memcpy(s->args, a, sizeof a);
+    } else {
+        s = step(l, OP_LAYERNORM_BWD);
+        int a[] = {dinp, n->p.gw, n->p.gb, dout, n->inp, n->p.w, n->mean, n->rstd};
+        memcpy(s->args, a, sizeof a);
+    }
+    s->ints[0] = l->M, s->ints[1] = l->m->d_model;
+}
+
+/* ---- one block ---- */
+
+typedef struct {
+    Norm attn_norm, ffn_norm;
+    Linear q, k, v, gate, o, fgate, up, down;
+    int q_r, k_r, att, lse, att_g, resid1, resid2, act_out;
+} Block;
+
+static int elementwise(L *l, OpKind op, int out, int a, int b, int64_t n) {
+    GStep *s = step(l, op);
+    s->args[0] = out, s->args[1] = a, s->args[2] = b;
+    s->ints[0] = n;
+    return out;
+}
+
+static void block_fwd(L *l, int i, int x, Block *bk) {
+    const Model *m = l->m;
+    int64_t M = l->M, qd = m->n_heads * m->head_dim, kvd = m->n_kv_heads * m->head_dim;
+#define P(s) arena_printf(l->a, "blocks.%d." s, i)
+    bk->attn_norm = norm_fwd(l, P("attn_norm"), x);
+    int h = bk->attn_norm.out;
+    bk->q = linear_fwd(l, P("attn.q_proj"), h, -1, -1);
+    bk->k = linear_fwd(l, P("attn.k_proj"), h, -1, -1);
+    bk->v = linear_fwd(l, P("attn.v_proj"), h, -1, -1);
+    const ModRes *core = res_of(l, P("attn.core"));
+    l->module = (int)(core->mod - m->mods);
+    TensorDtype cdt = td_of(core->compute);
+    bk->q_r = bk->q.out;
+    bk->k_r = bk->k.out;
+    if (m->positions == POS_ROPE) {
+        int pair[2][2] = {{bk->q.out, 0}, {bk->k.out, 0}};
+        int64_t heads[2] = {m->n_heads, m->n_kv_heads};
+        for (int j = 0; j < 2; j++) {
+            pair[j][1] = act(l, arena_printf(l->a, "blocks.%d.attn.%s_rope", i, j ? "k" : "q"), cdt, M, j ? kvd : qd);
+            GStep *s = step(l, OP_ROPE_FWD);
+            s->args[0] = pair[j][1], s->args[1] = pair[j][0];
+            s->ints[0] = m->train.micro_batch, s->ints[1] = m->train.seq_len, s->ints[2] = heads[j], s->ints[3] = m->head_dim;
+            s->floats[0] = m->rope_theta;
+        }
+        bk->q_r = pair[0][1];
+        bk->k_r = pair[1][1];
+    }
+    bk->att = act(l, P("attn.core.out"), cdt, M, qd);
+    bk->lse = act(l, P("attn.core.lse"), TD_F32, M, m->n_heads);
+    GStep *s = step(l, OP_ATTENTION_FWD);
+    s->args[0] = bk->att, s->args[1] = bk->lse, s->args[2] = bk->q_r, s->args[3] = bk->k_r, s->args[4] = bk->v.out;
+    int64_t dims[] = {m->train.micro_batch, m->train.seq_len, m->n_heads, m->n_kv_heads, m->head_dim};
+    memcpy(s->ints, dims, sizeof dims);
+    bk->att_g = bk->att;
+    if (m->attention_gate) {
+        bk->gate = linear_fwd(l, P("attn.gate_proj"), h, -1, -1);
+        l->module = (int)(core->mod - m->mods);
+        bk->att_g = elementwise(l, OP_GATE_FWD, act(l, P("attn.gated"), cdt, M, qd), bk->att, bk->gate.out, M * qd);
+    }
+    bk->o = linear_fwd(l, P("attn.o_proj"), bk->att_g, -1, -1);
+    bk->resid1 = elementwise(l, OP_ADD_FWD, act(l, P("resid_attn"), l->act, M, m->d_model), x, bk->o.out, M * m->d_model);
+    bk->ffn_norm = norm_fwd(l, P("ffn_norm"), bk->resid1);
+    int h2 = bk->ffn_norm.out;
+    bk->up = linear_fwd(l, P("ffn.up_proj"), h2, -1, -1);
+    TensorDtype fdt = l->act;
+    if (m->activation == ACT_SWIGLU) {
+        bk->fgate = linear_fwd(l, P("ffn.gate_proj"), h2, -1, -1);
+        bk->act_out = elementwise(l, OP_SWIGLU_FWD, act(l, P("ffn.act"), fdt, M, m->d_ff), bk->fgate.out, bk->up.out, M * m->d_ff);
+    } else {
+        bk->act_out = act(l, P("ffn.act"), fdt, M, m->d_ff);
+        s = step(l, OP_GELU_FWD);
+        s->args[0] = bk->act_out, s->args[1] = bk->up.out;
+        s->ints[0] = M * m->d_ff;
+    }
+    bk->down = linear_fwd(l, P("ffn.down_proj"), bk->act_out, -1, -1);
+    bk->resid2 = elementwise(l, OP_ADD_FWD, act(l, P("resid_ffn"), l->act, M, m->d_model), bk->resid1, bk->down.out, M * m->d_model);
+#undef P
+}
+
+static void block_bwd(L *l, int i, const Block *bk) {
+    const Model *m = l->m;
+    int64_t M = l->M, qd = m->n_heads * m->head_dim, kvd = m->n_kv_heads * m->head_dim;
+#define P(s) arena_printf(l->a, "d.blocks.%d." s, i)
+    /* FFN: the residual gradient is the down projection's output gradient */
+    int dact = act(l, P("ffn.act"), l->act, M, m->d_ff);
+    zero(l, dact);
+    linear_bwd(l, &bk->down, l->dres, dact);
+    int dh2 = act(l, P("ffn_norm.out"), l->act, M, m->d_model);
+    zero(l, dh2);
+    int dup = act(l, P("ffn.up_proj.out"), l->act, M, m->d_ff);
+    if (m->activation == ACT_SWIGLU) {
+        int dgt = act(l, P("ffn.gate_proj.out"), l->act, M, m->d_ff);
+        GStep *s = step(l, OP_SWIGLU_BWD);
+        int a[] = {dgt, dup, dact, bk->fgate.out, bk->up.out};
+        memcpy(s->args, a, sizeof a);
+        s->ints[0] = M * m->d_ff;
+        linear_bwd(l, &bk->fgate, dgt, dh2);
+    } else {
+        GStep *s = step(l, OP_GELU_BWD);
+        s->args[0] = dup, s->args[1] = dact, s->args[2] = bk->up.out;
+        s->ints[0] = M * m->d_ff;
+    }
+    linear_bwd(l, &bk->up, dup, dh2);
+    norm_bwd(l, &bk->ffn_norm, dh2, l->dres);
+    /* attention */
+    int datt_g = act(l, P("attn.o_proj.in"), l->act, M, qd);
+    zero(l, datt_g);
+    linear_bwd(l, &bk->o, l->dres, datt_g);
+    int dh = act(l, P("attn_norm.out"), l->act, M, m->d_model);
+    zero(l, dh);
+    int datt = datt_g;
+    const ModRes *core = res_of(l, arena_printf(l->a, "blocks.%d.attn.core", i));
+    if (m->attention_gate) {
+        l->module = (int)(core->mod - m->mods);
+        datt = act(l, P("attn.core.out"), l->act, M, qd);
+        int dg = act(l, P("attn.gate_proj.out"), l->act, M, qd);
+        GStep *s = step(l, OP_GATE_BWD);
+        int a[] = {datt, dg, datt_g, bk->att, bk->gate.out};
+        memcpy(s->args, a, sizeof a);
+        s->ints[0] = M * qd;
+        linear_bwd(l, &bk->gate, dg, dh);
+    }
+    l->module = (int)(core->mod - m->mods);
+    int dq = act(l, P("attn.q"), l->act, M, qd), dk = act(l, P("attn.k"), l->act, M, kvd), dv = act(l, P("attn.v"), l->act, M, kvd);
+    GStep *s = step(l, OP_ATTENTION_BWD);
+    int a[] = {dq, dk, dv, datt, bk->q_r, bk->k_r, bk->v.out, bk->att, bk->lse};
+    memcpy(s->args, a, sizeof a);
+    int64_t dims[] = {m->train.micro_batch, m->train.seq_len, m->n_heads, m->n_kv_heads, m->head_dim};
+    memcpy(s->ints, dims, sizeof dims);
+    if (m->positions == POS_ROPE) {
+        int t2[2] = {dq, dk};
+        int64_t heads[2] = {m->n_heads, m->n_kv_heads};
+        for (int j = 0; j < 2; j++) { /* in place: dinp may alias dout */
+            s = step(l, OP_ROPE_BWD);
+            s->args[0] = t2[j], s->args[1] = t2[j];
+            s->ints[0] = m->train.micro_batch, s->ints[1] = m->train.seq_len, s->ints[2] = heads[j], s->ints[3] = m->head_dim;
+            s->floats[0] = m->rope_theta;
+        }
+    }
+    linear_bwd(l, &bk->q, dq, dh);
+    linear_bwd(l, &bk->k, dk, dh);
+    linear_bwd(l, &bk->v, dv, dh);
+    norm_bwd(l, &bk->attn_norm, dh, l->dres);
+#undef P
+}
+
+int low_lower(Arena *a, Diag *d, const Resolution *r, Graph *g) {
+    (void)d;
+    memset(g, 0, sizeof *g);
+    const Model *m = r->model;
+    const Policy *p = r->pol;
+    L l = {a, r, m, g, SEC_FORWARD, -1, TD_BF16, TD_F32, model_tokens_per_step(m), -1};
+    Dtype def = p->defaults.set & (UINT64_C(1) << F_COMPUTE) ? (Dtype)p->defaults.v[F_COMPUTE].i : p->recipe->compute;
+    l.act = td_of(def);
+    l.grad_dt = res_global(r, G_GRAD_ACCUM)->i == DT_BF16 ? TD_BF16 : TD_F32;
+    int64_t M = l.M, C = m->d_model, V = m->vocab_size;
+    g->tokens = tensor(&l, "tokens", TD_I32, TC_INPUT, 1, M, 0);
+    g->targets = tensor(&l, "targets", TD_I32, TC_INPUT, 1, M, 0);
+
+    /* forward */
+    const ModRes *emb = res_of(&l, "embed");
+    l.module = (int)(emb->mod - m->mods);
+    int gwte, gwpe = -1, wpe = -1;
+    int wte = param(&l, emb, "weight", V, C, "normal:0.02", 1, &gwte);
+    if (m->positions == POS_LEARNED) wpe = param(&l, res_of(&l, "pos_embed"), "weight", m->max_seq_len, C, "normal:0.02", 1, &gwpe);
+    int x = act(&l, "embed.out", td_of(emb->compute), M, C);
+    GStep *s = step(&l, OP_EMBED_FWD);
+    s->args[0] = x, s->args[1] = g->tokens, s->args[2] = wte, s->args[3] = wpe;
+    s->ints[0] = m->train.micro_batch, s->ints[1] = m->train.seq_len, s->ints[2] = C;
+    Block *blocks = arena_alloc(a, (size_t)m->n_layers * sizeof *blocks);
+    for (int i = 0; i < (int)m->n_layers; i++) {
+        block_fwd(&l, i, x, &blocks[i]);
+        x = blocks[i].resid2;
+    }
+    Norm fn = norm_fwd(&l, "final_norm", x);
+    const ModRes *head = res_of(&l, "lm_head");
+    Linear lm = linear_fwd(&l, "lm_head", fn.out, head->mod->tied ? wte : -1, head->mod->tied ? gwte : -1);
+    const ModRes *loss = res_of(&l, "loss");
+    l.module = (int)(loss->mod - m->mods);
+    g->losses = act(&l, "loss.losses", TD_F32, M, 1);
+    s = step(&l, OP_XENT_FWD);
+    s->args[0] = g->losses, s->args[1] = lm.out, s->args[2] = g->targets;
+    s->ints[0] = M, s->ints[1] = V;
+
+    /* backward: the logits' gradient overwrites the logits (crossentropy_bwd allows it) */
+    l.sec = SEC_BACKWARD;
+    s = step(&l, OP_XENT_BWD);
+    s->args[0] = lm.out, s->args[1] = lm.out, s->args[2] = g->targets;
+    s->ints[0] = M, s->ints[1] = V;
+    l.dres = act(&l, "d.residual", l.act, M, C);
+    zero(&l, l.dres);
+    int dfn = act(&l, "d.final_norm.out", l.act, M, C);
+    zero(&l, dfn);
+    linear_bwd(&l, &lm, lm.out, dfn);
+    norm_bwd(&l, &fn, dfn, l.dres);
+    for (int i = (int)m->n_layers - 1; i >= 0; i--) block_bwd(&l, i, &blocks[i]);
+    l.module = (int)(emb->mod - m->mods);
+    s = step(&l, OP_EMBED_BWD);
+    s->args[0] = gwte, s->args[1] = gwpe, s->args[2] = l.dres, s->args[3] = g->tokens;
+    s->ints[0] = m->train.micro_batch, s->ints[1] = m->train.seq_len, s->ints[2] = C;
+
+    /* Steps were appended as sections interleaved (optimizer and scale updates are emitted
+     * when their tensors are created); order them stably by section. */
+    GStep *sorted = xmalloc((size_t)g->ns * sizeof *sorted);
+    int k = 0;
+    for (int sec = 0; sec < SEC_COUNT; sec++)
+        for (int i = 0; i < g->ns; i++)
+            if (g->s[i].sec == (Section)sec) sorted[k++] = g->s[i];
+    memcpy(g->s, sorted, (size_t)g->ns * sizeof *sorted);
+    free(sorted);
+    mem_plan(g);
+    return 0;
+}

@@ -1,0 +1,201 @@
+/* ref.h: the CPU reference operators of the training runtime.
+ *
+ * Every op the plan can name has a function here whose name stem and argument
+ * order match its CUDA template (DESIGN.md section 7): outputs first, then
+ * inputs, then dimensions; gradients are prefixed `d`. All tensors are float,
+ * row-major. GEMMs and reductions accumulate in FP32 (ref_sumsq in double);
+ * narrower storage dtypes are modelled by rounding through runtime/fp8.h.
+ *
+ * Gradient conventions: a backward marked "+=" accumulates into its output
+ * (so the executor zeroes gradient buffers once per step); one marked
+ * "overwrite" replaces it. Outputs may not alias inputs unless a comment says
+ * they may.
+ *
+ * Results do not depend on the number of OpenMP threads: every output element
+ * is produced by one thread in a fixed order (ref_sumsq sums fixed chunks).
+ * Implementations: GEMMs in ref_gemm.c, everything else in ref.c. Must not:
+ * keep state between calls, print, or exit.
+ */
+#ifndef FP8C_RUNTIME_CPU_REF_H
+#define FP8C_RUNTIME_CPU_REF_H
+
+#include <stdint.h>
+
+/* Storage dtype codes of ref_round and ref_adamw. */
+enum {
+    REF_FP32 = 0, /* no rounding */
+    REF_BF16 = 1, /* 8 exponent bits, 7 mantissa bits */
+    REF_FP16 = 2, /* IEEE binary16 */
+};
+
+/* ---- GEMMs (ref_gemm.c), FP32 accumulation ------------------------------------------
+ * Y = X W^T convention: inp (M,K), w (N,K), out (M,N). fprop contracts K,
+ * dgrad contracts N, wgrad contracts M. */
+
+/* out = inp @ w^T + bias (overwrite). */
+void ref_matmul_fwd(float *out,        // (M,N)
+                    const float *inp,  // (M,K)
+                    const float *w,    // (N,K)
+                    const float *bias, // (N) or NULL
+                    int M, int K, int N);
+/* dinp += dout @ w. */
+void ref_matmul_bwd_data(float *dinp,       // (M,K)
+                         const float *dout, // (M,N)
+                         const float *w,    // (N,K)
+                         int M, int K, int N);
+/* dw += dout^T @ inp; dbias += column sums of dout. */
+void ref_matmul_bwd_weight(float *dw,         // (N,K)
+                           float *dbias,      // (N) or NULL
+                           const float *dout, // (M,N)
+                           const float *inp,  // (M,K)
+                           int M, int K, int N);
+
+/* ---- embeddings ----------------------------------------------------------------------- */
+
+/* out[b,t] = wte[tokens[b,t]] (+ wpe[t]); tokens must lie in [0, vocab). */
+void ref_embed_fwd(float *out,             // (B,T,C)
+                   const int32_t *tokens,  // (B,T)
+                   const float *wte,       // (vocab,C)
+                   const float *wpe,       // (>=T,C) or NULL: no learned positions
+                   int B, int T, int C);
+/* dwte[tokens[b,t]] += dout[b,t]; dwpe[t] += sum_b dout[b,t]. */
+void ref_embed_bwd(float *dwte,           // (vocab,C)
+                   float *dwpe,           // (>=T,C) or NULL
+                   const float *dout,     // (B,T,C)
+                   const int32_t *tokens, // (B,T)
+                   int B, int T, int C);
+
+/* ---- normalization ---------------------------------------------------------------------- */
+
+/* out = inp / sqrt(mean(inp^2) + eps) * w, per row. */
+void ref_rmsnorm_fwd(float *out,       // (N,C)
+                     float *rstd,      // (N) saved for backward
+                     const float *inp, // (N,C)
+                     const float *w,   // (C)
+                     int N, int C, float eps);
+/* dinp +=, dw +=. */
+void ref_rmsnorm_bwd(float *dinp,       // (N,C)
+                     float *dw,         // (C)
+                     const float *dout, // (N,C)
+                     const float *inp,  // (N,C)
+                     const float *w,    // (C)
+                     const float *rstd, // (N)
+                     int N, int C);
+/* out = (inp - mean) * rstd * w + b, per row. */
+void ref_layernorm_fwd(float *out,       // (N,C)
+                       float *mean,      // (N) saved for backward
+                       float *rstd,      // (N) saved for backward
+                       const float *inp, // (N,C)
+                       const float *w,   // (C)
+                       const float *b,   // (C) or NULL
+                       int N, int C, float eps);
+/* dinp +=, dw +=, db +=. */
+void ref_layernorm_bwd(float *dinp,       // (N,C)
+                       float *dw,         // (C)
+                       float *db,         // (C) or NULL
+                       const float *dout, // (N,C)
+                       const float *inp,  // (N,C)
+                       const float *w,    // (C)
+                       const float *mean, // (N)
+                       const float *rstd, // (N)
+                       int N, int C);
+
+/* ---- rotary position embedding -----------------------------------------------------------
+ * On (B,T,H,hd) laid out as (B*T, H*hd): the pair (2i, 2i+1) of every head at
+ * position t is rotated by t * theta^(-2i/hd). hd must be even. */
+
+/* out = R inp; out may equal inp. */
+void ref_rope_fwd(float *out,       // (B,T,H*hd)
+                  const float *inp, // (B,T,H*hd)
+                  int B, int T, int H, int hd, float theta);
+/* dinp = R^T dout (overwrite); dinp may equal dout. */
+void ref_rope_bwd(float *dinp,       // (B,T,H*hd)
+                  const float *dout, // (B,T,H*hd)
+                  int B, int T, int H, int hd, float theta);
+
+/* ---- attention ---------------------------------------------------------------------------
+ * Causal grouped-query attention, FP32 softmax, scale 1/sqrt(hd). Query head
+ * h reads kv head h / (H/KV); KV must divide H. lse keeps the log-sum-exp of
+ * each score row so that backward recomputes the probabilities instead of
+ * storing T x T of them. */
+
+void ref_attention_fwd(float *out,     // (B,T,H*hd)
+                       float *lse,     // (B,H,T)
+                       const float *q, // (B,T,H*hd)
+                       const float *k, // (B,T,KV*hd)
+                       const float *v, // (B,T,KV*hd)
+                       int B, int T, int H, int KV, int hd);
+/* Overwrites dq, dk, dv. */
+void ref_attention_bwd(float *dq,         // (B,T,H*hd)
+                       float *dk,         // (B,T,KV*hd)
+                       float *dv,         // (B,T,KV*hd)
+                       const float *dout, // (B,T,H*hd)
+                       const float *q,    // (B,T,H*hd)
+                       const float *k,    // (B,T,KV*hd)
+                       const float *v,    // (B,T,KV*hd)
+                       const float *out,  // (B,T,H*hd) forward output
+                       const float *lse,  // (B,H,T)
+                       int B, int T, int H, int KV, int hd);
+
+/* ---- elementwise ---------------------------------------------------------------------------
+ * Backwards here overwrite their outputs. */
+
+/* out = a * sigmoid(g) (gated attention). */
+void ref_gate_fwd(float *out, const float *a, const float *g, int64_t n); // (n) each
+void ref_gate_bwd(float *da, float *dg, const float *dout, const float *a, const float *g,
+                  int64_t n); // (n) each
+/* out = silu(gate) * up. */
+void ref_swiglu_fwd(float *out, const float *gate, const float *up, int64_t n); // (n) each
+void ref_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+                    const float *up, int64_t n); // (n) each
+/* GELU, tanh approximation (GPT-2). */
+void ref_gelu_fwd(float *out, const float *inp, int64_t n);                   // (n) each
+void ref_gelu_bwd(float *dinp, const float *dout, const float *inp, int64_t n); // (n) each
+/* out = a + b (residual); out may alias a or b. */
+void ref_add_fwd(float *out, const float *a, const float *b, int64_t n); // (n) each
+/* dst += src. */
+void ref_accumulate(float *dst, const float *src, int64_t n); // (n) each
+
+/* ---- loss -----------------------------------------------------------------------------------
+ * Fused softmax cross-entropy in FP32. A target < 0 is ignored (loss 0,
+ * gradient 0); others must lie in [0, V). */
+
+void ref_crossentropy_fwd(float *losses,          // (N)
+                          const float *logits,    // (N,V)
+                          const int32_t *targets, // (N)
+                          int N, int V);
+/* dlogits = (softmax - onehot(target)) * dloss, dloss being the gradient of
+ * each token's loss (e.g. loss_scale / N). dlogits may alias logits. */
+void ref_crossentropy_bwd(float *dlogits,         // (N,V)
+                          const float *logits,    // (N,V)
+                          const int32_t *targets, // (N)
+                          float dloss, int N, int V);
+
+/* ---- storage rounding and optimizer ------------------------------------------------------- */
+
+/* Round every element to the nearest value of a storage dtype (REF_*), ties to
+ * even, through fp8.h's encoders. REF_FP32 is a no-op. */
+void ref_round(float *x, int64_t n, int dtype); // (n)
+
+/* One AdamW step on n elements, t the 1-based step for bias correction.
+ * g = grad * grad_scale (loss-scale unscaling and clipping folded in);
+ * m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
+ * p -= lr * (mhat / (sqrt(vhat) + eps) + weight_decay * p)   (decoupled decay)
+ * where p is master (FP32) when master != NULL, then param = round(master,
+ * param_dtype); else p is param itself, rounded after the update. The update
+ * uses m and v in FP32; they are stored rounded to state_dtype (REF_FP32 or
+ * REF_BF16), as a GPU kernel that keeps them in registers would. */
+void ref_adamw(float *param,      // (n)
+               float *master,     // (n) or NULL
+               float *m,          // (n)
+               float *v,          // (n)
+               const float *grad, // (n)
+               int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
+               int t, float grad_scale, int param_dtype, int state_dtype);
+
+/* Sum of squares in double (global gradient norm); independent of thread count. */
+double ref_sumsq(const float *x, int64_t n); // (n)
+/* 1 if no element is NaN or Inf, else 0. */
+int ref_all_finite(const float *x, int64_t n); // (n)
+
+#endif

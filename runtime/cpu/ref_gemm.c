@@ -1,0 +1,314 @@
+/* ref_gemm.c: the three FP32 GEMMs of ref.h (fprop, dgrad, wgrad).
+ *
+ * Owns the one blocked GEMM the CPU backend has, C (m,n) (+)= A (m,k) B (k,n)
+ * with A and B read through row and column strides, so that the transposed
+ * operands of dgrad and wgrad are handled while packing rather than by
+ * copying the matrix. The structure is the classic one (Goto / BLIS):
+ *   - the contraction is cut into KC-deep slices; per slice, A is packed into
+ *     MR-row panels and B into NR-column panels (zero-padded at the edges),
+ *     so that the micro-kernel reads both with unit stride;
+ *   - the output is cut into MT x NT tiles that OpenMP threads take
+ *     dynamically; each output element belongs to exactly one tile and its
+ *     K order is fixed, so results do not depend on the thread count;
+ *   - the micro-kernel keeps an MR x NR block of C in registers (12 vectors
+ *     of 8 floats) and does one rank-1 update per k.
+ * The micro-kernel uses GCC/Clang generic vectors, which the compiler lowers
+ * to whatever the target has: the hot function is cloned for x86-64-v3
+ * (AVX2 + FMA) and baseline x86-64 (SSE2), picked at load time, so the build
+ * needs no -march flag. FMA contraction is enabled for those functions only:
+ * -std=c11 turns it off globally.
+ *
+ * Must not: keep state between calls, or fail: if the packing buffers cannot
+ * be allocated it falls back to a plain loop.
+ */
+#include "ref.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#define OMP_PARALLEL _Pragma("omp parallel")
+#define OMP_FOR _Pragma("omp for schedule(static)")
+#define OMP_FOR_DYNAMIC _Pragma("omp for schedule(dynamic, 1)")
+#define OMP_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#else
+#define OMP_PARALLEL
+#define OMP_FOR
+#define OMP_FOR_DYNAMIC
+#define OMP_PARALLEL_FOR
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT_CLONES
+#endif
+
+#define MR 6    /* micro-tile rows: 6 x 2 accumulator vectors + 2 B + 1 A = 15 of 16 ymm */
+#define NR 16   /* micro-tile columns: two 8-float vectors */
+#define KC 256  /* contraction slice: a 16 KiB B micro-panel stays in L1 */
+#define NC 4096 /* columns of B packed at once: bounds the B buffer to 4 MiB */
+#define MT 96   /* tile rows (16 A panels, 96 KiB per slice: stays in L2) */
+#define NT 256  /* tile columns (16 B panels) */
+
+/* An operand read through strides: element (i,p) is base[i*rs + p*cs]. */
+struct strided {
+    const float *base;
+    int64_t rs; /* stride between rows */
+    int64_t cs; /* stride between columns */
+};
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+static int64_t round_up(int64_t x, int64_t to) { return (x + to - 1) / to * to; }
+
+/* ---- micro-kernel -------------------------------------------------------------------- */
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+#if defined(__GNUC__)
+typedef float v8 __attribute__((vector_size(32)));
+
+/* c (mr,nr) (+)= a-panel (kc,MR) x b-panel (kc,NR); the panels are zero-padded
+ * so the full MR x NR block is always computed and only the valid part is
+ * stored. */
+static inline __attribute__((always_inline)) void micro_kernel(
+    float *restrict c,       // (mr, ldc) block of C
+    const float *restrict a, // (kc, MR) packed
+    const float *restrict b, // (kc, NR) packed
+    int kc, int64_t ldc, int mr, int nr, int load_c)
+{
+    v8 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+    v8 c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+    for (int p = 0; p < kc; p++) {
+        v8 b0, b1;
+        memcpy(&b0, b, sizeof b0);
+        memcpy(&b1, b + 8, sizeof b1);
+        c00 += a[0] * b0;
+        c01 += a[0] * b1;
+        c10 += a[1] * b0;
+        c11 += a[1] * b1;
+        c20 += a[2] * b0;
+        c21 += a[2] * b1;
+        c30 += a[3] * b0;
+        c31 += a[3] * b1;
+        c40 += a[4] * b0;
+        c41 += a[4] * b1;
+        c50 += a[5] * b0;
+        c51 += a[5] * b1;
+        a += MR;
+        b += NR;
+    }
+    v8 acc[MR][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51}};
+    if (mr == MR && nr == NR) {
+        for (int i = 0; i < MR; i++) {
+            for (int h = 0; h < 2; h++) {
+                float *dst = c + i * ldc + 8 * h;
+                v8 t = acc[i][h];
+                if (load_c) {
+                    v8 old;
+                    memcpy(&old, dst, sizeof old);
+                    t += old;
+                }
+                memcpy(dst, &t, sizeof t);
+            }
+        }
+        return;
+    }
+    float tmp[MR][NR];
+    memcpy(tmp, acc, sizeof tmp);
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++)
+            c[i * ldc + j] = (load_c ? c[i * ldc + j] : 0.0f) + tmp[i][j];
+}
+#else
+/* Portable fallback for compilers without generic vectors: the same blocking,
+ * an accumulator array the compiler may vectorize. */
+static void micro_kernel(float *restrict c, const float *restrict a, const float *restrict b,
+                         int kc, int64_t ldc, int mr, int nr, int load_c)
+{
+    float acc[MR][NR] = {{0}};
+    for (int p = 0; p < kc; p++, a += MR, b += NR)
+        for (int i = 0; i < MR; i++)
+            for (int j = 0; j < NR; j++)
+                acc[i][j] += a[i] * b[j];
+    for (int i = 0; i < mr; i++)
+        for (int j = 0; j < nr; j++)
+            c[i * ldc + j] = (load_c ? c[i * ldc + j] : 0.0f) + acc[i][j];
+}
+#endif
+
+/* One output tile: rows [i0,i1), columns [j0,j1) of the packed block, j
+ * counted from the block's first column. i0 and j0 are multiples of MR and NR.
+ * B micro-panel outer, A inner: the B panel stays in L1 while A streams from
+ * L2. */
+HOT_CLONES static void compute_tile(float *c,        // (m, ldc) C at the block's first column
+                                    const float *ap, // packed A, (m/MR, kc, MR)
+                                    const float *bp, // packed B, (nc/NR, kc, NR)
+                                    int kc, int64_t ldc, int i0, int i1, int j0, int j1,
+                                    int load_c)
+{
+    for (int j = j0; j < j1; j += NR) {
+        const float *b = bp + (int64_t)(j / NR) * kc * NR;
+        int nr = min_int(NR, j1 - j);
+        for (int i = i0; i < i1; i += MR) {
+            const float *a = ap + (int64_t)(i / MR) * kc * MR;
+            micro_kernel(c + i * ldc + j, a, b, kc, ldc, min_int(MR, i1 - i), nr, load_c);
+        }
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+/* ---- packing (orphaned `omp for`: called inside the parallel region) ------------------ */
+
+/* A rows [0,m), columns [p0,p0+kc) -> MR-row panels, each (kc, MR). */
+static void pack_a(float *ap, struct strided a, int m, int p0, int kc)
+{
+    int npanel = (m + MR - 1) / MR;
+    OMP_FOR
+    for (int ip = 0; ip < npanel; ip++) {
+        float *dst = ap + (int64_t)ip * kc * MR;
+        int i0 = ip * MR, mr = min_int(MR, m - i0);
+        for (int p = 0; p < kc; p++) {
+            const float *src = a.base + (int64_t)i0 * a.rs + (int64_t)(p0 + p) * a.cs;
+            for (int i = 0; i < mr; i++)
+                dst[p * MR + i] = src[i * a.rs];
+            for (int i = mr; i < MR; i++)
+                dst[p * MR + i] = 0.0f;
+        }
+    }
+}
+
+/* B rows [p0,p0+kc), columns [j0,j0+nc) -> NR-column panels, each (kc, NR). */
+static void pack_b(float *bp, struct strided b, int j0, int nc, int p0, int kc)
+{
+    int npanel = (nc + NR - 1) / NR;
+    OMP_FOR
+    for (int jp = 0; jp < npanel; jp++) {
+        float *dst = bp + (int64_t)jp * kc * NR;
+        int jj = j0 + jp * NR, nr = min_int(NR, j0 + nc - jj);
+        for (int p = 0; p < kc; p++) {
+            const float *src = b.base + (int64_t)(p0 + p) * b.rs + (int64_t)jj * b.cs;
+            for (int j = 0; j < nr; j++)
+                dst[p * NR + j] = src[j * b.cs];
+            for (int j = nr; j < NR; j++)
+                dst[p * NR + j] = 0.0f;
+        }
+    }
+}
+
+/* ---- driver ----------------------------------------------------------------------------- */
+
+/* The fallback when packing buffers cannot be allocated. */
+static void gemm_plain(float *c, int64_t ldc, struct strided a, struct strided b, int m, int n,
+                       int k, int accumulate)
+{
+    OMP_PARALLEL_FOR
+    for (int i = 0; i < m; i++) {
+        for (int j = 0; j < n; j++) {
+            float s = accumulate ? c[i * ldc + j] : 0.0f;
+            for (int p = 0; p < k; p++)
+                s += a.base[i * a.rs + p * a.cs] * b.base[p * b.rs + j * b.cs];
+            c[i * ldc + j] = s;
+        }
+    }
+}
+
+static float *alloc_aligned(int64_t nfloats)
+{
+    return aligned_alloc(64, (size_t)round_up(nfloats * (int64_t)sizeof(float), 64));
+}
+
+/* c (m,n) = [c +] a (m,k) b (k,n); c has row stride ldc and unit column stride. */
+static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int m, int n, int k,
+                 int accumulate)
+{
+    if (m <= 0 || n <= 0)
+        return;
+    if (k <= 0) {
+        if (!accumulate)
+            for (int i = 0; i < m; i++)
+                memset(c + i * ldc, 0, (size_t)n * sizeof *c);
+        return;
+    }
+    int kcmax = min_int(k, KC), ncmax = min_int(n, NC);
+    float *ap = alloc_aligned(round_up(m, MR) * kcmax);     // (m/MR, kc, MR)
+    float *bp = alloc_aligned(round_up(ncmax, NR) * kcmax); // (nc/NR, kc, NR)
+    if (!ap || !bp) {
+        free(ap);
+        free(bp);
+        gemm_plain(c, ldc, a, b, m, n, k, accumulate);
+        return;
+    }
+    OMP_PARALLEL
+    {
+        for (int jc = 0; jc < n; jc += NC) {
+            int nc = min_int(NC, n - jc);
+            for (int pc = 0; pc < k; pc += KC) {
+                int kc = min_int(KC, k - pc);
+                int load_c = accumulate || pc > 0;
+                pack_a(ap, a, m, pc, kc);
+                pack_b(bp, b, jc, nc, pc, kc);
+                int mtiles = (m + MT - 1) / MT, ntiles = (nc + NT - 1) / NT;
+                OMP_FOR_DYNAMIC
+                for (int t = 0; t < mtiles * ntiles; t++) {
+                    int i0 = t / ntiles * MT, j0 = t % ntiles * NT;
+                    compute_tile(c + jc, ap, bp, kc, ldc, i0, min_int(i0 + MT, m), j0,
+                                 min_int(j0 + NT, nc), load_c);
+                }
+                /* the implicit barrier above keeps the buffers until every tile is done */
+            }
+        }
+    }
+    free(ap);
+    free(bp);
+}
+
+/* ---- the ops of ref.h ------------------------------------------------------------------ */
+
+void ref_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int M, int K,
+                    int N)
+{
+    struct strided a = {inp, K, 1}; /* inp (M,K) */
+    struct strided b = {w, 1, K};   /* w^T: (k,n) element is w[n*K + k] */
+    if (bias) {
+        OMP_PARALLEL_FOR
+        for (int i = 0; i < M; i++)
+            memcpy(out + (int64_t)i * N, bias, (size_t)N * sizeof *out);
+    }
+    gemm(out, N, a, b, M, N, K, bias != NULL);
+}
+
+void ref_matmul_bwd_data(float *dinp, const float *dout, const float *w, int M, int K, int N)
+{
+    struct strided a = {dout, N, 1}; /* dout (M,N) */
+    struct strided b = {w, K, 1};    /* w (N,K) */
+    gemm(dinp, K, a, b, M, K, N, 1);
+}
+
+void ref_matmul_bwd_weight(float *dw, float *dbias, const float *dout, const float *inp, int M,
+                           int K, int N)
+{
+    struct strided a = {dout, 1, N}; /* dout^T: (n,m) element is dout[m*N + n] */
+    struct strided b = {inp, K, 1};  /* inp (M,K) */
+    gemm(dw, K, a, b, N, K, M, 1);
+    if (!dbias)
+        return;
+    /* column sums, 64-column chunks per thread so that rows are read in runs */
+    int nchunk = (N + 63) / 64;
+    OMP_PARALLEL_FOR
+    for (int ch = 0; ch < nchunk; ch++) {
+        int j0 = ch * 64, j1 = min_int(N, j0 + 64);
+        for (int i = 0; i < M; i++) {
+            const float *row = dout + (int64_t)i * N;
+            for (int j = j0; j < j1; j++)
+                dbias[j] += row[j];
+        }
+    }
+}

@@ -1,0 +1,418 @@
+/* quant.c: the scaling rules, tilings and scale layouts declared in quant.h.
+ *
+ * One driver, quant_tiles, walks the tiles of a (possibly transposed) view of
+ * the input, chooses each tile's scale with tile_scale, and writes codes and
+ * scale inverses (q_quantize) or the dequantized values directly (q_fake_quant).
+ * Both entry points go through the same two functions, which is what makes
+ * fake quantization bit-identical to dequantize(quantize(x)).
+ *
+ * Must not: allocate, keep state, or round differently from fp8.c (every
+ * element goes through its saturating encoders). OpenMP is optional: with
+ * -fopenmp the tile rows (or, for one per-tensor tile, the rows) run in
+ * parallel; every reduction here is a max, so the result does not depend on
+ * the thread count.
+ */
+#include "quant.h"
+
+#include "fp8.h"
+
+#include <float.h>
+#include <math.h>
+
+enum layout {
+    LAYOUT_TENSOR, /* one scale: scale_inv[0] */
+    LAYOUT_VEC,    /* 1 x T: scale_inv[i + b*R] */
+    LAYOUT_BLK,    /* T x T: scale_inv[b + (i/T)*L4], padding 0 */
+    LAYOUT_ROWS,   /* anything else: row-major [ceil(R/tr)][ceil(C/tc)] */
+};
+
+/* How an R x C matrix is cut into tiles and where each tile's scale lives. */
+struct tiling {
+    int R, C;           /* matrix extents */
+    int tr, tc;         /* tile extents, <= 0 already replaced by R or C (at least 1) */
+    int nbr, nbc;       /* tile rows, tile columns */
+    int ld;             /* BLK: L4, entries per tile row in scale_inv; else nbc */
+    enum layout layout;
+};
+
+static int ceil_div(int a, int b)
+{
+    return a <= 0 ? 0 : (a + b - 1) / b;
+}
+
+static struct tiling make_tiling(int R, int C, int tr, int tc)
+{
+    struct tiling t;
+    t.R = R > 0 ? R : 0;
+    t.C = C > 0 ? C : 0;
+    t.tr = tr > 0 ? tr : (t.R > 0 ? t.R : 1);
+    t.tc = tc > 0 ? tc : (t.C > 0 ? t.C : 1);
+    t.nbr = ceil_div(t.R, t.tr);
+    t.nbc = ceil_div(t.C, t.tc);
+    t.ld = t.nbc;
+    if (tr <= 0 && tc <= 0) {
+        t.layout = LAYOUT_TENSOR;
+    } else if (tr == 1) {
+        t.layout = LAYOUT_VEC;
+    } else if (tr > 1 && tr == tc) {
+        t.layout = LAYOUT_BLK;
+        t.ld = (t.nbc + 3) / 4 * 4;
+    } else {
+        t.layout = LAYOUT_ROWS;
+    }
+    return t;
+}
+
+/* Index of tile (bi, bj)'s entry in the float scale_inv array. */
+static size_t scale_index(const struct tiling *t, int bi, int bj)
+{
+    switch (t->layout) {
+    case LAYOUT_TENSOR:
+        return 0;
+    case LAYOUT_VEC:
+        return (size_t)bi + (size_t)bj * (size_t)t->nbr; /* bi == i: tiles are one row tall */
+    case LAYOUT_BLK:
+    case LAYOUT_ROWS:
+        break;
+    }
+    return (size_t)bj + (size_t)bi * (size_t)t->ld;
+}
+
+/* Index of tile (bi, bj)'s E8M0 code: always row-major. */
+static size_t mx_index(const struct tiling *t, int bi, int bj)
+{
+    return (size_t)bi * (size_t)t->nbc + (size_t)bj;
+}
+
+size_t q_scale_count(int R, int C, int tr, int tc)
+{
+    struct tiling t = make_tiling(R, C, tr, tc);
+    if (t.layout == LAYOUT_TENSOR)
+        return 1;
+    return (size_t)t.nbr * (size_t)t.ld;
+}
+
+size_t q_mx_scale_count(int R, int C, int tr, int tc)
+{
+    struct tiling t = make_tiling(R, C, tr, tc);
+    return (size_t)t.nbr * (size_t)t.nbc;
+}
+
+/* ---- formats ---------------------------------------------------------------------- */
+
+float q_format_max(QFormat f)
+{
+    switch (f) {
+    case Q_E5M2:
+        return FP8C_E5M2_MAX;
+    case Q_E2M1:
+        return FP8C_E2M1_MAX;
+    case Q_E4M3:
+        break;
+    }
+    return FP8C_E4M3_MAX;
+}
+
+/* floor(log2(fmax)), the OCP MX emax_elem. */
+static int format_emax(QFormat f)
+{
+    switch (f) {
+    case Q_E5M2:
+        return FP8C_E5M2_EMAX;
+    case Q_E2M1:
+        return FP8C_E2M1_EMAX;
+    case Q_E4M3:
+        break;
+    }
+    return FP8C_E4M3_EMAX;
+}
+
+static uint8_t encode(QFormat f, float v)
+{
+    switch (f) {
+    case Q_E5M2:
+        return fp8c_f32_to_e5m2(v, 1);
+    case Q_E2M1:
+        return fp8c_f32_to_e2m1(v, 1);
+    case Q_E4M3:
+        break;
+    }
+    return fp8c_f32_to_e4m3(v, 1);
+}
+
+static float decode(QFormat f, uint8_t q)
+{
+    switch (f) {
+    case Q_E5M2:
+        return fp8c_e5m2_to_f32(q);
+    case Q_E2M1:
+        return fp8c_e2m1_to_f32(q);
+    case Q_E4M3:
+        break;
+    }
+    return fp8c_e4m3_to_f32(q);
+}
+
+/* ---- amax and scale rules --------------------------------------------------------- */
+
+/* NaN-propagating max of two magnitudes (fmaxf would drop the NaN). */
+static float amax_join(float m, float a)
+{
+    if (isnan(m) || isnan(a))
+        return NAN;
+    return a > m ? a : m;
+}
+
+float q_amax(const float *x, int64_t n)
+{
+    float m = 0.0f;
+    int nan_seen = 0;
+#ifdef _OPENMP
+#pragma omp parallel for reduction(max : m) reduction(| : nan_seen) schedule(static) if (n > 65536)
+#endif
+    for (int64_t k = 0; k < n; k++) {
+        float a = fabsf(x[k]);
+        if (isnan(a))
+            nan_seen = 1;
+        else if (a > m)
+            m = a;
+    }
+    return nan_seen ? NAN : m;
+}
+
+float q_compute_scale(float amax, float fmax, int margin, int pow2, float prev_scale, int *bad)
+{
+    if (!(amax > 0.0f) || isinf(amax)) { /* 0, negative, NaN or Inf */
+        *bad = 1;
+        return prev_scale;
+    }
+    float s = ldexpf(fmax / amax, -margin); /* a power-of-two factor: exact unless it over/underflows */
+    if (isinf(s))
+        s = FLT_MAX;
+    if (pow2 && s > 0.0f) {
+        int e;
+        frexpf(s, &e); /* s = f * 2^e, f in [0.5, 1) */
+        s = ldexpf(1.0f, e - 1);
+    }
+    return s;
+}
+
+/* The scale pair of one tile: x is multiplied by s before encoding, the decoded
+ * code by sinv. e8 is the E8M0 code of sinv in MX mode. */
+struct tile_scale {
+    float s, sinv;
+    uint8_t e8;
+};
+
+static struct tile_scale tile_scale(float amax, QFormat fmt, int e8m0, float given_scale)
+{
+    struct tile_scale ts = {1.0f, 1.0f, 127}; /* the safe scale; 127 is E8M0 for 2^0 */
+    if (e8m0) {
+        if (amax > 0.0f && !isinf(amax) && !isnan(amax)) {
+            /* X = 2^(floor(log2 amax) - emax): dividing by 2^emax is exact (fp8.h). */
+            ts.e8 = fp8c_f32_to_e8m0_floor(ldexpf(amax, -format_emax(fmt)));
+            ts.sinv = fp8c_e8m0_to_f32(ts.e8);
+            ts.s = 1.0f / ts.sinv; /* exact: sinv is 2^k, |k| <= 127 */
+        }
+        return ts;
+    }
+    if (given_scale > 0.0f) {
+        ts.s = given_scale;
+    } else {
+        int bad = 0; /* a bad tile keeps the safe scale 1; the caller sees the tensor amax */
+        ts.s = q_compute_scale(amax, q_format_max(fmt), 0, 0, 1.0f, &bad);
+    }
+    ts.sinv = 1.0f / ts.s;
+    return ts;
+}
+
+/* ---- the tile driver -------------------------------------------------------------- */
+
+/* A read-only view of the input: element (i, j) is x[i*sr + j*sc]. */
+struct view {
+    const float *x;
+    int64_t sr, sc;
+};
+
+/* Where quant_tiles writes; NULL members are skipped. Element (i, j) of codes
+ * and out is at i*C + j of the view's extents. */
+struct sink {
+    uint8_t *codes;
+    float *scale_inv;
+    uint8_t *e8m0;
+    float *out; /* dequantized values (fake quantization) */
+};
+
+static float view_at(const struct view *v, int i, int j)
+{
+    return v->x[(int64_t)i * v->sr + (int64_t)j * v->sc];
+}
+
+static float block_amax(const struct view *v, int i0, int i1, int j0, int j1)
+{
+    float m = 0.0f;
+    for (int i = i0; i < i1; i++)
+        for (int j = j0; j < j1; j++)
+            m = amax_join(m, fabsf(view_at(v, i, j)));
+    return m;
+}
+
+static void encode_block(const struct view *v, const struct tiling *t, int i0, int i1, int j0, int j1,
+                         struct tile_scale ts, QFormat fmt, const struct sink *k)
+{
+    for (int i = i0; i < i1; i++) {
+        for (int j = j0; j < j1; j++) {
+            size_t o = (size_t)i * (size_t)t->C + (size_t)j;
+            uint8_t q = encode(fmt, view_at(v, i, j) * ts.s);
+            if (k->codes)
+                k->codes[o] = q;
+            if (k->out)
+                k->out[o] = decode(fmt, q) * ts.sinv;
+        }
+    }
+}
+
+static void store_scale(const struct tiling *t, int bi, int bj, struct tile_scale ts, int e8m0,
+                        const struct sink *k)
+{
+    if (k->scale_inv)
+        k->scale_inv[scale_index(t, bi, bj)] = ts.sinv;
+    if (e8m0 && k->e8m0)
+        k->e8m0[mx_index(t, bi, bj)] = ts.e8;
+}
+
+/* All tiles of tile row bi: amax, scale, codes; then the BLK padding. */
+static void quant_tile_row(const struct view *v, const struct tiling *t, int bi, QFormat fmt, int e8m0,
+                           float given_scale, const struct sink *k)
+{
+    int i0 = bi * t->tr;
+    int i1 = i0 + t->tr < t->R ? i0 + t->tr : t->R;
+    int need_amax = e8m0 || !(given_scale > 0.0f);
+    for (int bj = 0; bj < t->nbc; bj++) {
+        int j0 = bj * t->tc;
+        int j1 = j0 + t->tc < t->C ? j0 + t->tc : t->C;
+        float amax = need_amax ? block_amax(v, i0, i1, j0, j1) : 0.0f;
+        struct tile_scale ts = tile_scale(amax, fmt, e8m0, given_scale);
+        store_scale(t, bi, bj, ts, e8m0, k);
+        encode_block(v, t, i0, i1, j0, j1, ts, fmt, k);
+    }
+    if (t->layout == LAYOUT_BLK && k->scale_inv)
+        for (int bj = t->nbc; bj < t->ld; bj++)
+            k->scale_inv[scale_index(t, bi, bj)] = 0.0f;
+}
+
+/* Quantize every tile of the view. `amax` is the whole view's amax, computed
+ * once by the caller; a single tile (per tensor) uses it instead of a second
+ * pass, and runs its rows in parallel. */
+static void quant_tiles(const struct view *v, const struct tiling *t, QFormat fmt, int e8m0, float given_scale,
+                        float amax, const struct sink *k)
+{
+    if (t->nbr == 0 || t->nbc == 0) { /* empty matrix: only a per-tensor scale exists */
+        if (t->layout == LAYOUT_TENSOR && k->scale_inv)
+            k->scale_inv[0] = 1.0f;
+        return;
+    }
+    if (t->nbr == 1 && t->nbc == 1) {
+        struct tile_scale ts = tile_scale(amax, fmt, e8m0, given_scale);
+        store_scale(t, 0, 0, ts, e8m0, k);
+        if (t->layout == LAYOUT_BLK && k->scale_inv)
+            for (int bj = 1; bj < t->ld; bj++)
+                k->scale_inv[scale_index(t, 0, bj)] = 0.0f;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((int64_t)t->R * t->C > 65536)
+#endif
+        for (int i = 0; i < t->R; i++)
+            encode_block(v, t, i, i + 1, 0, t->C, ts, fmt, k);
+        return;
+    }
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)t->R * t->C > 65536)
+#endif
+    for (int bi = 0; bi < t->nbr; bi++)
+        quant_tile_row(v, t, bi, fmt, e8m0, given_scale, k);
+}
+
+float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, const float *x, int R, int C, int tr,
+                 int tc, QFormat fmt, int e8m0, float given_scale)
+{
+    struct tiling t = make_tiling(R, C, tr, tc);
+    struct view v = {x, t.C, 1};
+    struct sink k = {codes, scale_inv, scale_inv_e8m0, NULL};
+    float amax = q_amax(x, (int64_t)t.R * t.C);
+    quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
+    return amax;
+}
+
+float q_fake_quant(float *out, const float *x, int R, int C, int tr, int tc, QFormat fmt, int e8m0, float given_scale,
+                   int transpose)
+{
+    R = R > 0 ? R : 0;
+    C = C > 0 ? C : 0;
+    /* Transposed: the view is C x R with element (i, j) = x[j*C + i]. */
+    struct tiling t = transpose ? make_tiling(C, R, tr, tc) : make_tiling(R, C, tr, tc);
+    struct view v = {x, transpose ? 1 : C, transpose ? C : 1};
+    struct sink k = {NULL, NULL, NULL, out};
+    float amax = q_amax(x, (int64_t)R * C);
+    quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
+    return amax;
+}
+
+void q_dequantize(float *out, const uint8_t *codes, const float *scale_inv, const uint8_t *scale_inv_e8m0, int R,
+                  int C, int tr, int tc, QFormat fmt, int e8m0)
+{
+    struct tiling t = make_tiling(R, C, tr, tc);
+    int use_e8 = e8m0 && scale_inv_e8m0;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((int64_t)t.R * t.C > 65536)
+#endif
+    for (int i = 0; i < t.R; i++) {
+        int bi = i / t.tr;
+        for (int j = 0; j < t.C; j++) {
+            int bj = j / t.tc;
+            float sinv = use_e8 ? fp8c_e8m0_to_f32(scale_inv_e8m0[mx_index(&t, bi, bj)])
+                                : scale_inv[scale_index(&t, bi, bj)];
+            size_t o = (size_t)i * (size_t)t.C + (size_t)j;
+            out[o] = decode(fmt, codes[o]) * sinv;
+        }
+    }
+}
+
+/* ---- delayed scaling -------------------------------------------------------------- */
+
+void q_delayed_init(QDelayed *d, float *history_storage, int len, int algo, int margin, int interval)
+{
+    d->len = len > 0 ? len : 1;
+    d->algo = algo;
+    d->margin = margin;
+    d->interval = interval > 0 ? interval : 1;
+    d->pos = 0;
+    d->filled = 0;
+    d->history = history_storage;
+    for (int k = 0; k < d->len; k++)
+        d->history[k] = 0.0f;
+    d->scale = 1.0f;
+    d->scale_inv = 1.0f;
+    d->bad_steps = 0;
+}
+
+void q_delayed_update_fmt(QDelayed *d, float amax, int64_t step, QFormat fmt)
+{
+    d->history[d->pos] = amax;
+    d->pos = (d->pos + 1) % d->len;
+    if (d->filled < d->len)
+        d->filled++;
+    if (step % d->interval != 0)
+        return;
+    float a = amax; /* most_recent */
+    if (d->algo == 0)
+        a = q_amax(d->history, d->filled); /* entries are magnitudes: max |h| = max h */
+    int bad = 0;
+    d->scale = q_compute_scale(a, q_format_max(fmt), d->margin, 0, d->scale, &bad);
+    d->scale_inv = 1.0f / d->scale;
+    d->bad_steps += bad;
+}
+
+void q_delayed_update(QDelayed *d, float amax, int64_t step)
+{
+    q_delayed_update_fmt(d, amax, step, Q_E4M3);
+}
