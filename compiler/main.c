@@ -2,9 +2,11 @@
  * load the policy, resolve, then emit (compile) or print provenance (explain). This is the
  * only place that chooses an exit code: 0 success, 2 bad input, 1 internal or runtime failure. */
 #include "fp8c.h"
+#include "runtime.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static const char usage[] =
     "usage: fp8c <command> [options]\n"
@@ -15,6 +17,8 @@ static const char usage[] =
     "  explain MODEL POLICY [PATH...] print each field of each module (or of PATH, which may be a\n"
     "                                pattern such as 'blocks.0.**'), its value and the chain of\n"
     "                                layers that set it, with file:line:col\n"
+    "  train MODEL POLICY [-o DIR]    compile (for --target cpu unless given) and train\n"
+    "  run DIR                       train with the plan in DIR\n"
     "  recipes                       list the built-in recipes\n"
     "  version                       print the version\n"
     "\n"
@@ -23,8 +27,18 @@ static const char usage[] =
     "  --target T                    sm_89 | sm_90a | sm_100a | cpu (default sm_90a)\n"
     "  --strict                      patterns that match no module are errors, not warnings\n"
     "\n"
-    "not implemented yet: run, train, build, inspect (the training runtime and the CUDA code\n"
-    "generator are the next milestones; these commands exit with status 1 and say so).\n";
+    "\n"
+    "options (train, run):\n"
+    "  --steps N                     total optimizer steps (also when resuming; default: the model's)\n"
+    "  --data FILE                   text read as bytes (vocab 256) or an llm.c uint16 token shard;\n"
+    "                                default: a deterministic synthetic corpus\n"
+    "  --device cpu|cuda|auto        default auto: the CPU here (the CUDA backend is not implemented yet)\n"
+    "  --log FILE                    one JSON object per step: step, loss, lr, ..., val_loss on eval steps\n"
+    "  --checkpoint-dir DIR          write DIR/step_<N>.safetensors every --checkpoint-every N steps and at the end\n"
+    "  --resume FILE                 continue exactly from a checkpoint of the same plan\n"
+    "  --progress-every N, --eval-batches N\n"
+    "\n"
+    "not implemented yet: build, inspect and the CUDA backend (they exit with status 1 and say so).\n";
 
 typedef struct {
     const char *cmd;
@@ -32,7 +46,9 @@ typedef struct {
     int npos;
     const char *out;
     Target target;
+    int target_given;
     int strict;
+    TrainOpts train;
 } Args;
 
 static int bad_usage(const char *fmt, const char *arg) {
@@ -51,46 +67,94 @@ static int parse_target(const char *s, Target *t) {
     return -1;
 }
 
+static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out) {
+    char *end;
+    long long x = strtoll(v, &end, 10);
+    if (!*v || *end || x < lo) {
+        fprintf(stderr, "fp8c: error: %s needs a whole number >= %lld, got '%s'\n", flag, (long long)lo, v);
+        return -1;
+    }
+    *out = x;
+    return 0;
+}
+
+static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
+                                          "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
+                                          "--eval-batches", "--debug-inject-nan"};
+static const char *const plain_flags[] = {"--strict", "--help"};
+#define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
+
+static int set_flag(Args *a, const char *flag, const char *val) {
+    TrainOpts *t = &a->train;
+    if (!strcmp(flag, "--output")) a->out = val;
+    else if (!strcmp(flag, "--target")) { a->target_given = 1; return parse_target(val, &a->target); }
+    else if (!strcmp(flag, "--steps")) return parse_count(flag, val, 1, &t->steps);
+    else if (!strcmp(flag, "--data")) t->data = val;
+    else if (!strcmp(flag, "--log")) t->log = val;
+    else if (!strcmp(flag, "--checkpoint-dir")) t->ckpt_dir = val;
+    else if (!strcmp(flag, "--checkpoint-every")) return parse_count(flag, val, 1, &t->ckpt_every);
+    else if (!strcmp(flag, "--resume")) t->resume = val;
+    else if (!strcmp(flag, "--progress-every")) return parse_count(flag, val, 1, &t->progress_every);
+    else if (!strcmp(flag, "--eval-batches")) return parse_count(flag, val, 1, &t->eval_batches);
+    else if (!strcmp(flag, "--debug-inject-nan")) return parse_count(flag, val, 1, &t->inject_nan_step);
+    else if (!strcmp(flag, "--device")) {
+        static const char *const devs[] = {"auto", "cpu", "cuda"};
+        for (int i = 0; i < 3; i++)
+            if (!strcmp(val, devs[i])) return t->device = (DeviceKind)i, 0;
+        fprintf(stderr, "fp8c: error: --device takes cpu, cuda or auto, not '%s'\n", val);
+        return -1;
+    }
+    return 0;
+}
+
 static int parse_args(int argc, char **argv, Args *a) {
-    static const char *const flags[] = {"--output", "--target", "--strict", "--help"};
     memset(a, 0, sizeof *a);
     a->cmd = argv[1];
     a->target = TGT_SM90A;
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i];
-        const char *val = NULL;
-        if (!strcmp(s, "-o") || !strcmp(s, "--output") || !strcmp(s, "--target")) {
-            if (i + 1 >= argc) return bad_usage("%s needs a value", s);
-            val = argv[++i];
-        } else if (!strncmp(s, "--output=", 9) || !strncmp(s, "--target=", 9)) {
-            val = s + 9;
-        }
-        if (val) {
-            if (s[2] == 't') {
-                if (parse_target(val, &a->target)) return EXIT_BAD_INPUT;
-            } else {
-                a->out = val;
-            }
-        } else if (!strcmp(s, "--strict")) {
+        if (!strcmp(s, "-o")) s = "--output";
+        if (!strcmp(s, "--strict")) {
             a->strict = 1;
-        } else if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
+            continue;
+        }
+        if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             fputs(usage, stdout);
             exit(EXIT_OK);
-        } else if (s[0] == '-' && s[1]) {
-            char flag[64];
-            snprintf(flag, sizeof flag, "%s", s);
-            char *eq = strchr(flag, '=');
-            if (eq) *eq = 0;
-            const char *close = closest_word(flag, flags, 4);
+        }
+        if (s[0] != '-' || !s[1]) {
+            if (a->npos == 64) return bad_usage("too many arguments (%s)", s);
+            a->pos[a->npos++] = s;
+            continue;
+        }
+        char flag[64];
+        snprintf(flag, sizeof flag, "%s", s);
+        char *eq = strchr(flag, '=');
+        const char *val = NULL;
+        if (eq) {
+            *eq = 0;
+            val = s + (eq - flag) + 1;
+        }
+        int known = 0;
+        for (int k = 0; k < NVF; k++) known |= !strcmp(flag, value_flags[k]);
+        if (!known) {
+            const char *all[16];
+            int n = 0;
+            for (int k = 0; k < NVF; k++) all[n++] = value_flags[k];
+            all[n++] = plain_flags[0];
+            all[n++] = plain_flags[1];
+            const char *close = closest_word(flag, all, n);
             if (close) {
                 fprintf(stderr, "fp8c: error: unknown option '%s'; did you mean '%s'?\n", s, close);
                 return EXIT_BAD_INPUT;
             }
             return bad_usage("unknown option '%s'", s);
-        } else {
-            if (a->npos == 64) return bad_usage("too many arguments (%s)", s);
-            a->pos[a->npos++] = s;
         }
+        if (!val) {
+            if (i + 1 >= argc) return bad_usage("%s needs a value", flag);
+            val = argv[++i];
+        }
+        if (set_flag(a, flag, val)) return EXIT_BAD_INPUT;
     }
     return 0;
 }
@@ -147,6 +211,41 @@ static int cmd_explain(const Args *a) {
     return finish(&c, rc ? EXIT_BAD_INPUT : EXIT_OK);
 }
 
+/* Compile into DIR (or a temporary directory), then train with the plan written there. */
+static int cmd_train(Args *a) {
+    if (a->npos != 2) return bad_usage("%s", "train needs MODEL and POLICY: fp8c train MODEL POLICY [options]");
+    if (!a->target_given) a->target = TGT_CPU; /* the CPU backend emulates every format */
+    Compilation c = {0};
+    if (front_end(&c, a)) return finish(&c, EXIT_BAD_INPUT);
+    char tmp[] = "/tmp/fp8c-plan-XXXXXX";
+    const char *dir = a->out;
+    if (!dir) {
+        if (!mkdtemp(tmp)) {
+            fprintf(stderr, "fp8c: error: cannot create a temporary plan directory\n");
+            return finish(&c, EXIT_RUNTIME);
+        }
+        rmdir(tmp);
+        dir = tmp;
+    }
+    Graph g;
+    low_lower(&c.arena, &c.diag, &c.res, &g);
+    int rc = emit_output_dir(&c.diag, &c.res, &g, dir);
+    free(g.t);
+    free(g.s);
+    finish(&c, EXIT_OK);
+    if (rc) return EXIT_RUNTIME;
+    rc = rt_train(&a->train, dir);
+    if (!a->out) {
+        char path[256];
+        snprintf(path, sizeof path, "%s/plan.json", dir);
+        remove(path);
+        snprintf(path, sizeof path, "%s/report.md", dir);
+        remove(path);
+        rmdir(dir);
+    }
+    return rc;
+}
+
 static int cmd_recipes(void) {
     for (int i = 0; i < recipe_count; i++) {
         const Recipe *r = recipe_find(recipe_names[i]);
@@ -169,11 +268,11 @@ int main(int argc, char **argv) {
         printf("fp8c %s (plan format %d)\n", FP8C_VERSION, FP8C_PLAN_VERSION);
         return EXIT_OK;
     }
-    static const char *const planned[] = {"run", "train", "build", "inspect"};
-    for (int i = 0; i < 4; i++)
+    static const char *const planned[] = {"build", "inspect"};
+    for (int i = 0; i < 2; i++)
         if (!strcmp(cmd, planned[i])) {
             fprintf(stderr, "fp8c: '%s' is not implemented yet in fp8c %s: this version compiles and explains "
-                            "precision plans only\n", cmd, FP8C_VERSION);
+                            "precision plans and trains on the CPU\n", cmd, FP8C_VERSION);
             return EXIT_RUNTIME;
         }
     Args a;
@@ -182,6 +281,11 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "compile")) return cmd_compile(&a);
     if (!strcmp(cmd, "explain")) return cmd_explain(&a);
     if (!strcmp(cmd, "recipes")) return cmd_recipes();
+    if (!strcmp(cmd, "train")) return cmd_train(&a);
+    if (!strcmp(cmd, "run")) {
+        if (a.npos != 1) return bad_usage("%s", "run needs the plan directory: fp8c run DIR");
+        return rt_train(&a.train, a.pos[0]);
+    }
     static const char *const cmds[] = {"compile", "explain", "recipes", "version", "help", "run", "train", "build", "inspect"};
     const char *close = closest_word(cmd, cmds, 9);
     if (close) {

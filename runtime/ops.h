@@ -62,7 +62,7 @@ static const OpInfo fp8c_op_info[OP_COUNT_] = {
 #undef X
 };
 
-#define OP_MAX_ARGS 8
+#define OP_MAX_ARGS 10
 #define OP_MAX_INTS 12
 #define OP_MAX_FLOATS 2
 

@@ -593,7 +593,7 @@ static int parse_uint_array(Parser *p, int64_t *vals, int max, int *count)
         return 0;
     }
     for (;;) {
-        int64_t v;
+        int64_t v = 0;
         if (parse_uint(p, &v))
             return -1;
         if (*count < max)

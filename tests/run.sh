@@ -34,6 +34,9 @@ case $B in *asan*) stride=65521 ;; esac
 
 run test_front "$B/tests/test_front"
 run test_fp8 "$B/tests/test_fp8" --stride $stride
+run test_quant "$B/tests/test_quant"
+run test_safetensors "$B/tests/test_safetensors"
+run test_data "$B/tests/test_data"
 run golden python3 tests/golden/check.py "$B/fp8c"
 run bad_inputs sh tests/bad/run.sh "$B/fp8c"
 # shellcheck disable=SC2046

@@ -4,9 +4,10 @@
  * with A and B read through row and column strides, so that the transposed
  * operands of dgrad and wgrad are handled while packing rather than by
  * copying the matrix. The structure is the classic one (Goto / BLIS):
- *   - the contraction is cut into KC-deep slices; per slice, A is packed into
- *     MR-row panels and B into NR-column panels (zero-padded at the edges),
- *     so that the micro-kernel reads both with unit stride;
+ *   - per block of at most MB x NB outputs and KB contraction depth, A is
+ *     packed into MR-row panels and B into NR-column panels, cut into KC-deep
+ *     slices and zero-padded at the edges, so that the micro-kernel reads
+ *     both with unit stride;
  *   - the output is cut into MT x NT tiles that OpenMP threads take
  *     dynamically; each output element belongs to exactly one tile and its
  *     K order is fixed, so results do not depend on the thread count;
@@ -28,12 +29,10 @@
 
 #ifdef _OPENMP
 #define OMP_PARALLEL _Pragma("omp parallel")
-#define OMP_FOR _Pragma("omp for schedule(static)")
 #define OMP_FOR_DYNAMIC _Pragma("omp for schedule(dynamic, 1)")
 #define OMP_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #else
 #define OMP_PARALLEL
-#define OMP_FOR
 #define OMP_FOR_DYNAMIC
 #define OMP_PARALLEL_FOR
 #endif
@@ -47,9 +46,11 @@
 #define MR 6    /* micro-tile rows: 6 x 2 accumulator vectors + 2 B + 1 A = 15 of 16 ymm */
 #define NR 16   /* micro-tile columns: two 8-float vectors */
 #define KC 256  /* contraction slice: a 16 KiB B micro-panel stays in L1 */
-#define NC 4096 /* columns of B packed at once: bounds the B buffer to 4 MiB */
 #define MT 96   /* tile rows (16 A panels, 96 KiB per slice: stays in L2) */
 #define NT 256  /* tile columns (16 B panels) */
+#define MB 2048 /* block rows: packed A is at most MB x KB (16 MiB) */
+#define NB 2048 /* block columns: packed B is at most KB x NB (16 MiB) */
+#define KB 2048 /* block contraction depth */
 
 /* An operand read through strides: element (i,p) is base[i*rs + p*cs]. */
 struct strided {
@@ -165,18 +166,24 @@ HOT_CLONES static void compute_tile(float *c,        // (m, ldc) C at the block'
 #pragma GCC pop_options
 #endif
 
-/* ---- packing (orphaned `omp for`: called inside the parallel region) ------------------ */
+/* ---- packing ------------------------------------------------------------------------------
+ * A whole block (up to MB x KB of A, KB x NB of B) is packed before any of its
+ * tiles runs, so a block costs two synchronisation points (after packing,
+ * after the tiles) however many KC slices it has: on a busy machine every
+ * barrier can cost a scheduler time slice. Slice s (contraction rows
+ * [s*KC, s*KC+kc) of the block) of packed A starts at s*KC*mpad and holds
+ * mpad/MR panels of (kc, MR); packed B likewise with npad and NR. */
 
-/* A rows [0,m), columns [p0,p0+kc) -> MR-row panels, each (kc, MR). */
-static void pack_a(float *ap, struct strided a, int m, int p0, int kc)
+/* Panel ip of the A block at rows [i0, i0+mb), columns [p0, p0+kb). */
+static void pack_a_panel(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
+                         int ip)
 {
-    int npanel = (m + MR - 1) / MR;
-    OMP_FOR
-    for (int ip = 0; ip < npanel; ip++) {
-        float *dst = ap + (int64_t)ip * kc * MR;
-        int i0 = ip * MR, mr = min_int(MR, m - i0);
+    int ii = i0 + ip * MR, mr = min_int(MR, i0 + mb - ii);
+    for (int pc = 0; pc < kb; pc += KC) {
+        int kc = min_int(KC, kb - pc);
+        float *dst = ap + (int64_t)pc * mpad + (int64_t)ip * kc * MR;
         for (int p = 0; p < kc; p++) {
-            const float *src = a.base + (int64_t)i0 * a.rs + (int64_t)(p0 + p) * a.cs;
+            const float *src = a.base + (int64_t)ii * a.rs + (int64_t)(p0 + pc + p) * a.cs;
             for (int i = 0; i < mr; i++)
                 dst[p * MR + i] = src[i * a.rs];
             for (int i = mr; i < MR; i++)
@@ -185,16 +192,16 @@ static void pack_a(float *ap, struct strided a, int m, int p0, int kc)
     }
 }
 
-/* B rows [p0,p0+kc), columns [j0,j0+nc) -> NR-column panels, each (kc, NR). */
-static void pack_b(float *bp, struct strided b, int j0, int nc, int p0, int kc)
+/* Panel jp of the B block at rows [p0, p0+kb), columns [j0, j0+nb). */
+static void pack_b_panel(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
+                         int jp)
 {
-    int npanel = (nc + NR - 1) / NR;
-    OMP_FOR
-    for (int jp = 0; jp < npanel; jp++) {
-        float *dst = bp + (int64_t)jp * kc * NR;
-        int jj = j0 + jp * NR, nr = min_int(NR, j0 + nc - jj);
+    int jj = j0 + jp * NR, nr = min_int(NR, j0 + nb - jj);
+    for (int pc = 0; pc < kb; pc += KC) {
+        int kc = min_int(KC, kb - pc);
+        float *dst = bp + (int64_t)pc * npad + (int64_t)jp * kc * NR;
         for (int p = 0; p < kc; p++) {
-            const float *src = b.base + (int64_t)(p0 + p) * b.rs + (int64_t)jj * b.cs;
+            const float *src = b.base + (int64_t)(p0 + pc + p) * b.rs + (int64_t)jj * b.cs;
             for (int j = 0; j < nr; j++)
                 dst[p * NR + j] = src[j * b.cs];
             for (int j = nr; j < NR; j++)
@@ -225,7 +232,9 @@ static float *alloc_aligned(int64_t nfloats)
     return aligned_alloc(64, (size_t)round_up(nfloats * (int64_t)sizeof(float), 64));
 }
 
-/* c (m,n) = [c +] a (m,k) b (k,n); c has row stride ldc and unit column stride. */
+/* c (m,n) = [c +] a (m,k) b (k,n); c has row stride ldc and unit column stride.
+ * Blocks of MB x NB outputs and KB contraction depth bound the packing
+ * buffers; the GEMMs of a small model are one block. */
 static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int m, int n, int k,
                  int accumulate)
 {
@@ -237,9 +246,9 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
                 memset(c + i * ldc, 0, (size_t)n * sizeof *c);
         return;
     }
-    int kcmax = min_int(k, KC), ncmax = min_int(n, NC);
-    float *ap = alloc_aligned(round_up(m, MR) * kcmax);     // (m/MR, kc, MR)
-    float *bp = alloc_aligned(round_up(ncmax, NR) * kcmax); // (nc/NR, kc, NR)
+    int kbmax = min_int(k, KB);
+    float *ap = alloc_aligned(round_up(min_int(m, MB), MR) * kbmax); // (kb/KC, mpad/MR, kc, MR)
+    float *bp = alloc_aligned(round_up(min_int(n, NB), NR) * kbmax); // (kb/KC, npad/NR, kc, NR)
     if (!ap || !bp) {
         free(ap);
         free(bp);
@@ -248,21 +257,35 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
     }
     OMP_PARALLEL
     {
-        for (int jc = 0; jc < n; jc += NC) {
-            int nc = min_int(NC, n - jc);
-            for (int pc = 0; pc < k; pc += KC) {
-                int kc = min_int(KC, k - pc);
-                int load_c = accumulate || pc > 0;
-                pack_a(ap, a, m, pc, kc);
-                pack_b(bp, b, jc, nc, pc, kc);
-                int mtiles = (m + MT - 1) / MT, ntiles = (nc + NT - 1) / NT;
-                OMP_FOR_DYNAMIC
-                for (int t = 0; t < mtiles * ntiles; t++) {
-                    int i0 = t / ntiles * MT, j0 = t % ntiles * NT;
-                    compute_tile(c + jc, ap, bp, kc, ldc, i0, min_int(i0 + MT, m), j0,
-                                 min_int(j0 + NT, nc), load_c);
+        for (int jb = 0; jb < n; jb += NB) {
+            int nb = min_int(NB, n - jb);
+            int64_t npad = round_up(nb, NR);
+            int bpanels = (int)(npad / NR), ntiles = (nb + NT - 1) / NT;
+            for (int pb = 0; pb < k; pb += KB) {
+                int kb = min_int(KB, k - pb);
+                for (int ib = 0; ib < m; ib += MB) {
+                    int mb = min_int(MB, m - ib);
+                    int64_t mpad = round_up(mb, MR);
+                    int apanels = (int)(mpad / MR), mtiles = (mb + MT - 1) / MT;
+                    /* B is packed with the first row block and reused by the others */
+                    int npack = apanels + (ib == 0 ? bpanels : 0);
+                    OMP_FOR_DYNAMIC
+                    for (int t = 0; t < npack; t++) {
+                        if (t < apanels)
+                            pack_a_panel(ap, a, ib, mb, mpad, pb, kb, t);
+                        else
+                            pack_b_panel(bp, b, jb, nb, npad, pb, kb, t - apanels);
+                    }
+                    OMP_FOR_DYNAMIC
+                    for (int t = 0; t < mtiles * ntiles; t++) {
+                        int i0 = t / ntiles * MT, j0 = t % ntiles * NT;
+                        for (int pc = 0; pc < kb; pc += KC)
+                            compute_tile(c + ib * ldc + jb, ap + pc * mpad, bp + pc * npad,
+                                         min_int(KC, kb - pc), ldc, i0, min_int(i0 + MT, mb),
+                                         j0, min_int(j0 + NT, nb), accumulate || pb + pc > 0);
+                    }
+                    /* the implicit barrier above keeps the buffers until every tile is done */
                 }
-                /* the implicit barrier above keeps the buffers until every tile is done */
             }
         }
     }

@@ -1,0 +1,200 @@
+/* exec.c: the CPU backend. One allocation per tensor class, carved by the plan's offsets, and
+ * a loop that dispatches each step of a section to its reference op (ref.c, quant.c).
+ *
+ * Values are held as float32 whatever the plan's dtype; after every step, outputs whose dtype
+ * is bf16 or fp16 are rounded to that format (round-to-nearest-even), so the CPU computes on
+ * exactly the values a 16-bit GPU tensor would hold. FP8 operands are real codes and scales
+ * (quant.c) that a qgemm decodes and multiplies with FP32 accumulation. Because a float takes
+ * two plan bytes' room for a 16-bit tensor, a class with 16-bit tensors is laid out at twice
+ * the plan's offsets: uniform scaling keeps the plan's liveness-based overlaps valid. */
+#include "runtime.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fp8.h"
+#include "quant.h"
+#include "ref.h"
+
+static int is_value(TensorDtype t) { return t == TD_F32 || t == TD_BF16 || t == TD_F16; }
+
+int cpu_init(CpuBackend *b, const Plan *p, char *err, size_t errlen) {
+    memset(b, 0, sizeof *b);
+    b->p = p;
+    for (int c = 0; c < TC_COUNT; c++) b->factor[c] = 1;
+    for (int i = 0; i < p->nt; i++)
+        if (p->t[i].dtype == TD_BF16 || p->t[i].dtype == TD_F16) b->factor[p->t[i].cls] = 2;
+    for (int c = 0; c < TC_COUNT; c++) {
+        size_t bytes = (size_t)p->class_bytes[c] * (size_t)b->factor[c];
+        b->base[c] = calloc(bytes ? bytes : 1, 1);
+        if (!b->base[c]) {
+            snprintf(err, errlen, "cannot allocate %.2f GB for %s", (double)bytes / 1e9, fp8c_tensor_class_names[c]);
+            cpu_free(b);
+            return -1;
+        }
+    }
+    /* scratch: the largest qgemm (two dequantized operands and the product) or transpose */
+    size_t need = 0;
+    for (int sec = 0; sec < SEC_COUNT; sec++)
+        for (int i = 0; i < p->nsteps[sec]; i++) {
+            const RtStep *s = &p->steps[sec][i];
+            size_t n = 0;
+            if (s->op == OP_QGEMM) n = (size_t)(s->ints[0] * s->ints[2] + s->ints[1] * s->ints[2] + s->ints[0] * s->ints[1]);
+            if (s->op == OP_QUANTIZE) n = (size_t)(s->ints[0] * s->ints[1]);
+            if (n > need) need = n;
+        }
+    b->ws_floats = need;
+    b->ws = malloc((need ? need : 1) * sizeof(float));
+    if (!b->ws) {
+        snprintf(err, errlen, "cannot allocate %.2f GB of workspace", (double)need * 4 / 1e9);
+        cpu_free(b);
+        return -1;
+    }
+    return 0;
+}
+
+void cpu_free(CpuBackend *b) {
+    for (int c = 0; c < TC_COUNT; c++) free(b->base[c]);
+    free(b->ws);
+    memset(b, 0, sizeof *b);
+}
+
+void *cpu_ptr(const CpuBackend *b, int tensor) {
+    if (tensor < 0) return NULL;
+    const RtTensor *t = &b->p->t[tensor];
+    return b->base[t->cls] + (size_t)t->offset * (size_t)b->factor[t->cls];
+}
+
+#define F(k) ((float *)cpu_ptr(b, s->args[k]))
+#define I(k) ((const int32_t *)cpu_ptr(b, s->args[k]))
+#define U(k) ((uint8_t *)cpu_ptr(b, s->args[k]))
+
+static void transpose(float *out, const float *in, int64_t R, int64_t C) {
+#pragma omp parallel for
+    for (int64_t i = 0; i < R; i++)
+        for (int64_t j = 0; j < C; j++) out[j * R + i] = in[i * C + j];
+}
+
+static void run_quantize(CpuBackend *b, const RtStep *s) {
+    const int64_t *v = s->ints;
+    int64_t R = v[0], C = v[1];
+    const float *x = F(3);
+    if (v[6]) { /* the column-wise copy: quantize the transpose */
+        transpose(b->ws, x, R, C);
+        x = b->ws;
+        int64_t t = R;
+        R = C;
+        C = t;
+    }
+    float given = s->args[4] >= 0 ? F(4)[0] : 0.0f;
+    float amax = q_quantize(U(0), v[5] ? NULL : F(1), v[5] ? U(1) : NULL, x, (int)R, (int)C, (int)v[2], (int)v[3],
+                            (QFormat)v[4], (int)v[5], given);
+    if (s->args[2] >= 0) F(2)[0] = amax;
+}
+
+static void run_qgemm(CpuBackend *b, const RtStep *s) {
+    const int64_t *v = s->ints;
+    int64_t P = v[0], Q = v[1], R = v[2];
+    float *A = b->ws, *B = A + P * R, *out = B + Q * R;
+    int mx = (int)v[10];
+    q_dequantize(A, U(1), mx ? NULL : F(2), mx ? U(2) : NULL, (int)P, (int)R, (int)v[4], (int)v[5], (QFormat)v[6], mx);
+    q_dequantize(B, U(3), mx ? NULL : F(4), mx ? U(4) : NULL, (int)Q, (int)R, (int)v[7], (int)v[8], (QFormat)v[9], mx);
+    if (v[3]) {
+        ref_matmul_fwd(out, A, B, NULL, (int)P, (int)R, (int)Q);
+        ref_accumulate(F(0), out, P * Q);
+        if (s->args[5] >= 0) { /* a bias with accumulation is never emitted; keep it exact anyway */
+            float *o = F(0);
+            const float *bias = F(5);
+            for (int64_t i = 0; i < P; i++)
+                for (int64_t j = 0; j < Q; j++) o[i * Q + j] += bias[j];
+        }
+    } else {
+        ref_matmul_fwd(F(0), A, B, s->args[5] >= 0 ? F(5) : NULL, (int)P, (int)R, (int)Q);
+    }
+}
+
+static void run_scale_update(CpuBackend *b, const RtStep *s, const RunState *st) {
+    const int64_t *v = s->ints;
+    float *hist = F(0), *scale = F(1), amax = F(2)[0];
+    int64_t len = v[0];
+    hist[st->amax_step % len] = amax;
+    if (st->amax_step % v[3]) return;
+    float sel = 0;
+    if (v[1] == 1) {
+        sel = amax; /* most_recent */
+    } else {
+        for (int64_t i = 0; i < len; i++) /* max over the window (unfilled entries are 0) */
+            if (!(hist[i] <= sel)) sel = hist[i];
+    }
+    int bad = 0;
+    scale[0] = q_compute_scale(sel, q_format_max((QFormat)v[4]), (int)v[2], 0, scale[0], &bad);
+}
+
+static void step_one(CpuBackend *b, const RtStep *s, const RunState *st) {
+    const int64_t *v = s->ints;
+    const Plan *p = b->p;
+    switch (s->op) {
+    case OP_EMBED_FWD: ref_embed_fwd(F(0), I(1), F(2), F(3), (int)v[0], (int)v[1], (int)v[2]); break;
+    case OP_EMBED_BWD: ref_embed_bwd(F(0), F(1), F(2), I(3), (int)v[0], (int)v[1], (int)v[2]); break;
+    case OP_RMSNORM_FWD: ref_rmsnorm_fwd(F(0), F(1), F(2), F(3), (int)v[0], (int)v[1], (float)s->floats[0]); break;
+    case OP_RMSNORM_BWD: ref_rmsnorm_bwd(F(0), F(1), F(2), F(3), F(4), F(5), (int)v[0], (int)v[1]); break;
+    case OP_LAYERNORM_FWD: ref_layernorm_fwd(F(0), F(1), F(2), F(3), F(4), F(5), (int)v[0], (int)v[1], (float)s->floats[0]); break;
+    case OP_LAYERNORM_BWD: ref_layernorm_bwd(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), (int)v[0], (int)v[1]); break;
+    case OP_MATMUL_FWD: ref_matmul_fwd(F(0), F(1), F(2), F(3), (int)v[0], (int)v[1], (int)v[2]); break;
+    case OP_MATMUL_BWD_DATA: ref_matmul_bwd_data(F(0), F(1), F(2), (int)v[0], (int)v[1], (int)v[2]); break;
+    case OP_MATMUL_BWD_WEIGHT: ref_matmul_bwd_weight(F(0), F(1), F(2), F(3), (int)v[0], (int)v[1], (int)v[2]); break;
+    case OP_QUANTIZE: run_quantize(b, s); break;
+    case OP_QGEMM: run_qgemm(b, s); break;
+    case OP_BIAS_BWD: {
+        float *db = F(0);
+        const float *dout = F(1);
+        for (int64_t i = 0; i < v[0]; i++)
+            for (int64_t j = 0; j < v[1]; j++) db[j] += dout[i * v[1] + j];
+        break;
+    }
+    case OP_ROPE_FWD: ref_rope_fwd(F(0), F(1), (int)v[0], (int)v[1], (int)v[2], (int)v[3], (float)s->floats[0]); break;
+    case OP_ROPE_BWD: ref_rope_bwd(F(0), F(1), (int)v[0], (int)v[1], (int)v[2], (int)v[3], (float)s->floats[0]); break;
+    case OP_ATTENTION_FWD: ref_attention_fwd(F(0), F(1), F(2), F(3), F(4), (int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4]); break;
+    case OP_ATTENTION_BWD:
+        ref_attention_bwd(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), F(8), (int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4]);
+        break;
+    case OP_GATE_FWD: ref_gate_fwd(F(0), F(1), F(2), v[0]); break;
+    case OP_GATE_BWD: ref_gate_bwd(F(0), F(1), F(2), F(3), F(4), v[0]); break;
+    case OP_SWIGLU_FWD: ref_swiglu_fwd(F(0), F(1), F(2), v[0]); break;
+    case OP_SWIGLU_BWD: ref_swiglu_bwd(F(0), F(1), F(2), F(3), F(4), v[0]); break;
+    case OP_GELU_FWD: ref_gelu_fwd(F(0), F(1), v[0]); break;
+    case OP_GELU_BWD: ref_gelu_bwd(F(0), F(1), F(2), v[0]); break;
+    case OP_ADD_FWD: ref_add_fwd(F(0), F(1), F(2), v[0]); break;
+    case OP_ACCUMULATE: ref_accumulate(F(0), F(1), v[0]); break;
+    case OP_ZERO: {
+        const RtTensor *t = &p->t[s->args[0]];
+        memset(cpu_ptr(b, s->args[0]), 0, (size_t)t->n * (is_value(t->dtype) ? sizeof(float) : (size_t)fp8c_tensor_dtype_bytes[t->dtype]));
+        break;
+    }
+    case OP_XENT_FWD: ref_crossentropy_fwd(F(0), F(1), I(2), (int)v[0], (int)v[1]); break;
+    case OP_XENT_BWD: ref_crossentropy_bwd(F(0), F(1), I(2), st->dloss, (int)v[0], (int)v[1]); break;
+    case OP_ADAMW: {
+        const TrainCfg *t = &p->train;
+        ref_adamw(F(0), F(1), F(2), F(3), F(4), v[0], st->lr, (float)t->opt.beta1, (float)t->opt.beta2, (float)t->opt.eps,
+                  (float)s->floats[0], (int)st->opt_step, st->grad_scale, (int)v[1], (int)v[2]);
+        return; /* rounds its own outputs */
+    }
+    case OP_SCALE_UPDATE: run_scale_update(b, s, st); return;
+    case OP_COUNT_: FP8C_ASSERT(0);
+    }
+    /* Round every 16-bit output to its format: the CPU holds exactly what a GPU tensor would. */
+    const char *args = fp8c_op_info[s->op].args;
+    int nout = 1;
+    for (const char *c = args; *c && *c != '|'; c++) nout += *c == ',';
+    for (int k = 0; k < nout; k++) {
+        if (s->args[k] < 0) continue;
+        const RtTensor *t = &p->t[s->args[k]];
+        if (t->dtype == TD_BF16 || t->dtype == TD_F16) ref_round(F(k), t->n, t->dtype == TD_BF16 ? REF_BF16 : REF_FP16);
+    }
+}
+
+void cpu_run(CpuBackend *b, Section sec, const RunState *st) {
+    const Plan *p = b->p;
+    for (int i = 0; i < p->nsteps[sec]; i++) step_one(b, &p->steps[sec][i], st);
+}

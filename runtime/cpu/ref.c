@@ -1,0 +1,518 @@
+/* ref.c: the CPU reference operators of ref.h except the GEMMs (ref_gemm.c):
+ * embeddings, norms, RoPE, attention, activations, cross-entropy, storage
+ * rounding and AdamW.
+ *
+ * Written to be read: straightforward loops in the order of the math, FP32
+ * arithmetic (what the CUDA templates do), OpenMP over independent rows.
+ * Where several rows add into one gradient (dw of a norm, dwte, dk/dv of
+ * grouped-query attention) the loop is split by the destination instead, so
+ * there are no atomics and the sum order, hence the result, does not depend on
+ * the thread count.
+ *
+ * Must not: keep state between calls, print, or exit; allocate (nothing here
+ * needs scratch memory: attention uses an online softmax).
+ */
+#include "ref.h"
+
+#include "fp8.h"
+
+#include <assert.h>
+#include <math.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#define OMP_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
+#define OMP_PARALLEL_FOR_DYNAMIC _Pragma("omp parallel for schedule(dynamic, 1)")
+#else
+#define OMP_PARALLEL_FOR
+#define OMP_PARALLEL_FOR_DYNAMIC
+#endif
+
+/* Column chunk of the "split by destination" reductions: 32 floats, two cache
+ * lines, so threads never write the same line when rows are 64-byte aligned. */
+#define COL_CHUNK 32
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+static float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* ---- embeddings -------------------------------------------------------------------------- */
+
+void ref_embed_fwd(float *out, const int32_t *tokens, const float *wte, const float *wpe, int B,
+                   int T, int C)
+{
+    OMP_PARALLEL_FOR
+    for (int bt = 0; bt < B * T; bt++) {
+        float *o = out + (int64_t)bt * C;                   // (C)
+        const float *e = wte + (int64_t)tokens[bt] * C;     // (C)
+        if (!wpe) {
+            memcpy(o, e, (size_t)C * sizeof *o);
+            continue;
+        }
+        const float *p = wpe + (int64_t)(bt % T) * C;       // (C)
+        for (int c = 0; c < C; c++)
+            o[c] = e[c] + p[c];
+    }
+}
+
+void ref_embed_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *tokens, int B,
+                   int T, int C)
+{
+    /* tokens repeat, so rows of dwte collide: split by column instead */
+    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
+    OMP_PARALLEL_FOR
+    for (int ch = 0; ch < nchunk; ch++) {
+        int c0 = ch * COL_CHUNK, c1 = min_int(C, c0 + COL_CHUNK);
+        for (int bt = 0; bt < B * T; bt++) {
+            const float *d = dout + (int64_t)bt * C;            // (C)
+            float *dw = dwte + (int64_t)tokens[bt] * C;         // (C)
+            for (int c = c0; c < c1; c++)
+                dw[c] += d[c];
+            if (dwpe) {
+                float *dp = dwpe + (int64_t)(bt % T) * C;       // (C)
+                for (int c = c0; c < c1; c++)
+                    dp[c] += d[c];
+            }
+        }
+    }
+}
+
+/* ---- normalization ------------------------------------------------------------------------ */
+
+void ref_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
+                     float eps)
+{
+    OMP_PARALLEL_FOR
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (int64_t)n * C; // (C)
+        float *o = out + (int64_t)n * C;       // (C)
+        float ss = 0.0f;
+        for (int c = 0; c < C; c++)
+            ss += x[c] * x[c];
+        float r = 1.0f / sqrtf(ss / C + eps);
+        for (int c = 0; c < C; c++)
+            o[c] = x[c] * r * w[c];
+        rstd[n] = r;
+    }
+}
+
+/* y = x r w with r = (mean(x^2) + eps)^-1/2, dr/dx_i = -r^3 x_i / C:
+ * dx_i = r (w_i g_i - x_i r^2 mean_j(w_j g_j x_j)),  dw_i = sum_rows g_i x_i r. */
+void ref_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                     const float *rstd, int N, int C)
+{
+    OMP_PARALLEL_FOR
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (int64_t)n * C;  // (C)
+        const float *g = dout + (int64_t)n * C; // (C)
+        float *dx = dinp + (int64_t)n * C;      // (C)
+        float r = rstd[n], dot = 0.0f;
+        for (int c = 0; c < C; c++)
+            dot += w[c] * g[c] * x[c];
+        float f = r * r * dot / C;
+        for (int c = 0; c < C; c++)
+            dx[c] += r * (w[c] * g[c] - x[c] * f);
+    }
+    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
+    OMP_PARALLEL_FOR
+    for (int ch = 0; ch < nchunk; ch++) {
+        int c0 = ch * COL_CHUNK, c1 = min_int(C, c0 + COL_CHUNK);
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (int64_t)n * C;  // (C)
+            const float *g = dout + (int64_t)n * C; // (C)
+            for (int c = c0; c < c1; c++)
+                dw[c] += g[c] * x[c] * rstd[n];
+        }
+    }
+}
+
+void ref_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                       const float *b, int N, int C, float eps)
+{
+    OMP_PARALLEL_FOR
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (int64_t)n * C; // (C)
+        float *o = out + (int64_t)n * C;       // (C)
+        float mu = 0.0f, var = 0.0f;
+        for (int c = 0; c < C; c++)
+            mu += x[c];
+        mu /= C;
+        for (int c = 0; c < C; c++)
+            var += (x[c] - mu) * (x[c] - mu);
+        float r = 1.0f / sqrtf(var / C + eps);
+        for (int c = 0; c < C; c++)
+            o[c] = (x[c] - mu) * r * w[c] + (b ? b[c] : 0.0f);
+        mean[n] = mu;
+        rstd[n] = r;
+    }
+}
+
+/* With xhat = (x - mean) r and dxhat = w g:
+ * dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),  dw = sum g xhat,  db = sum g. */
+void ref_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                       const float *w, const float *mean, const float *rstd, int N, int C)
+{
+    OMP_PARALLEL_FOR
+    for (int n = 0; n < N; n++) {
+        const float *x = inp + (int64_t)n * C;  // (C)
+        const float *g = dout + (int64_t)n * C; // (C)
+        float *dx = dinp + (int64_t)n * C;      // (C)
+        float mu = mean[n], r = rstd[n];
+        float dmean = 0.0f, dnorm_mean = 0.0f;
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - mu) * r, dxhat = w[c] * g[c];
+            dmean += dxhat;
+            dnorm_mean += dxhat * xhat;
+        }
+        dmean /= C;
+        dnorm_mean /= C;
+        for (int c = 0; c < C; c++) {
+            float xhat = (x[c] - mu) * r, dxhat = w[c] * g[c];
+            dx[c] += r * (dxhat - dmean - xhat * dnorm_mean);
+        }
+    }
+    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
+    OMP_PARALLEL_FOR
+    for (int ch = 0; ch < nchunk; ch++) {
+        int c0 = ch * COL_CHUNK, c1 = min_int(C, c0 + COL_CHUNK);
+        for (int n = 0; n < N; n++) {
+            const float *x = inp + (int64_t)n * C;  // (C)
+            const float *g = dout + (int64_t)n * C; // (C)
+            for (int c = c0; c < c1; c++) {
+                dw[c] += g[c] * (x[c] - mean[n]) * rstd[n];
+                if (db)
+                    db[c] += g[c];
+            }
+        }
+    }
+}
+
+/* ---- rotary position embedding ------------------------------------------------------------ */
+
+/* Rotate every pair by sign * t * theta^(-2i/hd): sign +1 is R, -1 is R^T. The
+ * angle is computed in double (t * freq loses bits in float at long t); out
+ * may equal inp since each pair is read before it is written. */
+static void rope_rotate(float *out, const float *inp, int B, int T, int H, int hd, float theta,
+                        double sign)
+{
+    int half = hd / 2;
+    OMP_PARALLEL_FOR
+    for (int bt = 0; bt < B * T; bt++) {
+        int t = bt % T;
+        const float *x = inp + (int64_t)bt * H * hd; // (H,hd)
+        float *o = out + (int64_t)bt * H * hd;       // (H,hd)
+        for (int i = 0; i < half; i++) {
+            double ang = sign * t * pow((double)theta, -2.0 * i / hd);
+            float cs = (float)cos(ang), sn = (float)sin(ang);
+            for (int h = 0; h < H; h++) {
+                float x0 = x[h * hd + 2 * i], x1 = x[h * hd + 2 * i + 1];
+                o[h * hd + 2 * i] = x0 * cs - x1 * sn;
+                o[h * hd + 2 * i + 1] = x0 * sn + x1 * cs;
+            }
+        }
+    }
+}
+
+void ref_rope_fwd(float *out, const float *inp, int B, int T, int H, int hd, float theta)
+{
+    rope_rotate(out, inp, B, T, H, hd, theta, 1.0);
+}
+
+void ref_rope_bwd(float *dinp, const float *dout, int B, int T, int H, int hd, float theta)
+{
+    rope_rotate(dinp, dout, B, T, H, hd, theta, -1.0);
+}
+
+/* ---- attention ---------------------------------------------------------------------------- */
+
+static float dotf(const float *a, const float *b, int n)
+{
+    float s = 0.0f;
+    for (int i = 0; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+/* One (b, h, t) row with an online softmax (running max m and sum l, output
+ * rescaled when m grows), so no T-sized scratch is needed. */
+void ref_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
+                       int B, int T, int H, int KV, int hd)
+{
+    int group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+    int64_t rows = (int64_t)B * H * T;
+    OMP_PARALLEL_FOR
+    for (int64_t row = 0; row < rows; row++) {
+        int b = (int)(row / ((int64_t)H * T)), h = (int)(row / T % H), t = (int)(row % T);
+        int hk = h / group;
+        const float *qt = q + ((int64_t)(b * T + t) * H + h) * hd; // (hd)
+        float *o = out + ((int64_t)(b * T + t) * H + h) * hd;      // (hd)
+        float m = -INFINITY, l = 0.0f;
+        memset(o, 0, (size_t)hd * sizeof *o);
+        for (int j = 0; j <= t; j++) {
+            const float *kj = k + ((int64_t)(b * T + j) * KV + hk) * hd; // (hd)
+            const float *vj = v + ((int64_t)(b * T + j) * KV + hk) * hd; // (hd)
+            float s = dotf(qt, kj, hd) * scale;
+            if (s > m) {
+                float corr = expf(m - s); /* 0 on the first key */
+                l *= corr;
+                for (int d = 0; d < hd; d++)
+                    o[d] *= corr;
+                m = s;
+            }
+            float p = expf(s - m);
+            l += p;
+            for (int d = 0; d < hd; d++)
+                o[d] += p * vj[d];
+        }
+        for (int d = 0; d < hd; d++)
+            o[d] /= l;
+        lse[((int64_t)b * H + h) * T + t] = m + logf(l);
+    }
+}
+
+/* p_tj = exp(s_tj - lse_t); dv_j = sum_t p_tj dout_t; dp_tj = dout_t . v_j;
+ * ds_tj = p_tj (dp_tj - D_t) with D_t = dout_t . out_t = sum_j p_tj dp_tj;
+ * dq_t = scale sum_j ds_tj k_j; dk_j = scale sum_t ds_tj q_t.
+ * One task per (b, kv head): it owns dk and dv of that head and dq of its
+ * query heads, so nothing is shared between threads. */
+void ref_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
+                       const float *k, const float *v, const float *out, const float *lse, int B,
+                       int T, int H, int KV, int hd)
+{
+    int group = H / KV;
+    float scale = 1.0f / sqrtf((float)hd);
+    memset(dq, 0, (size_t)B * T * H * hd * sizeof *dq);
+    memset(dk, 0, (size_t)B * T * KV * hd * sizeof *dk);
+    memset(dv, 0, (size_t)B * T * KV * hd * sizeof *dv);
+    OMP_PARALLEL_FOR_DYNAMIC
+    for (int task = 0; task < B * KV; task++) {
+        int b = task / KV, hk = task % KV;
+        for (int h = hk * group; h < (hk + 1) * group; h++) {
+            for (int t = 0; t < T; t++) {
+                int64_t qo = ((int64_t)(b * T + t) * H + h) * hd;
+                const float *qt = q + qo, *gt = dout + qo, *ot = out + qo; // (hd) each
+                float *dqt = dq + qo;                                        // (hd)
+                float D = dotf(gt, ot, hd), l = lse[((int64_t)b * H + h) * T + t];
+                for (int j = 0; j <= t; j++) {
+                    int64_t ko = ((int64_t)(b * T + j) * KV + hk) * hd;
+                    const float *kj = k + ko, *vj = v + ko; // (hd) each
+                    float *dkj = dk + ko, *dvj = dv + ko;   // (hd) each
+                    float p = expf(dotf(qt, kj, hd) * scale - l);
+                    float ds = p * (dotf(gt, vj, hd) - D) * scale;
+                    for (int d = 0; d < hd; d++) {
+                        dvj[d] += p * gt[d];
+                        dqt[d] += ds * kj[d];
+                        dkj[d] += ds * qt[d];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/* ---- elementwise -------------------------------------------------------------------------- */
+
+void ref_gate_fwd(float *out, const float *a, const float *g, int64_t n)
+{
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++)
+        out[i] = a[i] * sigmoidf(g[i]);
+}
+
+void ref_gate_bwd(float *da, float *dg, const float *dout, const float *a, const float *g,
+                  int64_t n)
+{
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++) {
+        float s = sigmoidf(g[i]), d = dout[i];
+        da[i] = d * s;
+        dg[i] = d * a[i] * s * (1.0f - s);
+    }
+}
+
+void ref_swiglu_fwd(float *out, const float *gate, const float *up, int64_t n)
+{
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++)
+        out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+}
+
+/* silu'(x) = s + x s (1 - s) with s = sigmoid(x). */
+void ref_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
+                    const float *up, int64_t n)
+{
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++) {
+        float x = gate[i], s = sigmoidf(x), d = dout[i], u = up[i];
+        dup[i] = d * x * s;
+        dgate[i] = d * u * (s + x * s * (1.0f - s));
+    }
+}
+
+#define GELU_K 0.7978845608028654f /* sqrt(2/pi) */
+#define GELU_C 0.044715f
+
+void ref_gelu_fwd(float *out, const float *inp, int64_t n)
+{
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        out[i] = 0.5f * x * (1.0f + tanhf(GELU_K * (x + GELU_C * x * x * x)));
+    }
+}
+
+/* d/dx 0.5 x (1 + tanh u), u = k (x + c x^3): 0.5 (1 + tanh u) + 0.5 x (1 - tanh^2 u) k (1 + 3 c x^2). */
+void ref_gelu_bwd(float *dinp, const float *dout, const float *inp, int64_t n)
+{
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++) {
+        float x = inp[i];
+        float th = tanhf(GELU_K * (x + GELU_C * x * x * x));
+        float local = 0.5f * (1.0f + th) +
+                      0.5f * x * (1.0f - th * th) * GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+        dinp[i] = local * dout[i];
+    }
+}
+
+void ref_add_fwd(float *out, const float *a, const float *b, int64_t n)
+{
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+void ref_accumulate(float *dst, const float *src, int64_t n)
+{
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
+/* ---- loss --------------------------------------------------------------------------------- */
+
+/* Max and sum of exp(x - max) of one row of logits. */
+static void softmax_stats(const float *x, int V, float *max, float *sum)
+{
+    float m = -INFINITY, s = 0.0f;
+    for (int i = 0; i < V; i++)
+        m = x[i] > m ? x[i] : m;
+    for (int i = 0; i < V; i++)
+        s += expf(x[i] - m);
+    *max = m;
+    *sum = s;
+}
+
+void ref_crossentropy_fwd(float *losses, const float *logits, const int32_t *targets, int N, int V)
+{
+    OMP_PARALLEL_FOR
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (int64_t)n * V; // (V)
+        if (targets[n] < 0) {
+            losses[n] = 0.0f;
+            continue;
+        }
+        float m, s;
+        softmax_stats(x, V, &m, &s);
+        losses[n] = m + logf(s) - x[targets[n]];
+    }
+}
+
+/* In place safe: the row's statistics are taken before it is overwritten,
+ * and each element is read before its own write. */
+void ref_crossentropy_bwd(float *dlogits, const float *logits, const int32_t *targets, float dloss,
+                          int N, int V)
+{
+    OMP_PARALLEL_FOR
+    for (int n = 0; n < N; n++) {
+        const float *x = logits + (int64_t)n * V; // (V)
+        float *dx = dlogits + (int64_t)n * V;     // (V)
+        int tgt = targets[n];
+        if (tgt < 0) {
+            memset(dx, 0, (size_t)V * sizeof *dx);
+            continue;
+        }
+        float m, s;
+        softmax_stats(x, V, &m, &s);
+        for (int i = 0; i < V; i++)
+            dx[i] = (expf(x[i] - m) / s - (i == tgt ? 1.0f : 0.0f)) * dloss;
+    }
+}
+
+/* ---- storage rounding and optimizer ------------------------------------------------------- */
+
+static float round_to(float x, int dtype)
+{
+    switch (dtype) {
+    case REF_BF16:
+        return fp8c_bf16_to_f32(fp8c_f32_to_bf16(x));
+    case REF_FP16:
+        return fp8c_f16_to_f32(fp8c_f32_to_f16(x));
+    default:
+        assert(dtype == REF_FP32);
+        return x;
+    }
+}
+
+void ref_round(float *x, int64_t n, int dtype)
+{
+    assert(dtype == REF_FP32 || dtype == REF_BF16 || dtype == REF_FP16);
+    if (dtype == REF_FP32)
+        return;
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++)
+        x[i] = round_to(x[i], dtype);
+}
+
+void ref_adamw(float *param, float *master, float *m, float *v, const float *grad, int64_t n,
+               float lr, float beta1, float beta2, float eps, float weight_decay, int t,
+               float grad_scale, int param_dtype, int state_dtype)
+{
+    assert(t >= 1 && (state_dtype == REF_FP32 || state_dtype == REF_BF16));
+    float bc1 = (float)(1.0 - pow(beta1, t)), bc2 = (float)(1.0 - pow(beta2, t));
+    OMP_PARALLEL_FOR
+    for (int64_t i = 0; i < n; i++) {
+        float g = grad[i] * grad_scale;
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
+        float p = master ? master[i] : param[i];
+        p -= lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + weight_decay * p);
+        m[i] = round_to(mi, state_dtype);
+        v[i] = round_to(vi, state_dtype);
+        if (master)
+            master[i] = p;
+        param[i] = round_to(p, param_dtype);
+    }
+}
+
+/* Fixed chunks summed in a fixed order: the same double whatever the thread count. */
+#define SUMSQ_CHUNKS 64
+
+double ref_sumsq(const float *x, int64_t n)
+{
+    double part[SUMSQ_CHUNKS];
+    int64_t len = (n + SUMSQ_CHUNKS - 1) / SUMSQ_CHUNKS;
+    OMP_PARALLEL_FOR
+    for (int ch = 0; ch < SUMSQ_CHUNKS; ch++) {
+        int64_t lo = ch * len, hi = lo + len < n ? lo + len : n;
+        double s = 0.0;
+        for (int64_t i = lo; i < hi; i++)
+            s += (double)x[i] * x[i];
+        part[ch] = s;
+    }
+    double total = 0.0;
+    for (int ch = 0; ch < SUMSQ_CHUNKS; ch++)
+        total += part[ch];
+    return total;
+}
+
+int ref_all_finite(const float *x, int64_t n)
+{
+    int ok = 1;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(& : ok)
+#endif
+    for (int64_t i = 0; i < n; i++)
+        ok &= isfinite(x[i]) != 0;
+    return ok;
+}

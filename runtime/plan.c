@@ -1,0 +1,404 @@
+/* plan.c: DIR/plan.json -> Plan. The plan is strict JSON, read with the same libyaml-based
+ * loader as the YAML inputs (JSON is YAML), so every problem has a file:line:col. Nothing in
+ * a plan is trusted: sizes and offsets are recomputed, and every step's tensors are checked
+ * against the shapes its op needs before anything runs. */
+#include "runtime.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define N(a) ((int)(sizeof(a) / sizeof((a)[0])))
+
+static uint64_t fnv1a(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 1099511628211ull;
+    return h;
+}
+
+typedef struct {
+    Diag *d;
+    Plan *p;
+    Arena *a;
+    int *hash_slots; /* open addressing over tensor names */
+    int nslots;
+} R;
+
+static uint64_t hstr(const char *s) { return fnv1a(s, strlen(s)); }
+
+int plan_find(const Plan *p, const char *name) {
+    for (int i = 0; i < p->nt; i++)
+        if (!strcmp(p->t[i].name, name)) return i;
+    return -1;
+}
+
+static int lookup(const R *r, const char *name) {
+    uint64_t h = hstr(name);
+    for (int k = 0; k < r->nslots; k++) {
+        int slot = r->hash_slots[(h + (uint64_t)k) % (uint64_t)r->nslots];
+        if (slot < 0) return -1;
+        if (!strcmp(r->p->t[slot].name, name)) return slot;
+    }
+    return -1;
+}
+
+static void insert(R *r, int id) {
+    uint64_t h = hstr(r->p->t[id].name);
+    for (int k = 0;; k++) {
+        int *slot = &r->hash_slots[(h + (uint64_t)k) % (uint64_t)r->nslots];
+        if (*slot < 0) {
+            *slot = id;
+            return;
+        }
+    }
+}
+
+static const YamlNode *need(R *r, const YamlNode *map, const char *key, YamlKind kind) {
+    const YamlNode *n = yml_get(map, key);
+    if (!n) {
+        diag_error(r->d, map->mark, NULL, "plan: missing '%s'", key);
+        return NULL;
+    }
+    char what[64];
+    snprintf(what, sizeof what, "plan '%s'", key);
+    return yml_expect(r->d, n, kind, what) ? NULL : n;
+}
+
+static int get_int(R *r, const YamlNode *map, const char *key, int64_t lo, int64_t hi, int64_t *out) {
+    const YamlNode *n = need(r, map, key, YN_SCALAR);
+    return n ? yml_int(r->d, n, lo, hi, out) : -1;
+}
+
+static int get_float(R *r, const YamlNode *map, const char *key, double lo, double hi, double *out) {
+    const YamlNode *n = need(r, map, key, YN_SCALAR);
+    return n ? yml_float(r->d, n, lo, hi, out) : -1;
+}
+
+static int get_enum(R *r, const YamlNode *map, const char *key, const char *const *names, int nn, int *out) {
+    const YamlNode *n = need(r, map, key, YN_SCALAR);
+    return n ? yml_enum(r->d, n, names, nn, out) : -1;
+}
+
+static int read_train(R *r, const YamlNode *root) {
+    const YamlNode *t = need(r, root, "train", YN_MAP);
+    if (!t) return -1;
+    TrainCfg *c = &r->p->train;
+    int bad = 0;
+    bad |= get_int(r, t, "micro_batch", 1, 1 << 16, &c->micro_batch);
+    bad |= get_int(r, t, "seq_len", 1, 1 << 20, &c->seq_len);
+    bad |= get_int(r, t, "grad_accum", 1, 1 << 16, &c->grad_accum);
+    bad |= get_int(r, t, "steps", 1, (int64_t)1 << 40, &c->steps);
+    bad |= get_int(r, t, "eval_every", 0, (int64_t)1 << 40, &c->eval_every);
+    bad |= get_int(r, t, "seed", 0, INT64_MAX, &c->seed);
+    bad |= get_float(r, t, "grad_clip", 0, 1e9, &c->grad_clip);
+    const YamlNode *o = need(r, t, "optimizer", YN_MAP), *s = need(r, t, "schedule", YN_MAP);
+    if (!o || !s) return -1;
+    bad |= get_float(r, o, "lr", 0, 10, &c->opt.lr);
+    bad |= get_float(r, o, "eps", 0, 1, &c->opt.eps);
+    bad |= get_float(r, o, "weight_decay", 0, 10, &c->opt.weight_decay);
+    const YamlNode *b = need(r, o, "betas", YN_SEQ);
+    if (!b || b->n != 2) return -1;
+    bad |= yml_float(r->d, b->items[0], 0, 1, &c->opt.beta1) | yml_float(r->d, b->items[1], 0, 1, &c->opt.beta2);
+    bad |= get_int(r, s, "warmup", 0, (int64_t)1 << 40, &c->warmup);
+    int decay;
+    bad |= get_enum(r, s, "decay", model_decay_names, 3, &decay);
+    c->decay = (DecayKind)decay;
+    bad |= get_float(r, s, "min_lr_ratio", 0, 1, &c->min_lr_ratio);
+    return bad ? -1 : 0;
+}
+
+static int read_model(R *r, const YamlNode *root) {
+    const YamlNode *m = need(r, root, "model", YN_MAP);
+    if (!m) return -1;
+    Plan *p = r->p;
+    int bad = 0;
+    const YamlNode *name = need(r, m, "name", YN_SCALAR);
+    if (!name) return -1;
+    p->model_name = name->str;
+    bad |= get_int(r, m, "vocab_size", 2, 1 << 24, &p->vocab);
+    bad |= get_int(r, m, "n_layers", 1, 1024, &p->n_layers);
+    bad |= get_int(r, m, "d_model", 1, 1 << 16, &p->d_model);
+    bad |= get_int(r, m, "n_heads", 1, 1024, &p->n_heads);
+    bad |= get_int(r, m, "head_dim", 1, 4096, &p->head_dim);
+    bad |= get_int(r, m, "total_params", 0, INT64_MAX, &p->total_params);
+    const YamlNode *pol = need(r, root, "policy", YN_MAP);
+    if (!pol) return -1;
+    const YamlNode *pn = need(r, pol, "name", YN_SCALAR);
+    if (!pn) return -1;
+    p->policy_name = pn->str;
+    const YamlNode *tp = need(r, root, "training_precision", YN_MAP);
+    if (!tp) return -1;
+    bad |= get_enum(r, tp, "loss_scaling.mode", loss_scaling_names, 3, &p->ls_mode);
+    p->ls_scale = p->ls_init = 1;
+    p->ls_growth = 2;
+    p->ls_backoff = 0.5;
+    p->ls_interval = 2000;
+    if (p->ls_mode == LS_STATIC) bad |= get_float(r, tp, "loss_scaling.scale", 1e-30, 1e30, &p->ls_scale);
+    if (p->ls_mode == LS_DYNAMIC) {
+        bad |= get_float(r, tp, "loss_scaling.init", 1e-30, 1e30, &p->ls_init);
+        bad |= get_float(r, tp, "loss_scaling.growth_factor", 1, 1e6, &p->ls_growth);
+        bad |= get_float(r, tp, "loss_scaling.backoff_factor", 1e-6, 1, &p->ls_backoff);
+        bad |= get_int(r, tp, "loss_scaling.growth_interval", 1, INT32_MAX, &p->ls_interval);
+    }
+    return bad ? -1 : 0;
+}
+
+static int read_tensors(R *r, const YamlNode *root) {
+    const YamlNode *ts = need(r, root, "tensors", YN_SEQ);
+    if (!ts) return -1;
+    Plan *p = r->p;
+    p->nt = ts->n;
+    p->t = arena_alloc(r->a, (size_t)(ts->n ? ts->n : 1) * sizeof *p->t);
+    r->nslots = 2 * ts->n + 1;
+    r->hash_slots = xmalloc((size_t)r->nslots * sizeof *r->hash_slots);
+    for (int i = 0; i < r->nslots; i++) r->hash_slots[i] = -1;
+    for (int i = 0; i < ts->n; i++) {
+        const YamlNode *n = ts->items[i];
+        if (yml_expect(r->d, n, YN_MAP, "a plan tensor")) return -1;
+        RtTensor *t = &p->t[i];
+        const YamlNode *name = need(r, n, "name", YN_SCALAR), *shape = need(r, n, "shape", YN_SEQ);
+        if (!name || !shape) return -1;
+        t->name = name->str;
+        if (lookup(r, t->name) >= 0) {
+            diag_error(r->d, name->mark, NULL, "plan: duplicate tensor '%s'", t->name);
+            return -1;
+        }
+        int dt, cls;
+        int64_t bytes;
+        if (get_enum(r, n, "dtype", fp8c_tensor_dtype_names, 5, &dt) || get_enum(r, n, "class", fp8c_tensor_class_names, TC_COUNT, &cls) ||
+            get_int(r, n, "offset", 0, (int64_t)1 << 46, &t->offset) || get_int(r, n, "bytes", 1, (int64_t)1 << 46, &bytes))
+            return -1;
+        t->dtype = (TensorDtype)dt;
+        t->cls = (TensorClass)cls;
+        if (shape->n < 1 || shape->n > 2) {
+            diag_error(r->d, shape->mark, NULL, "plan: tensor shapes have 1 or 2 dimensions");
+            return -1;
+        }
+        t->ndim = shape->n;
+        t->n = 1;
+        for (int k = 0; k < shape->n; k++) {
+            if (yml_int(r->d, shape->items[k], 1, (int64_t)1 << 40, &t->shape[k])) return -1;
+            t->n *= t->shape[k];
+            if (t->n > ((int64_t)1 << 40)) {
+                diag_error(r->d, shape->mark, NULL, "plan: tensor '%s' is too large", t->name);
+                return -1;
+            }
+        }
+        if (bytes != t->n * fp8c_tensor_dtype_bytes[t->dtype]) {
+            diag_error(r->d, n->mark, NULL, "plan: tensor '%s' has %lld bytes, but its shape and dtype need %lld", t->name,
+                       (long long)bytes, (long long)(t->n * fp8c_tensor_dtype_bytes[t->dtype]));
+            return -1;
+        }
+        const YamlNode *init = yml_get(n, "init"), *wd = yml_get(n, "weight_decay");
+        if (init && yml_str(r->d, init, &t->init)) return -1;
+        if (wd && yml_bool(r->d, wd, &t->weight_decay)) return -1;
+        int64_t end = t->offset + bytes;
+        if (end > p->class_bytes[t->cls]) p->class_bytes[t->cls] = end;
+        insert(r, i);
+    }
+    return 0;
+}
+
+/* Elements each tensor argument of a step must have, from the step's ints; -1: not checked here. */
+static int64_t need_elems(const RtStep *s, int arg, const Plan *p) {
+    const int64_t *v = s->ints;
+    switch (s->op) {
+    case OP_EMBED_FWD: return (int64_t[]){v[0] * v[1] * v[2], v[0] * v[1], -1, -1}[arg];
+    case OP_EMBED_BWD: return (int64_t[]){-1, -1, v[0] * v[1] * v[2], v[0] * v[1]}[arg];
+    case OP_RMSNORM_FWD: return (int64_t[]){v[0] * v[1], v[0], v[0] * v[1], v[1]}[arg];
+    case OP_RMSNORM_BWD: return (int64_t[]){v[0] * v[1], v[1], v[0] * v[1], v[0] * v[1], v[1], v[0]}[arg];
+    case OP_LAYERNORM_FWD: return (int64_t[]){v[0] * v[1], v[0], v[0], v[0] * v[1], v[1], v[1]}[arg];
+    case OP_LAYERNORM_BWD: return (int64_t[]){v[0] * v[1], v[1], v[1], v[0] * v[1], v[0] * v[1], v[1], v[0], v[0]}[arg];
+    case OP_MATMUL_FWD: return (int64_t[]){v[0] * v[2], v[0] * v[1], v[2] * v[1], v[2]}[arg];
+    case OP_MATMUL_BWD_DATA: return (int64_t[]){v[0] * v[1], v[0] * v[2], v[2] * v[1]}[arg];
+    case OP_MATMUL_BWD_WEIGHT: return (int64_t[]){v[2] * v[1], v[2], v[0] * v[2], v[0] * v[1]}[arg];
+    case OP_QUANTIZE: return (int64_t[]){v[0] * v[1], -1, 1, v[0] * v[1], 1}[arg];
+    case OP_QGEMM: return (int64_t[]){v[0] * v[1], v[0] * v[2], -1, v[1] * v[2], -1, v[1]}[arg];
+    case OP_BIAS_BWD: return (int64_t[]){v[1], v[0] * v[1]}[arg];
+    case OP_ROPE_FWD:
+    case OP_ROPE_BWD: return v[0] * v[1] * v[2] * v[3];
+    case OP_ATTENTION_FWD: {
+        int64_t q = v[0] * v[1] * v[2] * v[4], kv = v[0] * v[1] * v[3] * v[4];
+        return (int64_t[]){q, v[0] * v[1] * v[2], q, kv, kv}[arg];
+    }
+    case OP_ATTENTION_BWD: {
+        int64_t q = v[0] * v[1] * v[2] * v[4], kv = v[0] * v[1] * v[3] * v[4];
+        return (int64_t[]){q, kv, kv, q, q, kv, kv, q, v[0] * v[1] * v[2]}[arg];
+    }
+    case OP_GATE_FWD: case OP_GATE_BWD: case OP_SWIGLU_FWD: case OP_SWIGLU_BWD: case OP_GELU_FWD:
+    case OP_GELU_BWD: case OP_ADD_FWD: case OP_ACCUMULATE: return v[0];
+    case OP_XENT_FWD: return (int64_t[]){v[0], v[0] * v[1], v[0]}[arg];
+    case OP_XENT_BWD: return (int64_t[]){v[0] * v[1], v[0] * v[1], v[0]}[arg];
+    case OP_ADAMW: return v[0];
+    case OP_SCALE_UPDATE: return (int64_t[]){v[0], 1, 1}[arg];
+    case OP_ZERO: return -1;
+    case OP_COUNT_: break;
+    }
+    (void)p;
+    return -1;
+}
+
+static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Extra, op-specific checks: token-typed arguments, quantized operands and their scales. */
+static const char *check_step(const Plan *p, const RtStep *s) {
+    const int64_t *v = s->ints;
+    for (int k = 0; k < op_int_count(s->op); k++)
+        if (v[k] < 0 || v[k] > ((int64_t)1 << 40)) return "an int attribute is out of range";
+    int na = op_arg_count(s->op);
+    for (int k = 0; k < na; k++) {
+        int t = s->args[k];
+        if (t < 0) continue;
+        const RtTensor *rt = &p->t[t];
+        int is_tok = (s->op == OP_EMBED_FWD && k == 1) || (s->op == OP_EMBED_BWD && k == 3) ||
+                     ((s->op == OP_XENT_FWD || s->op == OP_XENT_BWD) && k == 2);
+        int is_code = (s->op == OP_QUANTIZE && k == 0) || (s->op == OP_QGEMM && (k == 1 || k == 3)) ||
+                      (s->op == OP_QUANTIZE && k == 1 && v[5]) || (s->op == OP_QGEMM && (k == 2 || k == 4) && v[10]);
+        if (is_tok != (rt->dtype == TD_I32)) return is_tok ? "token arguments must be i32" : "an i32 tensor is used as values";
+        if (is_code != (rt->dtype == TD_U8)) return is_code ? "quantized arguments must be u8" : "a u8 tensor is used as values";
+        int64_t want = need_elems(s, k, p);
+        if (want >= 0 && rt->n != want) return "a tensor's size does not match the step's dimensions";
+    }
+    if (s->op == OP_EMBED_FWD || s->op == OP_EMBED_BWD) {
+        const RtTensor *wte = &p->t[s->args[s->op == OP_EMBED_FWD ? 2 : 0]];
+        int wpe_arg = s->op == OP_EMBED_FWD ? 3 : 1;
+        if (wte->ndim != 2 || wte->shape[1] != v[2] || wte->shape[0] != p->vocab) return "embedding table shape";
+        if (s->args[wpe_arg] >= 0 && (p->t[s->args[wpe_arg]].shape[1] != v[2] || p->t[s->args[wpe_arg]].shape[0] < v[1]))
+            return "position table shape";
+    }
+    if ((s->op == OP_XENT_FWD || s->op == OP_XENT_BWD) && v[1] != p->vocab) return "vocabulary size";
+    if (s->op == OP_ATTENTION_FWD || s->op == OP_ATTENTION_BWD) {
+        if (!v[3] || v[2] % v[3]) return "n_heads must be a multiple of n_kv_heads";
+    }
+    if ((s->op == OP_ROPE_FWD || s->op == OP_ROPE_BWD) && v[3] % 2) return "RoPE needs an even head_dim";
+    if (s->op == OP_QUANTIZE) {
+        int64_t R = v[6] ? v[1] : v[0], C = v[6] ? v[0] : v[1], tr = v[2], tc = v[3];
+        if ((tr == 0) != (tc == 0) || v[4] > 2 || v[5] > 1 || v[6] > 1) return "bad quantization attributes";
+        int64_t want = v[5] ? R * cdiv(C, 32) : !tr ? 1 : tr == 1 ? R * cdiv(C, tc) : tr == tc ? cdiv(R, tr) * (cdiv(C, tc) + 3) / 4 * 4 : cdiv(R, tr) * cdiv(C, tc);
+        if (p->t[s->args[1]].n != want) return "scale_inv size does not match the tiles";
+    }
+    if (s->op == OP_QGEMM) {
+        if (v[3] > 1 || v[6] > 2 || v[9] > 2 || v[10] > 1 || (v[4] == 0) != (v[5] == 0) || (v[7] == 0) != (v[8] == 0))
+            return "bad qgemm attributes";
+        for (int side = 0; side < 2; side++) {
+            int64_t R = side ? v[1] : v[0], C = v[2], tr = v[4 + 3 * side], tc = v[5 + 3 * side];
+            int64_t want = v[10] ? R * cdiv(C, 32) : !tr ? 1 : tr == 1 ? R * cdiv(C, tc) : tr == tc ? cdiv(R, tr) * (cdiv(C, tc) + 3) / 4 * 4 : cdiv(R, tr) * cdiv(C, tc);
+            if (p->t[s->args[2 + 2 * side]].n != want) return "scale_inv size does not match the tiles";
+        }
+    }
+    if (s->op == OP_ADAMW) {
+        for (int k = 0; k < 5; k++)
+            if (s->args[k] >= 0 && p->t[s->args[k]].n != v[0]) return "AdamW tensors differ in size";
+        if (v[1] > 2 || v[2] > 1) return "bad AdamW dtypes";
+    }
+    if (s->op == OP_SCALE_UPDATE && (v[0] < 1 || v[1] > 1 || v[3] < 1 || v[4] > 2 || v[2] > 64)) return "bad scale_update attributes";
+    return NULL;
+}
+
+static int read_step(R *r, const YamlNode *n, RtStep *s) {
+    if (yml_expect(r->d, n, YN_MAP, "a plan step")) return -1;
+    s->mark = n->mark;
+    const YamlNode *opn = need(r, n, "op", YN_SCALAR), *args = need(r, n, "args", YN_MAP), *ints = need(r, n, "ints", YN_MAP),
+                   *floats = need(r, n, "floats", YN_MAP);
+    if (!opn || !args || !ints || !floats) return -1;
+    const char *names[OP_COUNT_];
+    for (int i = 0; i < OP_COUNT_; i++) names[i] = fp8c_op_info[i].name;
+    int op;
+    if (yml_enum(r->d, opn, names, OP_COUNT_, &op)) return -1;
+    s->op = (OpKind)op;
+    for (int k = 0; k < OP_MAX_ARGS; k++) s->args[k] = -1;
+    char nm[64];
+    const char *list = fp8c_op_info[op].args;
+    int na = op_arg_count(s->op);
+    const char *argnames[OP_MAX_ARGS];
+    char store[OP_MAX_ARGS][64];
+    for (int k = 0; k < na; k++) argnames[k] = op_arg_name(s->op, k, store[k], sizeof store[k]);
+    if (yml_check_keys(r->d, args, "the step's args", argnames, na)) return -1;
+    for (int k = 0; k < na; k++) {
+        /* optional arguments are marked '?' in the op table */
+        char mark[72];
+        snprintf(mark, sizeof mark, "?%s", argnames[k]);
+        int optional = strstr(list, mark) != NULL;
+        const YamlNode *v = yml_get(args, argnames[k]);
+        if (!v) {
+            if (optional) continue;
+            diag_error(r->d, args->mark, NULL, "plan: step '%s' lacks argument '%s'", fp8c_op_info[op].name, argnames[k]);
+            return -1;
+        }
+        const char *tn;
+        if (yml_str(r->d, v, &tn)) return -1;
+        s->args[k] = lookup(r, tn);
+        if (s->args[k] < 0) {
+            diag_error(r->d, v->mark, NULL, "plan: unknown tensor '%s'", tn);
+            return -1;
+        }
+    }
+    int ni = op_int_count(s->op), nf = op_float_count(s->op);
+    for (int k = 0; k < ni; k++)
+        if (get_int(r, ints, op_int_name(s->op, k, nm, sizeof nm), 0, (int64_t)1 << 40, &s->ints[k])) return -1;
+    for (int k = 0; k < nf; k++)
+        if (get_float(r, floats, op_float_name(s->op, k, nm, sizeof nm), -1e30, 1e30, &s->floats[k])) return -1;
+    const char *why = check_step(r->p, s);
+    if (why) {
+        diag_error(r->d, n->mark, NULL, "plan: invalid '%s' step: %s", fp8c_op_info[op].name, why);
+        return -1;
+    }
+    return 0;
+}
+
+int plan_load(Arena *a, Diag *d, const char *dir, Plan *p) {
+    memset(p, 0, sizeof *p);
+    snprintf(p->dir, sizeof p->dir, "%s", dir);
+    char path[1100];
+    snprintf(path, sizeof path, "%s/plan.json", dir);
+    int errors0 = d->errors;
+    YamlNode *root = yml_load_file(a, d, path);
+    if (!root) return -1;
+    const SrcFile *f = &d->files[d->nfiles - 1];
+    p->hash = fnv1a(f->text, f->len);
+    R r = {d, p, a, NULL, 0};
+    int rc = -1;
+    int64_t version;
+    if (yml_expect(d, root, YN_MAP, "plan.json")) goto out;
+    if (get_int(&r, root, "version", 0, 1000, &version)) goto out;
+    if (version != FP8C_PLAN_VERSION) {
+        diag_error(d, yml_get(root, "version")->mark, "recompile it with this fp8c", "plan format version %lld; this fp8c reads version %d",
+                   (long long)version, FP8C_PLAN_VERSION);
+        goto out;
+    }
+    if (!yml_get(root, "program")) {
+        diag_error(d, root->mark, "recompile the plan with fp8c compile", "plan has no training program");
+        goto out;
+    }
+    if (read_model(&r, root) || read_train(&r, root) || read_tensors(&r, root)) goto out;
+    const YamlNode *io = need(&r, root, "program_inputs", YN_MAP), *prog = need(&r, root, "program", YN_MAP);
+    if (!io || !prog) goto out;
+    const char *keys[3] = {"tokens", "targets", "losses"};
+    int *ids[3] = {&p->tokens, &p->targets, &p->losses};
+    for (int k = 0; k < 3; k++) {
+        const YamlNode *v = need(&r, io, keys[k], YN_SCALAR);
+        if (!v) goto out;
+        *ids[k] = lookup(&r, v->str);
+        if (*ids[k] < 0) {
+            diag_error(d, v->mark, NULL, "plan: unknown tensor '%s'", v->str);
+            goto out;
+        }
+    }
+    int64_t M = p->train.micro_batch * p->train.seq_len;
+    if (p->t[p->tokens].n != M || p->t[p->targets].n != M || p->t[p->tokens].dtype != TD_I32 ||
+        p->t[p->targets].dtype != TD_I32 || p->t[p->losses].n != M || p->t[p->losses].dtype != TD_F32) {
+        diag_error(d, io->mark, NULL, "plan: program inputs do not match micro_batch x seq_len = %lld", (long long)M);
+        goto out;
+    }
+    for (int sec = 0; sec < SEC_COUNT; sec++) {
+        const YamlNode *list = need(&r, prog, fp8c_section_names[sec], YN_SEQ);
+        if (!list) goto out;
+        p->nsteps[sec] = list->n;
+        p->steps[sec] = arena_alloc(a, (size_t)(list->n ? list->n : 1) * sizeof(RtStep));
+        for (int i = 0; i < list->n; i++)
+            if (read_step(&r, list->items[i], &p->steps[sec][i])) goto out;
+    }
+    rc = d->errors > errors0 ? -1 : 0;
+out:
+    free(r.hash_slots);
+    return d->errors > errors0 ? -1 : rc;
+}

@@ -1,0 +1,433 @@
+/* train.c: the training loop around a plan and a backend: data, learning-rate schedule,
+ * gradient clipping, dynamic loss scaling with overflow skip, evaluation, progress and JSON
+ * logs, and safetensors checkpoints that resume bit-exactly. The model is whatever the plan's
+ * program computes; this file only feeds tokens in and reads losses out. */
+#include "runtime.h"
+
+#include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "data.h"
+#include "fp8.h"
+#include "ref.h"
+#include "rng.h"
+#include "safetensors.h"
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double lr_at(const TrainCfg *t, int64_t step, int64_t total) {
+    double lr = t->opt.lr;
+    if (step < t->warmup) return lr * (double)(step + 1) / (double)t->warmup;
+    if (t->decay == DECAY_CONSTANT || total <= t->warmup) return lr;
+    double frac = (double)(step - t->warmup) / (double)(total - t->warmup);
+    if (frac > 1) frac = 1;
+    double min = lr * t->min_lr_ratio;
+    if (t->decay == DECAY_LINEAR) return lr - (lr - min) * frac;
+    return min + 0.5 * (lr - min) * (1.0 + cos(3.14159265358979323846 * frac));
+}
+
+/* ---- parameter initialisation: each tensor from its own stream, seeded by (seed, name) ---- */
+
+static uint64_t name_seed(uint64_t seed, const char *name) {
+    uint64_t h = 1469598103934665603ull ^ seed;
+    for (const char *c = name; *c; c++) h = (h ^ (unsigned char)*c) * 1099511628211ull;
+    return h;
+}
+
+static int init_params(CpuBackend *b, char *err, size_t errlen) {
+    const Plan *p = b->p;
+    for (int i = 0; i < p->nt; i++) {
+        const RtTensor *t = &p->t[i];
+        if (!t->init) continue;
+        float *x = cpu_ptr(b, i);
+        uint64_t st = name_seed((uint64_t)p->train.seed, t->name);
+        double stdv;
+        float cval;
+        if (!strncmp(t->init, "normal:", 7) && sscanf(t->init + 7, "%lf", &stdv) == 1) {
+            for (int64_t k = 0; k < t->n; k++) x[k] = (float)stdv * rng_normal(&st);
+        } else if (!strcmp(t->init, "ones")) {
+            for (int64_t k = 0; k < t->n; k++) x[k] = 1.0f;
+        } else if (!strcmp(t->init, "zeros")) {
+            memset(x, 0, (size_t)t->n * sizeof(float));
+        } else if (!strncmp(t->init, "const:", 6) && sscanf(t->init + 6, "%f", &cval) == 1) {
+            for (int64_t k = 0; k < t->n; k++) x[k] = cval;
+        } else {
+            snprintf(err, errlen, "plan: tensor '%s' has an unknown init '%s'", t->name, t->init);
+            return -1;
+        }
+        if (t->cls != TC_PARAM) continue;
+        /* the master copy keeps the FP32 draw; the parameter is its rounding to storage */
+        char mname[512];
+        snprintf(mname, sizeof mname, "master.%s", t->name);
+        int m = plan_find(p, mname);
+        if (m >= 0) memcpy(cpu_ptr(b, m), x, (size_t)t->n * sizeof(float));
+        if (t->dtype != TD_F32) ref_round(x, t->n, t->dtype == TD_BF16 ? REF_BF16 : REF_FP16);
+    }
+    return 0;
+}
+
+/* ---- checkpoints ---- */
+
+typedef struct {
+    int64_t step, applied, skipped, growth_count;
+    double loss_scale;
+    int64_t data_pos;
+} TrainState;
+
+static int ckpt_class(TensorClass c) { return c == TC_PARAM || c == TC_MASTER || c == TC_OPT || c == TC_SCALE; }
+
+static const char *st_dtype_of(TensorDtype t) { return t == TD_BF16 ? "BF16" : t == TD_F16 ? "F16" : "F32"; }
+
+static int save_checkpoint(const CpuBackend *b, const TrainState *s, const char *path, char *err, size_t errlen) {
+    const Plan *p = b->p;
+    StTensor *ts = xmalloc((size_t)p->nt * sizeof *ts);
+    void **bufs = xmalloc((size_t)p->nt * sizeof *bufs);
+    int n = 0;
+    for (int i = 0; i < p->nt; i++) {
+        const RtTensor *t = &p->t[i];
+        if (!ckpt_class(t->cls)) continue;
+        const float *x = cpu_ptr(b, i);
+        void *data = (void *)x;
+        size_t nbytes = (size_t)t->n * 4;
+        bufs[n] = NULL;
+        if (t->dtype != TD_F32) { /* 16-bit storage: the bits a GPU tensor holds */
+            uint16_t *h = xmalloc((size_t)t->n * 2);
+            for (int64_t k = 0; k < t->n; k++) h[k] = t->dtype == TD_BF16 ? fp8c_f32_to_bf16(x[k]) : fp8c_f32_to_f16(x[k]);
+            data = h;
+            bufs[n] = h;
+            nbytes = (size_t)t->n * 2;
+        }
+        ts[n] = (StTensor){t->name, st_dtype_of(t->dtype), t->ndim, {t->shape[0], t->ndim > 1 ? t->shape[1] : 0, 0, 0}, data, nbytes};
+        n++;
+    }
+    char hash[32], step[32], applied[32], skipped[32], growth[32], scale[48], pos[32];
+    snprintf(hash, sizeof hash, "%016" PRIx64, p->hash);
+    snprintf(step, sizeof step, "%" PRId64, s->step);
+    snprintf(applied, sizeof applied, "%" PRId64, s->applied);
+    snprintf(skipped, sizeof skipped, "%" PRId64, s->skipped);
+    snprintf(growth, sizeof growth, "%" PRId64, s->growth_count);
+    snprintf(scale, sizeof scale, "%.17g", s->loss_scale);
+    snprintf(pos, sizeof pos, "%" PRId64, s->data_pos);
+    StMeta meta[] = {{"format", "fp8c-checkpoint"}, {"fp8c_version", FP8C_VERSION}, {"plan_hash", hash},
+                     {"model", p->model_name},     {"policy", p->policy_name},     {"step", step},
+                     {"applied_steps", applied},   {"skipped_steps", skipped},     {"loss_scale", scale},
+                     {"growth_count", growth},     {"data_pos", pos}};
+    int rc = st_write(path, ts, n, meta, (int)(sizeof meta / sizeof meta[0]), err, errlen);
+    for (int i = 0; i < n; i++) free(bufs[i]);
+    free(bufs);
+    free(ts);
+    return rc;
+}
+
+static int meta_i64(const StFile *f, const char *key, int64_t *out, char *err, size_t errlen, const char *path) {
+    const char *v = st_meta(f, key);
+    char *end;
+    if (!v || !*v) goto bad;
+    errno = 0;
+    long long x = strtoll(v, &end, 10);
+    if (*end || errno || x < 0) goto bad;
+    *out = x;
+    return 0;
+bad:
+    snprintf(err, errlen, "%s: checkpoint metadata '%s' is missing or not a count", path, key);
+    return -1;
+}
+
+/* Validate everything first, then copy: a bad checkpoint is refused, never half-loaded. */
+static int load_checkpoint(CpuBackend *b, TrainState *s, const char *path, char *err, size_t errlen) {
+    const Plan *p = b->p;
+    StFile *f = st_read(path, err, errlen);
+    if (!f) return -1;
+    int rc = -1;
+    const char *fmt = st_meta(f, "format"), *hash = st_meta(f, "plan_hash"), *scale = st_meta(f, "loss_scale");
+    char want[32];
+    snprintf(want, sizeof want, "%016" PRIx64, p->hash);
+    if (!fmt || strcmp(fmt, "fp8c-checkpoint")) {
+        snprintf(err, errlen, "%s: not an fp8c checkpoint (no format: fp8c-checkpoint in its metadata)", path);
+        goto out;
+    }
+    if (!hash || strcmp(hash, want)) {
+        snprintf(err, errlen, "%s was written for another plan (plan hash %s, model %s, policy %s); this plan (%s x %s) has hash %s",
+                 path, hash ? hash : "?", st_meta(f, "model") ? st_meta(f, "model") : "?",
+                 st_meta(f, "policy") ? st_meta(f, "policy") : "?", p->model_name, p->policy_name, want);
+        goto out;
+    }
+    TrainState ns;
+    char *end;
+    if (meta_i64(f, "step", &ns.step, err, errlen, path) || meta_i64(f, "applied_steps", &ns.applied, err, errlen, path) ||
+        meta_i64(f, "skipped_steps", &ns.skipped, err, errlen, path) || meta_i64(f, "growth_count", &ns.growth_count, err, errlen, path) ||
+        meta_i64(f, "data_pos", &ns.data_pos, err, errlen, path))
+        goto out;
+    if (!scale || (ns.loss_scale = strtod(scale, &end), *end) || !(ns.loss_scale > 0) || !isfinite(ns.loss_scale)) {
+        snprintf(err, errlen, "%s: checkpoint metadata 'loss_scale' is missing or invalid", path);
+        goto out;
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        for (int i = 0; i < p->nt; i++) {
+            const RtTensor *t = &p->t[i];
+            if (!ckpt_class(t->cls)) continue;
+            const StTensor *c = st_find(f, t->name);
+            int shape_ok = c && c->ndim == t->ndim && c->shape[0] == t->shape[0] && (t->ndim < 2 || c->shape[1] == t->shape[1]);
+            if (!c || strcmp(c->dtype, st_dtype_of(t->dtype)) || !shape_ok) {
+                snprintf(err, errlen, "%s: tensor '%s' is %s (want %s %s)", path, t->name, c ? "of another dtype or shape" : "missing",
+                         st_dtype_of(t->dtype), t->ndim > 1 ? "matrix" : "vector");
+                goto out;
+            }
+            if (pass == 0) continue;
+            float *x = cpu_ptr(b, i);
+            if (t->dtype == TD_F32) {
+                memcpy(x, c->data, (size_t)t->n * 4);
+            } else {
+                const unsigned char *h = c->data;
+                for (int64_t k = 0; k < t->n; k++) {
+                    uint16_t bits = (uint16_t)(h[2 * k] | (h[2 * k + 1] << 8));
+                    x[k] = t->dtype == TD_BF16 ? fp8c_bf16_to_f32(bits) : fp8c_f16_to_f32(bits);
+                }
+            }
+        }
+    }
+    *s = ns;
+    rc = 0;
+out:
+    st_free(f);
+    return rc;
+}
+
+/* ---- device choice ---- */
+
+static int pick_device(DeviceKind want) {
+    void *cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+    const char *why = cuda ? "a CUDA driver is present, but fp8c's CUDA backend is not implemented yet"
+                           : "no CUDA driver (libcuda.so.1) on this machine";
+    if (cuda) dlclose(cuda);
+    if (want == DEV_CUDA) {
+        fprintf(stderr, "fp8c: error: --device cuda: %s\n", cuda ? "the CUDA backend is not implemented yet in this version" : why);
+        return -1;
+    }
+    if (want == DEV_AUTO) fprintf(stderr, "fp8c: device: cpu (%s)\n", why);
+    return 0;
+}
+
+/* ---- the loop ---- */
+
+typedef struct {
+    CpuBackend *b;
+    const Plan *p;
+    DataStream train, val;
+    FILE *log;
+} Run;
+
+static void feed(Run *r, DataStream *s) {
+    const Plan *p = r->p;
+    data_next_batch(s, (int)p->train.micro_batch, (int)p->train.seq_len, cpu_ptr(r->b, p->tokens), cpu_ptr(r->b, p->targets));
+}
+
+static double mean_loss(const Run *r) {
+    const float *l = cpu_ptr(r->b, r->p->losses);
+    double sum = 0;
+    int64_t n = r->p->t[r->p->losses].n;
+    for (int64_t i = 0; i < n; i++) sum += l[i];
+    return sum / (double)n;
+}
+
+static double evaluate(Run *r, int64_t batches) {
+    DataStream v = r->val;
+    v.pos = 0;
+    RunState st = {0};
+    double sum = 0;
+    for (int64_t i = 0; i < batches; i++) {
+        feed(r, &v);
+        cpu_run(r->b, SEC_FORWARD, &st);
+        sum += mean_loss(r);
+    }
+    return sum / (double)batches;
+}
+
+static void fmt_eta(char *out, size_t n, double s) {
+    if (s < 0 || !isfinite(s)) s = 0;
+    if (s >= 3600)
+        snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
+    else
+        snprintf(out, n, "%dm%02ds", (int)(s / 60), (int)fmod(s, 60));
+}
+
+int rt_train(const TrainOpts *o, const char *plan_dir) {
+    Arena arena = {0};
+    Diag d;
+    diag_init(&d, stderr);
+    Plan p;
+    char err[1024] = "";
+    int rc = EXIT_RUNTIME;
+    CpuBackend b = {0};
+    Dataset ds = {0};
+    Run run = {0};
+    if (plan_load(&arena, &d, plan_dir, &p)) {
+        arena_free(&arena);
+        return EXIT_BAD_INPUT;
+    }
+    if (pick_device(o->device)) goto done;
+    int64_t total = o->steps ? o->steps : p.train.steps;
+    if (cpu_init(&b, &p, err, sizeof err) || init_params(&b, err, sizeof err)) {
+        fprintf(stderr, "fp8c: error: %s\n", err);
+        goto done;
+    }
+    int64_t T = p.train.seq_len, B = p.train.micro_batch;
+    if (o->data) {
+        if (data_load(&ds, o->data, (int)p.vocab, err, sizeof err)) {
+            fprintf(stderr, "fp8c: error: %s\n", err);
+            rc = EXIT_BAD_INPUT;
+            goto done;
+        }
+    } else {
+        int64_t n = 10 * B * (T + 1) * 16;
+        if (n < (int64_t)1 << 20) n = (int64_t)1 << 20;
+        data_synthetic(&ds, n, (int)p.vocab, (uint64_t)p.train.seed);
+    }
+    if (ds.n < 20 * (T + 1)) {
+        fprintf(stderr, "fp8c: error: %s has %lld tokens; a %lld-token sequence needs at least %lld for training and a 10%% validation split\n",
+                ds.source, (long long)ds.n, (long long)T, (long long)(20 * (T + 1)));
+        rc = EXIT_BAD_INPUT;
+        goto done;
+    }
+    run = (Run){&b, &p, {0}, {0}, NULL};
+    data_split(&ds, (int)T, &run.train, &run.val);
+    TrainState s = {0, 0, 0, 0, p.ls_mode == LS_DYNAMIC ? p.ls_init : p.ls_mode == LS_STATIC ? p.ls_scale : 1.0, 0};
+    if (o->resume) {
+        if (load_checkpoint(&b, &s, o->resume, err, sizeof err)) {
+            fprintf(stderr, "fp8c: error: %s\n", err);
+            rc = EXIT_BAD_INPUT;
+            goto done;
+        }
+        run.train.pos = s.data_pos;
+        if (s.data_pos < 0 || s.data_pos >= run.train.n) {
+            fprintf(stderr, "fp8c: error: %s: data position %lld is outside this data set (%lld training tokens)\n", o->resume,
+                    (long long)s.data_pos, (long long)run.train.n);
+            rc = EXIT_BAD_INPUT;
+            goto done;
+        }
+        fprintf(stderr, "fp8c: resumed from %s at step %lld\n", o->resume, (long long)s.step);
+    }
+    if (o->log && !(run.log = fopen(o->log, s.step ? "a" : "w"))) {
+        fprintf(stderr, "fp8c: error: cannot open log '%s': %s\n", o->log, strerror(errno));
+        goto done;
+    }
+    if (o->ckpt_dir && mkdir(o->ckpt_dir, 0755) && errno != EEXIST) {
+        fprintf(stderr, "fp8c: error: cannot create '%s': %s\n", o->ckpt_dir, strerror(errno));
+        goto done;
+    }
+    int64_t val_batches = o->eval_batches ? o->eval_batches : 8;
+    int64_t val_avail = (run.val.n - 1) / (B * T);
+    if (val_batches > val_avail) val_batches = val_avail > 0 ? val_avail : 1;
+    int64_t every = o->progress_every ? o->progress_every : (total <= 50 ? 1 : 10);
+    fprintf(stderr, "fp8c: training %s x %s on cpu: %lld params, %lld tokens/step, steps %lld..%lld, data %s (%lld tokens)\n",
+            p.model_name, p.policy_name, (long long)p.total_params, (long long)(B * T * p.train.grad_accum), (long long)s.step + 1,
+            (long long)total, ds.source, (long long)ds.n);
+    double t0 = now_s();
+    int64_t first = s.step;
+    float *grads = (float *)b.base[TC_GRAD];
+    int64_t ngrad = 0;
+    for (int i = 0; i < p.nt; i++)
+        if (p.t[i].cls == TC_GRAD) ngrad += p.t[i].n;
+    size_t grad_bytes = (size_t)p.class_bytes[TC_GRAD] * (size_t)b.factor[TC_GRAD];
+    while (s.step < total) {
+        double ts = now_s();
+        RunState st = {0};
+        st.lr = (float)lr_at(&p.train, s.step, total);
+        st.dloss = (float)(s.loss_scale / (double)(B * T * p.train.grad_accum));
+        memset(grads, 0, grad_bytes);
+        double loss = 0;
+        for (int64_t micro = 0; micro < p.train.grad_accum; micro++) {
+            feed(&run, &run.train);
+            cpu_run(&b, SEC_FORWARD, &st);
+            loss += mean_loss(&run) / (double)p.train.grad_accum;
+            cpu_run(&b, SEC_BACKWARD, &st);
+        }
+        if (o->inject_nan_step == s.step + 1) {
+            for (int i = 0; i < p.nt; i++)
+                if (p.t[i].cls == TC_GRAD) {
+                    ((float *)cpu_ptr(&b, i))[0] = NAN;
+                    break;
+                }
+        }
+        /* gradient norm over every parameter gradient, unscaled */
+        double sumsq = 0;
+        int finite = 1;
+        for (int i = 0; i < p.nt; i++)
+            if (p.t[i].cls == TC_GRAD) {
+                const float *g = cpu_ptr(&b, i);
+                finite &= ref_all_finite(g, p.t[i].n);
+                sumsq += ref_sumsq(g, p.t[i].n);
+            }
+        (void)ngrad;
+        double norm = sqrt(sumsq) / s.loss_scale;
+        int skipped = !finite;
+        if (skipped) {
+            s.skipped++;
+            if (p.ls_mode == LS_DYNAMIC) {
+                s.loss_scale *= p.ls_backoff;
+                s.growth_count = 0;
+            }
+        } else {
+            double clip = p.train.grad_clip > 0 && norm > p.train.grad_clip ? p.train.grad_clip / norm : 1.0;
+            st.grad_scale = (float)(clip / s.loss_scale);
+            st.opt_step = s.applied + 1;
+            st.amax_step = s.applied;
+            cpu_run(&b, SEC_OPTIMIZER, &st);
+            cpu_run(&b, SEC_SCALE_UPDATE, &st);
+            s.applied++;
+            if (p.ls_mode == LS_DYNAMIC && ++s.growth_count >= p.ls_interval) {
+                s.loss_scale *= p.ls_growth;
+                s.growth_count = 0;
+            }
+        }
+        s.step++;
+        s.data_pos = run.train.pos;
+        double dt = now_s() - ts, elapsed = now_s() - t0;
+        double tps = (double)(B * T * p.train.grad_accum) / dt;
+        int do_eval = (p.train.eval_every && s.step % p.train.eval_every == 0) || s.step == total;
+        double vloss = do_eval ? evaluate(&run, val_batches) : 0;
+        if (s.step % every == 0 || do_eval || s.step == first + 1) {
+            char eta[32];
+            fmt_eta(eta, sizeof eta, elapsed / (double)(s.step - first) * (double)(total - s.step));
+            printf("step %5lld/%lld | loss %.4f%s | lr %.3e | norm %.3f | %.0f tok/s | loss scale %g | ETA %s", (long long)s.step,
+                   (long long)total, loss, skipped ? " (skipped: non-finite gradients)" : "", st.lr, norm, tps, s.loss_scale, eta);
+            if (do_eval) printf(" | val %.4f", vloss);
+            printf("\n");
+            fflush(stdout);
+        }
+        if (run.log) {
+            fprintf(run.log, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6g, \"loss_scale\": %.9g, \"tokens_per_s\": %.1f, \"skipped\": %s",
+                    (long long)s.step, loss, st.lr, isfinite(norm) ? norm : -1.0, s.loss_scale, tps, skipped ? "true" : "false");
+            if (do_eval) fprintf(run.log, ", \"val_loss\": %.6f", vloss);
+            fprintf(run.log, "}\n");
+            fflush(run.log);
+        }
+        int ckpt = o->ckpt_dir && ((o->ckpt_every && s.step % o->ckpt_every == 0) || s.step == total);
+        if (ckpt) {
+            char path[2048];
+            snprintf(path, sizeof path, "%s/step_%lld.safetensors", o->ckpt_dir, (long long)s.step);
+            if (save_checkpoint(&b, &s, path, err, sizeof err)) {
+                fprintf(stderr, "fp8c: error: checkpoint: %s\n", err);
+                goto done;
+            }
+        }
+    }
+    fprintf(stderr, "fp8c: done: %lld steps (%lld skipped) in %.1f s\n", (long long)(s.step - first), (long long)s.skipped, now_s() - t0);
+    rc = EXIT_OK;
+done:
+    if (run.log) fclose(run.log);
+    data_free(&ds);
+    cpu_free(&b);
+    arena_free(&arena);
+    return rc;
+}
