@@ -93,6 +93,9 @@ typedef struct {
     int64_t eval_batches;    /* 0: automatic */
 } TrainOpts;
 
+/* Initialise parameters (and master copies, scaling state) from the plan's init specs and seed. */
+int rt_init_params(CpuBackend *b, char *err, size_t errlen);
+
 /* Returns 0, or EXIT_BAD_INPUT / EXIT_RUNTIME with the message already printed. */
 int rt_train(const TrainOpts *o, const char *plan_dir);
 

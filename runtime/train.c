@@ -44,7 +44,7 @@ static uint64_t name_seed(uint64_t seed, const char *name) {
     return h;
 }
 
-static int init_params(CpuBackend *b, char *err, size_t errlen) {
+int rt_init_params(CpuBackend *b, char *err, size_t errlen) {
     const Plan *p = b->p;
     for (int i = 0; i < p->nt; i++) {
         const RtTensor *t = &p->t[i];
@@ -277,7 +277,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     }
     if (pick_device(o->device)) goto done;
     int64_t total = o->steps ? o->steps : p.train.steps;
-    if (cpu_init(&b, &p, err, sizeof err) || init_params(&b, err, sizeof err)) {
+    if (cpu_init(&b, &p, err, sizeof err) || rt_init_params(&b, err, sizeof err)) {
         fprintf(stderr, "fp8c: error: %s\n", err);
         goto done;
     }

@@ -30,15 +30,18 @@ run() { # name, command...
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1
 stride=1
-case $B in *asan*) stride=65521 ;; esac
+case $B in *asan*) stride=65521; export FP8C_E2E_FAST=1 ;; esac
 
 run test_front "$B/tests/test_front"
 run test_fp8 "$B/tests/test_fp8" --stride $stride
 run test_quant "$B/tests/test_quant"
 run test_safetensors "$B/tests/test_safetensors"
 run test_data "$B/tests/test_data"
+run test_ops "$B/tests/test_ops"
+run test_model_grad "$B/tests/test_model_grad"
 run golden python3 tests/golden/check.py "$B/fp8c"
 run bad_inputs sh tests/bad/run.sh "$B/fp8c"
+run e2e sh tests/e2e/run.sh "$B/fp8c"
 # shellcheck disable=SC2046
 run fuzz_replay "$B/tests/fuzz_replay" $(ls policies/*.yaml examples/*/model.yaml tests/bad/*/*.yaml tests/fuzz/corpus/* 2>/dev/null)
 

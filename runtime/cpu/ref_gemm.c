@@ -148,7 +148,7 @@ static void micro_kernel(float *restrict c, const float *restrict a, const float
  * L2. */
 HOT_CLONES static void compute_tile(float *c,        // (m, ldc) C at the block's first column
                                     const float *ap, // packed A, (m/MR, kc, MR)
-                                    const float *bp, // packed B, (nc/NR, kc, NR)
+                                    const float *bp, // packed B, (nb/NR, kc, NR)
                                     int kc, int64_t ldc, int i0, int i1, int j0, int j1,
                                     int load_c)
 {

@@ -288,9 +288,9 @@ static void crossentropy_d(const struct fd_op *op, double *out, double *const *i
 
 /* ---- GEMMs ---------------------------------------------------------------------------------- */
 
-/* Float accumulation over K <= 300 terms of O(1) products: observed errors
- * are ~1e-7 of the output scale; 1e-5 leaves 100x room yet catches any
- * dropped or doubled term (>= 1e-3 of the scale). */
+/* Float accumulation of up to 2053 O(1) products: errors grow like sqrt(K)
+ * ulps, observed 1e-7 to 9e-7 of the output scale; 1e-5 leaves 10x room yet
+ * catches any dropped or doubled term (>= 1e-3 of the scale). */
 #define TOL_GEMM 1e-5
 
 /* All three GEMMs on one shape against double loops, bias and += included. */
@@ -323,25 +323,16 @@ static void gemm_shape(int M, int K, int N)
                 s += (double)x[(int64_t)m * K + k] * w[(int64_t)n * K + k];
             wy[(int64_t)m * N + n] = s;
         }
+    /* dgrad and wgrad as sums of rank-1 terms, so the loops run along rows */
     for (int m = 0; m < M; m++)
-        for (int k = 0; k < K; k++) {
-            double s = 0.0;
-            for (int n = 0; n < N; n++)
-                s += (double)dy[(int64_t)m * N + n] * w[(int64_t)n * K + k];
-            wdx[(int64_t)m * K + k] = s;
+        for (int n = 0; n < N; n++) {
+            double g = dy[(int64_t)m * N + n];
+            for (int k = 0; k < K; k++) {
+                wdx[(int64_t)m * K + k] += g * w[(int64_t)n * K + k];
+                wdw[(int64_t)n * K + k] += g * x[(int64_t)m * K + k];
+            }
+            wdb[n] += g;
         }
-    for (int n = 0; n < N; n++) {
-        for (int k = 0; k < K; k++) {
-            double s = 0.0;
-            for (int m = 0; m < M; m++)
-                s += (double)dy[(int64_t)m * N + n] * x[(int64_t)m * K + k];
-            wdw[(int64_t)n * K + k] = s;
-        }
-        double s = 0.0;
-        for (int m = 0; m < M; m++)
-            s += dy[(int64_t)m * N + n];
-        wdb[n] = s;
-    }
     check_close("fwd", y, NULL, wy, (int64_t)M * N, TOL_GEMM);
     check_close("bwd_data (+=)", dx, dx0, wdx, (int64_t)M * K, TOL_GEMM);
     check_close("bwd_weight dw (+=)", dw, dw0, wdw, (int64_t)N * K, TOL_GEMM);
@@ -365,14 +356,17 @@ static void gemm_odd_shape(void) { gemm_shape(37, 19, 23); }
 /* 02: crosses the KC (256) slice, MT (96) and NT (256) tile boundaries. */
 static void gemm_blocked_edges(void) { gemm_shape(131, 300, 270); }
 
-/* 03: degenerate sizes: one row, one column, K = 1. */
+/* 03: crosses the 2048 block boundaries (MB, KB; NB in dgrad, where n = K). */
+static void gemm_big_blocks(void) { gemm_shape(2051, 2053, 5); }
+
+/* 04: degenerate sizes: one row, one column, K = 1. */
 static void gemm_tiny(void)
 {
     gemm_shape(1, 5, 3);
     gemm_shape(4, 1, 1);
 }
 
-/* 04: the number of threads does not change a bit of any GEMM output (each
+/* 05: the number of threads does not change a bit of any GEMM output (each
  * element belongs to one tile with a fixed K order). */
 static void gemm_thread_invariance(void)
 {
@@ -398,7 +392,7 @@ static void gemm_thread_invariance(void)
 #endif
 }
 
-/* 05: matmul gradients by finite differences (the GEMM checks above test the
+/* 06: matmul gradients by finite differences (the GEMM checks above test the
  * same sums directly; this ties fwd and bwd conventions together). */
 static void matmul_grad(void)
 {
@@ -425,7 +419,7 @@ static void matmul_grad(void)
 
 /* ---- embeddings and norms -------------------------------------------------------------------- */
 
-/* 06: embedding with learned positions; tokens repeat, so dwte rows collect
+/* 07: embedding with learned positions; tokens repeat, so dwte rows collect
  * several contributions. */
 static void embed(void)
 {
@@ -460,7 +454,7 @@ static void embed(void)
     free(dwte), free(dwpe), free(dwte0), free(dwpe0);
 }
 
-/* 07: RMSNorm forward, saved rstd and gradients. */
+/* 08: RMSNorm forward, saved rstd and gradients. */
 static void rmsnorm(void)
 {
     enum { N = 5, C = 16 };
@@ -494,7 +488,7 @@ static void rmsnorm(void)
     free(dx), free(dw), free(dx0), free(dw0);
 }
 
-/* 08: LayerNorm with bias, forward, saved mean/rstd and gradients. */
+/* 09: LayerNorm with bias, forward, saved mean/rstd and gradients. */
 static void layernorm(void)
 {
     enum { N = 5, C = 16 };
@@ -529,7 +523,7 @@ static void layernorm(void)
 
 /* ---- RoPE and attention -------------------------------------------------------------------- */
 
-/* 09: RoPE forward, in place, and backward R^T (also in place). */
+/* 10: RoPE forward, in place, and backward R^T (also in place). */
 static void rope(void)
 {
     enum { B = 2, T = 5, H = 3, HD = 8, n = B * T * H * HD };
@@ -556,7 +550,7 @@ static void rope(void)
     free(x), free(R), free(out), free(dx), free(xd), free(Rd), free(outd), free(inplace);
 }
 
-/* 10: causal grouped-query attention, H = 4 query heads on KV = 2 kv heads,
+/* 11: causal grouped-query attention, H = 4 query heads on KV = 2 kv heads,
  * T = 7: forward, lse, and dq, dk, dv. */
 static void attention_gqa(void)
 {
@@ -625,7 +619,7 @@ static void check_binary(const struct fd_op *op, double scale_a, double scale_b,
     free(outd);
 }
 
-/* 11: out = a * sigmoid(g); g spans +-6 so the sigmoid saturates at the
+/* 12: out = a * sigmoid(g); g spans +-6 so the sigmoid saturates at the
  * ends. A handful of float ops and an expf per element: ~2 ulps forward
  * (1e-6), the gradient chains two more factors (1e-5; observed 1.5e-7). */
 static void gate(void)
@@ -634,14 +628,14 @@ static void gate(void)
     check_binary(&op, 2.0, 6.0, ref_gate_fwd, ref_gate_bwd, 1e-6, 1e-5);
 }
 
-/* 12: out = silu(gate) * up, gate spanning +-6. As gate. */
+/* 13: out = silu(gate) * up, gate spanning +-6. As gate. */
 static void swiglu(void)
 {
     struct fd_op op = {.fwd = swiglu_d, .in_len = {64, 64}, .out_len = 64};
     check_binary(&op, 6.0, 2.0, ref_swiglu_fwd, ref_swiglu_bwd, 1e-6, 1e-5);
 }
 
-/* 13: GELU (tanh approximation) over +-5, forward and gradient. tanhf and the
+/* 14: GELU (tanh approximation) over +-5, forward and gradient. tanhf and the
  * cubic: a few ulps forward (1e-6); the derivative has 1 - tanh^2, which
  * cancels where tanh saturates (1e-5; observed 1.6e-7). */
 static void gelu(void)
@@ -662,7 +656,7 @@ static void gelu(void)
     free(x), free(R), free(out), free(dx), free(xd), free(Rd), free(outd);
 }
 
-/* 14: residual add (out aliasing an input) and gradient accumulation. */
+/* 15: residual add (out aliasing an input) and gradient accumulation. */
 static void add_accumulate(void)
 {
     float a[4] = {1.0f, -2.0f, 0.5f, 3.0f}, b[4] = {0.25f, 2.0f, -1.5f, 1e-8f};
@@ -677,7 +671,7 @@ static void add_accumulate(void)
 
 /* ---- loss ------------------------------------------------------------------------------------ */
 
-/* 15: fused softmax cross-entropy with one ignored target: losses, and the
+/* 16: fused softmax cross-entropy with one ignored target: losses, and the
  * gradient of L = dloss * sum(losses) (the backward's scalar dloss), in place. */
 static void crossentropy(void)
 {
@@ -713,7 +707,7 @@ static void crossentropy(void)
 
 /* ---- rounding and optimizer ---------------------------------------------------------------- */
 
-/* 16: ref_round to BF16 and FP16 on values worked out by hand (RNE). */
+/* 17: ref_round to BF16 and FP16 on values worked out by hand (RNE). */
 static void round_storage(void)
 {
     /* BF16 keeps 8 significant bits. 1 + 2^-8 is halfway between 1 and
@@ -738,7 +732,7 @@ static void round_storage(void)
     CHECK(z[0] == 0.1f && z[1] == 1.00390625f);
 }
 
-/* 17: one AdamW step worked out by hand, lr 0.1, betas (0.9, 0.999), eps 1e-8,
+/* 18: one AdamW step worked out by hand, lr 0.1, betas (0.9, 0.999), eps 1e-8,
  * weight decay 0.1.
  * Step 1 (bias corrections 0.1 and 0.001), FP32 master, BF16 param and moments:
  *   [0] master 1, grad 0.5 x grad_scale 2 = 1: m = 0.1, v = 0.001, mhat = vhat = 1,
@@ -774,7 +768,7 @@ static void adamw_hand(void)
     CHECKF(fabsf(p2 - 0.4738109f) < 2e-6f, "param = %.9g, want 0.4738109", p2);
 }
 
-/* 18: global-norm helpers: sum of squares in double, finiteness. */
+/* 19: global-norm helpers: sum of squares in double, finiteness. */
 static void sumsq_finite(void)
 {
     enum { n = 1000 };
@@ -797,6 +791,7 @@ int main(void)
 {
     RUN_CASE(gemm_odd_shape);
     RUN_CASE(gemm_blocked_edges);
+    RUN_CASE(gemm_big_blocks);
     RUN_CASE(gemm_tiny);
     RUN_CASE(gemm_thread_invariance);
     RUN_CASE(matmul_grad);

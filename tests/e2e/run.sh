@@ -1,0 +1,120 @@
+#!/bin/sh
+# End-to-end tests of training on the CPU: loss falls under three policies, resume is
+# bit-identical, a NaN gradient under dynamic loss scaling skips the step, checkpoints of other
+# plans and damaged ones are refused, bad plans and data are refused with clear errors.
+# usage: tests/e2e/run.sh FP8C   (from the repository root); one PASS/FAIL line per case
+fp8c=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+small=tests/e2e/small.yaml
+
+ok() { echo "PASS $1"; }
+ko() {
+    echo "FAIL $1: $2"
+    [ -f "$tmp/err" ] && sed 's/^/    | /' "$tmp/err" | tail -8
+}
+
+# 1. the tiny example's loss falls on the synthetic corpus (30 steps each). The sanitizer run
+#    (FP8C_E2E_FAST=1) uses the small test model: ASan makes the tiny one take minutes.
+falls_model=examples/tiny/model.yaml
+[ -n "${FP8C_E2E_FAST:-}" ] && falls_model=$small
+for pol in bf16 te_delayed deepseek_v3; do
+    if "$fp8c" train $falls_model policies/$pol.yaml --steps 30 --log "$tmp/$pol.jsonl" \
+        --progress-every 10 >"$tmp/out" 2>"$tmp/err" &&
+        python3 - "$tmp/$pol.jsonl" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+first, last = rows[0]["loss"], rows[-1]["loss"]
+assert len(rows) == 30 and "val_loss" in rows[-1], "30 rows with a final val_loss"
+assert last < first - 1.5, "loss %.3f -> %.3f did not fall by 1.5 nats" % (first, last)
+assert rows[-1]["val_loss"] < first - 1.5
+PY
+    then ok "loss_falls_tiny_$pol"; else ko "loss_falls_tiny_$pol" "loss did not fall (see $pol log)"; fi
+done
+
+# 2. resume: 3 steps + resume to 6 == 6 steps straight, byte for byte
+"$fp8c" train $small tests/e2e/resume_policy.yaml --steps 6 --checkpoint-dir "$tmp/a" --checkpoint-every 3 \
+    >"$tmp/out" 2>"$tmp/err" &&
+    "$fp8c" train $small tests/e2e/resume_policy.yaml --steps 6 --resume "$tmp/a/step_3.safetensors" \
+        --checkpoint-dir "$tmp/b" >"$tmp/out" 2>>"$tmp/err"
+if [ -f "$tmp/a/step_6.safetensors" ] && cmp -s "$tmp/a/step_6.safetensors" "$tmp/b/step_6.safetensors"; then
+    ok resume_bit_identical
+else
+    ko resume_bit_identical "step_6 checkpoints differ or are missing"
+fi
+# the run without resuming must differ from a different seed's: the comparison can fail
+sed 's/seed: 42/seed: 43/' $small >"$tmp/small43.yaml"
+"$fp8c" train "$tmp/small43.yaml" tests/e2e/resume_policy.yaml --steps 6 --checkpoint-dir "$tmp/c" >"$tmp/out" 2>"$tmp/err"
+if [ -f "$tmp/c/step_6.safetensors" ] && ! cmp -s "$tmp/a/step_6.safetensors" "$tmp/c/step_6.safetensors"; then
+    ok resume_comparison_can_fail
+else
+    ko resume_comparison_can_fail "another seed gave the same bytes"
+fi
+
+# 3. a NaN in a gradient under dynamic loss scaling skips the step: parameters unchanged
+if "$fp8c" train $small policies/fp8_trainer.yaml --steps 4 --checkpoint-dir "$tmp/n" --checkpoint-every 1 \
+    --debug-inject-nan 3 >"$tmp/out" 2>"$tmp/err" &&
+    grep -q "skipped: non-finite" "$tmp/out" &&
+    python3 - "$tmp/n/step_2.safetensors" "$tmp/n/step_3.safetensors" "$tmp/n/step_4.safetensors" <<'PY'
+import json, struct, sys
+def load(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    data = b[8 + n:]
+    meta = h.pop("__metadata__")
+    return meta, {k: data[v["data_offsets"][0]:v["data_offsets"][1]] for k, v in h.items()}
+m2, t2 = load(sys.argv[1]); m3, t3 = load(sys.argv[2]); m4, t4 = load(sys.argv[3])
+assert t2 == t3, "the skipped step changed tensors: %s" % [k for k in t2 if t2[k] != t3[k]][:3]
+assert float(m3["loss_scale"]) == 0.5 * float(m2["loss_scale"]), "loss scale backed off"
+assert m3["skipped_steps"] == "1" and m3["applied_steps"] == m2["applied_steps"]
+assert any(t3[k] != t4[k] for k in t3 if k.startswith("blocks")), "training continues after the skip"
+PY
+then ok nan_gradient_skips_step; else ko nan_gradient_skips_step "parameters changed or no skip"; fi
+
+# 4. checkpoints of another plan, truncated or corrupt ones are refused (exit 2)
+"$fp8c" train examples/tiny/model.yaml policies/bf16.yaml --steps 2 --resume "$tmp/a/step_3.safetensors" >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 2 ] && grep -q "was written for another plan" "$tmp/err"; then ok refuse_other_plan_checkpoint; else ko refuse_other_plan_checkpoint "not refused"; fi
+head -c 5000 "$tmp/a/step_3.safetensors" >"$tmp/trunc.safetensors"
+"$fp8c" train $small tests/e2e/resume_policy.yaml --steps 6 --resume "$tmp/trunc.safetensors" >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 2 ] && grep -q "truncated" "$tmp/err"; then ok refuse_truncated_checkpoint; else ko refuse_truncated_checkpoint "not refused"; fi
+python3 - "$tmp/a/step_3.safetensors" "$tmp/corrupt.safetensors" <<'PY'
+import sys
+b = bytearray(open(sys.argv[1], "rb").read())
+i = b.index(b'"shape":[') + 9
+b[i] = ord("9")   # one tensor's shape no longer matches its bytes
+open(sys.argv[2], "wb").write(b)
+PY
+"$fp8c" train $small tests/e2e/resume_policy.yaml --steps 6 --resume "$tmp/corrupt.safetensors" >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 2 ] && grep -q "error" "$tmp/err" && ! grep -q "resumed" "$tmp/err"; then ok refuse_corrupt_checkpoint; else ko refuse_corrupt_checkpoint "not refused"; fi
+
+# 5. bad plans are refused with file:line:col
+"$fp8c" compile $small policies/deepseek_v3.yaml -o "$tmp/plan" --target cpu 2>"$tmp/err"
+bad_plan() { # name, python expression editing text s
+    rm -rf "$tmp/bad"
+    cp -r "$tmp/plan" "$tmp/bad"
+    python3 -c "import sys; s=open(sys.argv[1]).read(); $2; open(sys.argv[1],'w').write(s)" "$tmp/bad/plan.json"
+    "$fp8c" run "$tmp/bad" --steps 1 >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ $rc -eq 2 ] && grep -q -E "plan.json:[0-9]+:[0-9]+: error: $3" "$tmp/err"; then ok "bad_plan_$1"; else ko "bad_plan_$1" "exit $rc"; fi
+}
+bad_plan unknown_op "s=s.replace('\"op\": \"qgemm\"', '\"op\": \"qgemn\"', 1)" "unknown value 'qgemn'"
+bad_plan size_mismatch "import re; s=re.sub(r'\"R\": 256, \"C\": 128', '\"R\": 512, \"C\": 128', s, count=1)" "plan: invalid 'quantize' step"
+bad_plan unknown_tensor "s=s.replace('\"inp\": \"blocks.0.attn_norm.out\"', '\"inp\": \"nope\"', 1)" "plan: unknown tensor 'nope'"
+bad_plan truncated "s=s[:len(s)//2]" "invalid YAML"
+bad_plan bytes "s=s.replace('\"bytes\": 131072', '\"bytes\": 131073', 1)" "plan: tensor"
+
+# 6. devices and data
+"$fp8c" run "$tmp/plan" --steps 1 --device cuda >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 1 ] && grep -q "cuda" "$tmp/err"; then ok device_cuda_refused_clearly; else ko device_cuda_refused_clearly "exit status"; fi
+"$fp8c" run "$tmp/plan" --steps 1 >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 0 ] && grep -q "device: cpu (" "$tmp/err"; then ok device_auto_says_cpu; else ko device_auto_says_cpu "no device line"; fi
+printf 'To be, or not to be, that is the question. ' >"$tmp/text.txt"
+i=0; while [ $i -lt 9 ]; do cat "$tmp/text.txt" "$tmp/text.txt" >"$tmp/t2"; mv "$tmp/t2" "$tmp/text.txt"; i=$((i + 1)); done
+if "$fp8c" run "$tmp/plan" --steps 2 --data "$tmp/text.txt" >"$tmp/out" 2>"$tmp/err" && grep -q "text.txt" "$tmp/err"; then
+    ok data_text_bytes
+else ko data_text_bytes "did not train on a text file"; fi
+"$fp8c" train examples/gpt2-124m/model.yaml policies/bf16.yaml --steps 1 --data "$tmp/text.txt" >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 2 ] && grep -q "20240520" "$tmp/err"; then ok data_text_needs_byte_vocab; else ko data_text_needs_byte_vocab "not refused"; fi
+"$fp8c" run "$tmp/plan" --steps x >"$tmp/out" 2>"$tmp/err"
+if [ $? -eq 2 ]; then ok bad_flag_value; else ko bad_flag_value "accepted --steps x"; fi
