@@ -80,7 +80,8 @@ static const ModRes *res_of(L *l, const char *path) { return &l->r->mods[model_f
 
 static void optimizer_for(L *l, int p, int gp, const ModRes *mr) {
     const Resolution *r = l->r;
-    GTensor *t = &l->g->t[p];
+    const GTensor tv = l->g->t[p]; /* a copy: creating tensors below may move the array */
+    const GTensor *t = &tv;
     int master = -1;
     if (res_global(r, G_MASTER_WEIGHTS)->i == DT_FP32 && t->dtype != TD_F32)
         master = tensor(l, arena_printf(l->a, "master.%s", t->name), TD_F32, TC_MASTER, t->ndim, t->shape[0], t->shape[1]);
