@@ -69,12 +69,16 @@ typedef struct {
     int factor[TC_COUNT]; /* CPU bytes per plan byte: float storage for 16-bit tensors */
     float *ws;            /* dequantization / transpose scratch */
     size_t ws_floats;
+    int profile;          /* FP8C_PROFILE=1: time every op kind */
+    double op_seconds[OP_COUNT_];
+    int64_t op_calls[OP_COUNT_];
 } CpuBackend;
 
 int cpu_init(CpuBackend *b, const Plan *p, char *err, size_t errlen);
 void cpu_free(CpuBackend *b);
 void *cpu_ptr(const CpuBackend *b, int tensor);
 void cpu_run(CpuBackend *b, Section sec, const RunState *st);
+void cpu_print_profile(const CpuBackend *b, FILE *out);
 
 /* ---------------------------------------------------------------- train.c */
 

@@ -110,7 +110,8 @@ static int save_checkpoint(const CpuBackend *b, const TrainState *s, const char 
         ts[n] = (StTensor){t->name, st_dtype_of(t->dtype), t->ndim, {t->shape[0], t->ndim > 1 ? t->shape[1] : 0, 0, 0}, data, nbytes};
         n++;
     }
-    char hash[32], step[32], applied[32], skipped[32], growth[32], scale[48], pos[32];
+    char hash[32], step[32], applied[32], skipped[32], growth[32], scale[48], pos[32], seed[32];
+    snprintf(seed, sizeof seed, "%lld", (long long)p->train.seed);
     snprintf(hash, sizeof hash, "%016" PRIx64, p->hash);
     snprintf(step, sizeof step, "%" PRId64, s->step);
     snprintf(applied, sizeof applied, "%" PRId64, s->applied);
@@ -121,7 +122,9 @@ static int save_checkpoint(const CpuBackend *b, const TrainState *s, const char 
     StMeta meta[] = {{"format", "fp8c-checkpoint"}, {"fp8c_version", FP8C_VERSION}, {"plan_hash", hash},
                      {"model", p->model_name},     {"policy", p->policy_name},     {"step", step},
                      {"applied_steps", applied},   {"skipped_steps", skipped},     {"loss_scale", scale},
-                     {"growth_count", growth},     {"data_pos", pos}};
+                     {"growth_count", growth},     {"data_pos", pos},
+                     /* the runtime draws random numbers only to initialise: the seed is its RNG state */
+                     {"rng_seed", seed}};
     int rc = st_write(path, ts, n, meta, (int)(sizeof meta / sizeof meta[0]), err, errlen);
     for (int i = 0; i < n; i++) free(bufs[i]);
     free(bufs);
@@ -281,6 +284,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         fprintf(stderr, "fp8c: error: %s\n", err);
         goto done;
     }
+    b.profile = getenv("FP8C_PROFILE") && atoi(getenv("FP8C_PROFILE")) > 0;
     int64_t T = p.train.seq_len, B = p.train.micro_batch;
     if (o->data) {
         if (data_load(&ds, o->data, (int)p.vocab, err, sizeof err)) {
@@ -422,6 +426,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             }
         }
     }
+    if (b.profile) cpu_print_profile(&b, stderr);
     fprintf(stderr, "fp8c: done: %lld steps (%lld skipped) in %.1f s\n", (long long)(s.step - first), (long long)s.skipped, now_s() - t0);
     rc = EXIT_OK;
 done:

@@ -12,6 +12,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "fp8.h"
 #include "quant.h"
@@ -194,7 +195,31 @@ static void step_one(CpuBackend *b, const RtStep *s, const RunState *st) {
     }
 }
 
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 void cpu_run(CpuBackend *b, Section sec, const RunState *st) {
     const Plan *p = b->p;
-    for (int i = 0; i < p->nsteps[sec]; i++) step_one(b, &p->steps[sec][i], st);
+    for (int i = 0; i < p->nsteps[sec]; i++) {
+        const RtStep *s = &p->steps[sec][i];
+        double t0 = b->profile ? now_s() : 0;
+        step_one(b, s, st);
+        if (b->profile) {
+            b->op_seconds[s->op] += now_s() - t0;
+            b->op_calls[s->op]++;
+        }
+    }
+}
+
+void cpu_print_profile(const CpuBackend *b, FILE *out) {
+    double total = 0;
+    for (int k = 0; k < OP_COUNT_; k++) total += b->op_seconds[k];
+    fprintf(out, "fp8c: profile (FP8C_PROFILE=1), time per op kind over the run:\n");
+    for (int k = 0; k < OP_COUNT_; k++)
+        if (b->op_calls[k])
+            fprintf(out, "  %-18s %8.3f s %5.1f%%  %8lld calls\n", fp8c_op_info[k].name, b->op_seconds[k],
+                    total > 0 ? 100 * b->op_seconds[k] / total : 0, (long long)b->op_calls[k]);
 }
