@@ -11,6 +11,7 @@
  * tests/unit/test_fp8.c pins its behaviour for all 2^32 inputs.
  */
 #include "fp8.h"
+#include "fp8_encode.h"
 
 #include <string.h>
 
@@ -52,61 +53,10 @@ static float f32_from_bits(uint32_t u)
     return x;
 }
 
-/* Round the finite, non-negative float with bits `abits` to a format with
- * `man_bits` mantissa bits and bias `bias`, nearest-even. Returns the
- * magnitude code (exponent field << man_bits | mantissa). The result is not
- * clamped: a value that rounds past the largest finite number comes back as a
- * code above it, which is how the caller detects overflow. */
-static uint32_t round_magnitude(uint32_t abits, int man_bits, int bias)
-{
-    int fexp = (int)(abits >> F32_MAN_BITS);
-    uint32_t sig = abits & F32_MAN_MASK;
-    int e; /* exponent of the binade |x| lies in: |x| = sig * 2^(e - 23) */
-    if (fexp == 0) {
-        e = 1 - F32_BIAS; /* float subnormal: no implicit bit */
-    } else {
-        sig |= 1u << F32_MAN_BITS;
-        e = fexp - F32_BIAS;
-    }
-
-    /* The target's spacing in this binade is 2^(max(e, emin) - man_bits);
-     * below emin the spacing stays that of the smallest normal binade, which
-     * is what makes the result subnormal. `shift` is how many low bits of sig
-     * lie below that spacing. */
-    int emin = 1 - bias;
-    int shift = F32_MAN_BITS - man_bits;
-    if (e < emin)
-        shift += emin - e;
-    /* sig < 2^24, so from shift 25 on sig is below half the smallest step and
-     * rounds to zero; stopping here also keeps the shifts below 32 bits. */
-    if (shift > 24)
-        return 0;
-
-    uint32_t q = sig >> shift;
-    uint32_t rem = sig & ((1u << shift) - 1u);
-    uint32_t half = 1u << (shift - 1);
-    if (rem > half || (rem == half && (q & 1u)))
-        q++; /* a carry out of the mantissa correctly bumps the exponent below */
-
-    if (e < emin)
-        return q; /* subnormal (or, after a carry, the smallest normal) */
-    /* q holds the implicit bit, worth one unit of the exponent field, so the
-     * field is written one less: (e + bias) << m | (q - 2^m). */
-    return ((uint32_t)(e - emin) << man_bits) + q;
-}
-
+/* The rounding itself lives in fp8_encode.h, shared with the quantizer. */
 static uint32_t encode(float x, const struct minifloat *f, int saturate)
 {
-    uint32_t bits = f32_bits(x);
-    uint32_t abits = bits & F32_ABS;
-    uint32_t sign = (bits & F32_SIGN) ? f->sign : 0;
-
-    if (abits > F32_INF)
-        return f->nan; /* canonical and unsigned, as CUDA does */
-    uint32_t mag = abits == F32_INF ? f->max_mag + 1 : round_magnitude(abits, f->man_bits, f->bias);
-    if (mag > f->max_mag)
-        mag = saturate ? f->max_mag : f->ovf_mag;
-    return sign | mag;
+    return fp8c_encode_bits(x, f->man_bits, f->bias, f->max_mag, f->sign, f->ovf_mag, f->nan, saturate);
 }
 
 /* Float value of a finite code's magnitude fields. Every format here has a

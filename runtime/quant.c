@@ -15,6 +15,7 @@
 #include "quant.h"
 
 #include "fp8.h"
+#include "fp8_encode.h"
 
 #include <float.h>
 #include <math.h>
@@ -127,17 +128,19 @@ static int format_emax(QFormat f)
     return FP8C_E4M3_EMAX;
 }
 
-static uint8_t encode(QFormat f, float v)
+/* Saturating encoders, inlined from fp8_encode.h: the same code the exported conversions run
+ * (and the 2^32-input test checks), specialised here by constant format parameters. */
+static inline uint8_t encode(QFormat f, float v)
 {
     switch (f) {
     case Q_E5M2:
-        return fp8c_f32_to_e5m2(v, 1);
+        return (uint8_t)fp8c_encode_bits(v, 2, 15, 0x7B, 0x80, 0x7C, FP8C_E5M2_NAN, 1);
     case Q_E2M1:
         return fp8c_f32_to_e2m1(v, 1);
     case Q_E4M3:
         break;
     }
-    return fp8c_f32_to_e4m3(v, 1);
+    return (uint8_t)fp8c_encode_bits(v, 3, 7, 0x7E, 0x80, 0x7F, FP8C_E4M3_NAN, 1);
 }
 
 static float decode(QFormat f, uint8_t q)
@@ -154,14 +157,6 @@ static float decode(QFormat f, uint8_t q)
 }
 
 /* ---- amax and scale rules --------------------------------------------------------- */
-
-/* NaN-propagating max of two magnitudes (fmaxf would drop the NaN). */
-static float amax_join(float m, float a)
-{
-    if (isnan(m) || isnan(a))
-        return NAN;
-    return a > m ? a : m;
-}
 
 float q_amax(const float *x, int64_t n)
 {
@@ -248,13 +243,25 @@ static float view_at(const struct view *v, int i, int j)
     return v->x[(int64_t)i * v->sr + (int64_t)j * v->sc];
 }
 
+/* Max |x| over a block as the max of the magnitude bit patterns: for non-negative floats the
+ * bit order is the value order, and every NaN pattern lies above +Inf, so a NaN still wins
+ * (as amax_join would have it) without a branch per element. */
 static float block_amax(const struct view *v, int i0, int i1, int j0, int j1)
 {
-    float m = 0.0f;
-    for (int i = i0; i < i1; i++)
-        for (int j = j0; j < j1; j++)
-            m = amax_join(m, fabsf(view_at(v, i, j)));
-    return m;
+    uint32_t m = 0;
+    for (int i = i0; i < i1; i++) {
+        const float *row = v->x + (int64_t)i * v->sr;
+        for (int j = j0; j < j1; j++) {
+            uint32_t b;
+            float x = row[(int64_t)j * v->sc];
+            memcpy(&b, &x, sizeof b);
+            b &= 0x7FFFFFFFu;
+            m = b > m ? b : m;
+        }
+    }
+    float r;
+    memcpy(&r, &m, sizeof r);
+    return r;
 }
 
 static void encode_block(const struct view *v, const struct tiling *t, int i0, int i1, int j0, int j1,
