@@ -192,7 +192,8 @@ static QCopy quantize(L *l, const ModRes *mr, Operand op, int inp, int64_t R, in
         snprintf(tdesc, sizeof tdesc, "[%lld, %lld] tiles", (long long)q.tr, (long long)q.tc);
     l->g->t[q.codes].desc = arena_printf(l->a, "%s %s copy of %s, %s, %s scales", transpose ? "column-wise (transposed)" : "row-wise",
                                          dtype_names[res_value(mr, F_Q(op, QF_FORMAT))->i], src, tdesc, q.mx ? "e8m0" : "fp32");
-    q.scale_inv = q.mx ? act(l, arena_printf(l->a, "%s.scale_inv", base), TD_U8, rows, ceil_div(cols, 32))
+    q.scale_inv = q.mx ? act(l, arena_printf(l->a, "%s.scale_inv", base), TD_U8, q.tr ? ceil_div(rows, q.tr) : 1,
+                             q.tr ? ceil_div(cols, q.tc) : 1)
                        : act(l, arena_printf(l->a, "%s.scale_inv", base), TD_F32, scale_count(rows, cols, q.tr, q.tc), 1);
     GStep *s = step(l, OP_QUANTIZE);
     s->args[0] = q.codes;

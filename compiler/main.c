@@ -37,6 +37,7 @@ static const char usage[] =
     "  --checkpoint-dir DIR          write DIR/step_<N>.safetensors every --checkpoint-every N steps and at the end\n"
     "  --resume FILE                 continue exactly from a checkpoint of the same plan\n"
     "  --progress-every N, --eval-batches N\n"
+    "  --check                       (run) validate the plan and exit without training\n"
     "\n"
     "not implemented yet: build, inspect and the CUDA backend (they exit with status 1 and say so).\n";
 
@@ -81,7 +82,7 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out
 static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
                                           "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
                                           "--eval-batches", "--debug-inject-nan"};
-static const char *const plain_flags[] = {"--strict", "--help"};
+static const char *const plain_flags[] = {"--strict", "--help", "--check"};
 #define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
 
 static int set_flag(Args *a, const char *flag, const char *val) {
@@ -118,6 +119,10 @@ static int parse_args(int argc, char **argv, Args *a) {
             a->strict = 1;
             continue;
         }
+        if (!strcmp(s, "--check")) {
+            a->train.check = 1;
+            continue;
+        }
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
             fputs(usage, stdout);
             exit(EXIT_OK);
@@ -141,8 +146,7 @@ static int parse_args(int argc, char **argv, Args *a) {
             const char *all[16];
             int n = 0;
             for (int k = 0; k < NVF; k++) all[n++] = value_flags[k];
-            all[n++] = plain_flags[0];
-            all[n++] = plain_flags[1];
+            for (int k = 0; k < 3; k++) all[n++] = plain_flags[k];
             const char *close = closest_word(flag, all, n);
             if (close) {
                 fprintf(stderr, "fp8c: error: unknown option '%s'; did you mean '%s'?\n", s, close);

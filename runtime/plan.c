@@ -4,6 +4,8 @@
  * against the shapes its op needs before anything runs. */
 #include "runtime.h"
 
+#include "quant.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -237,7 +239,12 @@ static int64_t need_elems(const RtStep *s, int arg, const Plan *p) {
     return -1;
 }
 
-static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+/* Scale entries of an R x C operand: the quantizer's own count (quant.c), so the reader and the
+ * kernel that writes them cannot disagree. Dimensions are bounded before they get here. */
+static int64_t scale_entries(int64_t R, int64_t C, int64_t tr, int64_t tc, int mx) {
+    if (R > INT32_MAX || C > INT32_MAX || tr > INT32_MAX || tc > INT32_MAX) return -1;
+    return mx ? (int64_t)q_mx_scale_count((int)R, (int)C, (int)tr, (int)tc) : (int64_t)q_scale_count((int)R, (int)C, (int)tr, (int)tc);
+}
 
 /* Extra, op-specific checks: token-typed arguments, quantized operands and their scales. */
 static const char *check_step(const Plan *p, const RtStep *s) {
@@ -273,16 +280,14 @@ static const char *check_step(const Plan *p, const RtStep *s) {
     if (s->op == OP_QUANTIZE) {
         int64_t R = v[6] ? v[1] : v[0], C = v[6] ? v[0] : v[1], tr = v[2], tc = v[3];
         if ((tr == 0) != (tc == 0) || v[4] > 2 || v[5] > 1 || v[6] > 1) return "bad quantization attributes";
-        int64_t want = v[5] ? R * cdiv(C, 32) : !tr ? 1 : tr == 1 ? R * cdiv(C, tc) : tr == tc ? cdiv(R, tr) * (cdiv(C, tc) + 3) / 4 * 4 : cdiv(R, tr) * cdiv(C, tc);
-        if (p->t[s->args[1]].n != want) return "scale_inv size does not match the tiles";
+        if (p->t[s->args[1]].n != scale_entries(R, C, tr, tc, (int)v[5])) return "scale_inv size does not match the tiles";
     }
     if (s->op == OP_QGEMM) {
         if (v[3] > 1 || v[6] > 2 || v[9] > 2 || v[10] > 1 || (v[4] == 0) != (v[5] == 0) || (v[7] == 0) != (v[8] == 0))
             return "bad qgemm attributes";
         for (int side = 0; side < 2; side++) {
             int64_t R = side ? v[1] : v[0], C = v[2], tr = v[4 + 3 * side], tc = v[5 + 3 * side];
-            int64_t want = v[10] ? R * cdiv(C, 32) : !tr ? 1 : tr == 1 ? R * cdiv(C, tc) : tr == tc ? cdiv(R, tr) * (cdiv(C, tc) + 3) / 4 * 4 : cdiv(R, tr) * cdiv(C, tc);
-            if (p->t[s->args[2 + 2 * side]].n != want) return "scale_inv size does not match the tiles";
+            if (p->t[s->args[2 + 2 * side]].n != scale_entries(R, C, tr, tc, (int)v[10])) return "scale_inv size does not match the tiles";
         }
     }
     if (s->op == OP_ADAMW) {

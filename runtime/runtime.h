@@ -95,6 +95,7 @@ typedef struct {
     int64_t inject_nan_step; /* testing aid: poison a gradient on this step (1-based), 0: off */
     int64_t progress_every;  /* 0: automatic */
     int64_t eval_batches;    /* 0: automatic */
+    int check;               /* only validate the plan and report what a run needs */
 } TrainOpts;
 
 /* Initialise parameters (and master copies, scaling state) from the plan's init specs and seed. */

@@ -278,6 +278,15 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         arena_free(&arena);
         return EXIT_BAD_INPUT;
     }
+    if (o->check) {
+        double total = 0;
+        for (int c = 0; c < TC_COUNT; c++) total += (double)p.class_bytes[c];
+        printf("%s: plan for %s x %s is valid: %d tensors, %d/%d/%d/%d steps (forward/backward/optimizer/scale_update), "
+               "%.1f MB in the plan's dtypes\n", plan_dir, p.model_name, p.policy_name, p.nt, p.nsteps[SEC_FORWARD],
+               p.nsteps[SEC_BACKWARD], p.nsteps[SEC_OPTIMIZER], p.nsteps[SEC_SCALE_UPDATE], total / 1e6);
+        rc = EXIT_OK;
+        goto done;
+    }
     if (pick_device(o->device)) goto done;
     int64_t total = o->steps ? o->steps : p.train.steps;
     if (cpu_init(&b, &p, err, sizeof err) || rt_init_params(&b, err, sizeof err)) {
@@ -325,8 +334,10 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         fprintf(stderr, "fp8c: error: cannot open log '%s': %s\n", o->log, strerror(errno));
         goto done;
     }
-    if (o->ckpt_dir && mkdir(o->ckpt_dir, 0755) && errno != EEXIST) {
-        fprintf(stderr, "fp8c: error: cannot create '%s': %s\n", o->ckpt_dir, strerror(errno));
+    struct stat cst;
+    if (o->ckpt_dir && ((mkdir(o->ckpt_dir, 0755) && errno != EEXIST) || stat(o->ckpt_dir, &cst) || !S_ISDIR(cst.st_mode))) {
+        fprintf(stderr, "fp8c: error: --checkpoint-dir '%s' is not a directory that can be created or written\n", o->ckpt_dir);
+        rc = EXIT_BAD_INPUT;
         goto done;
     }
     int64_t val_batches = o->eval_batches ? o->eval_batches : 8;

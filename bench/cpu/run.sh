@@ -20,7 +20,7 @@ step_ms() { # model, policy, steps -> prints median ms per step (from tokens/s o
 import json, sys, statistics, re
 rows = [json.loads(l) for l in open(sys.argv[1])]
 txt = open(sys.argv[2]).read()
-B = int(re.search(r"micro_batch:\s*(\d+)", txt).group(1)); T = int(re.search(r"seq_len:\s*(\d+)", txt).group(1))
+B = int(re.search(r"^\s+micro_batch:\s*(\d+)", txt, re.M).group(1)); T = int(re.search(r"^\s+seq_len:\s*(\d+)", txt, re.M).group(1))
 use = rows[1:] if len(rows) > 2 else rows
 print("%.0f" % statistics.median([1000.0 * B * T / r["tokens_per_s"] for r in use]))
 PY
@@ -37,7 +37,7 @@ for m in tiny gpt2-124m; do
     f=$(step_ms examples/$m/model.yaml fp32 $steps)
     b=$(step_ms examples/$m/model.yaml bf16 $steps)
     d=$(step_ms examples/$m/model.yaml deepseek_v3 $steps)
-    tok=$(python3 -c "import re;t=open('examples/$m/model.yaml').read();print(int(re.search(r'micro_batch:\s*(\d+)',t).group(1))*int(re.search(r'seq_len:\s*(\d+)',t).group(1)))")
+    tok=$(python3 -c "import re;t=open('examples/$m/model.yaml').read();print(int(re.search(r'^\s+micro_batch:\s*(\d+)',t,re.M).group(1))*int(re.search(r'^\s+seq_len:\s*(\d+)',t,re.M).group(1)))")
     echo "| $m | $tok | $f | $b | $d | $(python3 -c "print('%.2f' % ($d / $b))" 2>/dev/null) |"
 done
 echo
@@ -46,7 +46,7 @@ if [ -x /tmp/llmc/train_gpt2 ]; then
     echo "## GPT-2 124M step time against llm.c's CPU trainer (B=4, T=64)"
     echo
     f=$(step_ms bench/cpu/gpt2-124m-t64.yaml fp32 12)
-    l=$(cd /tmp/llmc && OMP_NUM_THREADS=2 timeout 900 ./train_gpt2 2>&1 | sed -n 's/.*(took \([0-9.]*\) ms).*/\1/p' |
+    l=$(cd /tmp/llmc && OMP_NUM_THREADS=2 timeout 100 ./train_gpt2 2>&1 | sed -n 's/.*(took \([0-9.]*\) ms).*/\1/p' |
         python3 -c "import sys,statistics; v=[float(x) for x in sys.stdin.read().split()][1:]; print('%.0f' % statistics.median(v) if v else 'failed')")
     echo "| program | ms per step | speedup of fp8c |"
     echo "|---|---|---|"

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "fp8.h"
 #include "quant.h"
@@ -26,6 +27,18 @@ int cpu_init(CpuBackend *b, const Plan *p, char *err, size_t errlen) {
     for (int c = 0; c < TC_COUNT; c++) b->factor[c] = 1;
     for (int i = 0; i < p->nt; i++)
         if (p->t[i].dtype == TD_BF16 || p->t[i].dtype == TD_F16) b->factor[p->t[i].cls] = 2;
+    /* Refuse up front what cannot fit: with overcommit, calloc would succeed and the kernel
+     * would kill the process mid-step instead. */
+    double need_bytes = 0;
+    for (int c = 0; c < TC_COUNT; c++) need_bytes += (double)p->class_bytes[c] * b->factor[c];
+    double phys = (double)sysconf(_SC_PHYS_PAGES) * (double)sysconf(_SC_PAGESIZE);
+    if (phys > 0 && need_bytes > 0.9 * phys) {
+        snprintf(err, errlen, "this plan needs %.1f GB on the CPU backend (%.1f GB of activations at micro_batch %lld x seq_len %lld) "
+                 "and this machine has %.1f GB: lower train.micro_batch or train.seq_len",
+                 need_bytes / 1e9, (double)p->class_bytes[TC_ACT] * b->factor[TC_ACT] / 1e9, (long long)p->train.micro_batch,
+                 (long long)p->train.seq_len, phys / 1e9);
+        return -1;
+    }
     for (int c = 0; c < TC_COUNT; c++) {
         size_t bytes = (size_t)p->class_bytes[c] * (size_t)b->factor[c];
         b->base[c] = calloc(bytes ? bytes : 1, 1);

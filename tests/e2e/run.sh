@@ -32,6 +32,20 @@ PY
     then ok "loss_falls_tiny_$pol"; else ko "loss_falls_tiny_$pol" "loss did not fall (see $pol log)"; fi
 done
 
+# 1b. every shipped policy, and FP4 and non-[1, 32] MX blocks (cpu only), run 3 steps to finite losses
+printf 'recipe: te_current\nlow_bit:\n  x: {format: e2m1}\n  w: {format: e2m1}\n' >"$tmp/fp4.yaml"
+printf 'recipe: mxfp8\nlow_bit:\n  w: {tile: [32, 32]}\n' >"$tmp/mx32.yaml"
+for pol in policies/*.yaml "$tmp/fp4.yaml" "$tmp/mx32.yaml"; do
+    name=$(basename "$pol" .yaml)
+    if "$fp8c" train $small "$pol" --steps 3 --log "$tmp/p.jsonl" >"$tmp/out" 2>"$tmp/err" &&
+        python3 -c "
+import json, math, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+assert len(r) == 3 and all(math.isfinite(x['loss']) and not x['skipped'] for x in r)" "$tmp/p.jsonl"; then
+        ok "trains_$name"
+    else ko "trains_$name" "did not train 3 finite steps"; fi
+done
+
 # 2. resume: 3 steps + resume to 6 == 6 steps straight, byte for byte
 "$fp8c" train $small tests/e2e/resume_policy.yaml --steps 6 --checkpoint-dir "$tmp/a" --checkpoint-every 3 \
     >"$tmp/out" 2>"$tmp/err" &&

@@ -168,6 +168,9 @@ def main():
                     for must in ("## Precision distribution", "## Memory layout", low, "| **Total** |"):
                         if must not in report:
                             fails.append("report.md lacks %r" % must)
+                    c = subprocess.run([fp8c, "run", out, "--check"], cwd=ROOT, capture_output=True, text=True)
+                    if c.returncode != 0:
+                        fails.append("the runtime refuses the plan: " + c.stderr.strip()[:300])
                     e = subprocess.run([fp8c, "explain", model, policy, "--target", exp["target"]], cwd=ROOT,
                                        capture_output=True, text=True)
                     if e.returncode != 0 or any(("\n" + m["path"] + "  (") not in e.stdout for m in plan["modules"]):
