@@ -1,6 +1,7 @@
 #!/bin/sh
 # CPU benchmarks, side by side in one run (bench/RESULTS.md has the figures and the machine).
 #   sh bench/cpu/run.sh [quick]      from the repository root, after `ninja`
+#   BENCH_ONLY=step|llmc|val sh bench/cpu/run.sh     one section
 # 1. step time of tiny and gpt2-124m under fp32, bf16 and deepseek_v3 (median over steps);
 # 2. validation loss after 300 steps on tinyshakespeare (../shared/data), bf16 vs FP8 policies;
 # 3. if /tmp/llmc/train_gpt2 exists (llm.c's CPU trainer, built outside this repository, see
@@ -26,6 +27,8 @@ print("%.0f" % statistics.median([1000.0 * B * T / r["tokens_per_s"] for r in us
 PY
 }
 
+only=${BENCH_ONLY:-}   # step | llmc | val: run one section
+if [ -z "$only" ] || [ "$only" = step ]; then
 echo "## Step time (ms per optimizer step, median)"
 echo
 echo "| model | tokens/step | fp32 | bf16 | deepseek_v3 | deepseek_v3 / bf16 |"
@@ -41,8 +44,9 @@ for m in tiny gpt2-124m; do
     echo "| $m | $tok | $f | $b | $d | $(python3 -c "print('%.2f' % ($d / $b))" 2>/dev/null) |"
 done
 echo
+fi
 
-if [ -x /tmp/llmc/train_gpt2 ]; then
+if [ -x /tmp/llmc/train_gpt2 ] && { [ -z "$only" ] || [ "$only" = llmc ]; }; then
     echo "## GPT-2 124M step time against llm.c's CPU trainer (B=4, T=64)"
     echo
     f=$(step_ms bench/cpu/gpt2-124m-t64.yaml fp32 12)
@@ -55,7 +59,7 @@ if [ -x /tmp/llmc/train_gpt2 ]; then
     echo
 fi
 
-if [ -f "$data" ]; then
+if [ -f "$data" ] && { [ -z "$only" ] || [ "$only" = val ]; }; then
     steps=300
     [ -n "$quick" ] && steps=60
     echo "## Validation loss after $steps steps, tiny on tinyshakespeare (bytes)"

@@ -470,19 +470,36 @@ void ref_adamw(float *param, float *master, float *m, float *v, const float *gra
 {
     assert(t >= 1 && (state_dtype == REF_FP32 || state_dtype == REF_BF16));
     float bc1 = (float)(1.0 - pow(beta1, t)), bc2 = (float)(1.0 - pow(beta2, t));
-    OMP_PARALLEL_FOR
-    for (int64_t i = 0; i < n; i++) {
-        float g = grad[i] * grad_scale;
-        float mi = beta1 * m[i] + (1.0f - beta1) * g;
-        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;
-        float p = master ? master[i] : param[i];
-        p -= lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + weight_decay * p);
-        m[i] = round_to(mi, state_dtype);
-        v[i] = round_to(vi, state_dtype);
-        if (master)
-            master[i] = p;
-        param[i] = round_to(p, param_dtype);
+    /* One loop per storage combination so the common all-FP32 case has no per-element switch;
+     * the arithmetic is the same expression in every branch. */
+#define ADAMW_BODY(ROUND_STATE, ROUND_PARAM)                                                        \
+    OMP_PARALLEL_FOR                                                                                \
+    for (int64_t i = 0; i < n; i++) {                                                              \
+        float g = grad[i] * grad_scale;                                                            \
+        float mi = beta1 * m[i] + (1.0f - beta1) * g;                                              \
+        float vi = beta2 * v[i] + (1.0f - beta2) * g * g;                                          \
+        float p = master ? master[i] : param[i];                                                   \
+        p -= lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + weight_decay * p);                       \
+        m[i] = ROUND_STATE(mi);                                                                    \
+        v[i] = ROUND_STATE(vi);                                                                    \
+        if (master)                                                                                \
+            master[i] = p;                                                                         \
+        param[i] = ROUND_PARAM(p);                                                                 \
     }
+#define KEEP(x) (x)
+#define STATE(x) round_to((x), state_dtype)
+#define PARAM(x) round_to((x), param_dtype)
+    if (state_dtype == REF_FP32 && param_dtype == REF_FP32) {
+        ADAMW_BODY(KEEP, KEEP)
+    } else if (state_dtype == REF_FP32) {
+        ADAMW_BODY(KEEP, PARAM)
+    } else {
+        ADAMW_BODY(STATE, PARAM)
+    }
+#undef KEEP
+#undef STATE
+#undef PARAM
+#undef ADAMW_BODY
 }
 
 /* Fixed chunks summed in a fixed order: the same double whatever the thread count. */
