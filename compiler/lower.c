@@ -4,6 +4,7 @@
  * steps (row-wise copies for fprop and dgrad, column-wise, i.e. transposed, copies for wgrad)
  * and qgemm steps that name the copies they read. The runtime never sees modules, only this. */
 #include "fp8c.h"
+#include "quant.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -122,15 +123,12 @@ typedef struct {
     int scale, amax, history; /* delayed scaling state (-1 for current scaling) */
 } QState;
 
-static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-/* Entries of a scale-inverse tensor for an R x C operand in the GPU path's layouts
- * (runtime/quant.h): per tensor 1; 1xT: R x ceil(C/T); TxT: ceil(R/T) x L4; MX: R x ceil(C/32). */
-static int64_t scale_count(int64_t R, int64_t C, int64_t tr, int64_t tc) {
-    if (!tr) return 1;
-    if (tr == 1) return R * ceil_div(C, tc);
-    if (tr == tc) return ceil_div(R, tr) * ((ceil_div(C, tc) + 3) / 4 * 4);
-    return ceil_div(R, tr) * ceil_div(C, tc);
+/* Entries of a scale-inverse tensor for an R x C operand: the quantizer's own count
+ * (runtime/quant.c), so the plan and the code that fills the tensor agree by construction.
+ * Dimensions are below 2^31 (model.c bounds tokens per micro-batch). */
+static int64_t scale_count(int64_t R, int64_t C, int64_t tr, int64_t tc, int mx) {
+    return mx ? (int64_t)q_mx_scale_count((int)R, (int)C, (int)tr, (int)tc) : (int64_t)q_scale_count((int)R, (int)C, (int)tr, (int)tc);
 }
 
 static QState qstate(L *l, const ModRes *mr, Operand op) {
@@ -192,9 +190,7 @@ static QCopy quantize(L *l, const ModRes *mr, Operand op, int inp, int64_t R, in
         snprintf(tdesc, sizeof tdesc, "[%lld, %lld] tiles", (long long)q.tr, (long long)q.tc);
     l->g->t[q.codes].desc = arena_printf(l->a, "%s %s copy of %s, %s, %s scales", transpose ? "column-wise (transposed)" : "row-wise",
                                          dtype_names[res_value(mr, F_Q(op, QF_FORMAT))->i], src, tdesc, q.mx ? "e8m0" : "fp32");
-    q.scale_inv = q.mx ? act(l, arena_printf(l->a, "%s.scale_inv", base), TD_U8, q.tr ? ceil_div(rows, q.tr) : 1,
-                             q.tr ? ceil_div(cols, q.tc) : 1)
-                       : act(l, arena_printf(l->a, "%s.scale_inv", base), TD_F32, scale_count(rows, cols, q.tr, q.tc), 1);
+    q.scale_inv = act(l, arena_printf(l->a, "%s.scale_inv", base), q.mx ? TD_U8 : TD_F32, scale_count(rows, cols, q.tr, q.tc, q.mx), 1);
     GStep *s = step(l, OP_QUANTIZE);
     s->args[0] = q.codes;
     s->args[1] = q.scale_inv;

@@ -270,6 +270,11 @@ int model_load(Arena *a, Diag *d, const YamlNode *root, Model *m) {
     if (bad) return -1;
     const YamlNode *tn = yml_get(root, "train");
     if (!yml_get(tn, "seq_len") && m->train.seq_len > m->max_seq_len) m->train.seq_len = m->max_seq_len;
+    if (m->train.micro_batch * m->train.seq_len > INT32_MAX) {
+        diag_error(d, m->train_mark, NULL, "train.micro_batch x train.seq_len = %lld tokens per micro-batch; the limit is %d",
+                   (long long)(m->train.micro_batch * m->train.seq_len), INT32_MAX);
+        return -1;
+    }
     if (m->train.seq_len > m->max_seq_len) {
         diag_error(d, yml_get(tn, "seq_len")->mark, NULL, "train.seq_len %lld exceeds model.max_seq_len %lld",
                    (long long)m->train.seq_len, (long long)m->max_seq_len);
