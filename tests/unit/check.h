@@ -8,8 +8,11 @@
 #ifndef FP8C_TESTS_CHECK_H
 #define FP8C_TESTS_CHECK_H
 
+#include <dirent.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static int check_failed_cases;   /* cases that failed so far in this program */
 static int check_case_failed;    /* the current case has failed */
@@ -52,5 +55,31 @@ static char check_case_why[512]; /* first failure message of the current case */
     } while (0)
 
 #define CHECK_EXIT() return check_failed_cases ? 1 : 0
+
+/* A scratch directory for tests that write files: $TMPDIR (or /tmp)/NAME.XXXXXX, written into
+ * dir. Prints a FAIL line and returns -1 if it cannot be made. */
+static inline int check_tmpdir_make(char *dir, size_t n, const char *name) {
+    const char *base = getenv("TMPDIR");
+    snprintf(dir, n, "%s/%s.XXXXXX", base && *base ? base : "/tmp", name);
+    if (!mkdtemp(dir)) {
+        printf("FAIL setup: cannot create a directory under %s\n", base ? base : "/tmp");
+        return -1;
+    }
+    return 0;
+}
+
+/* Remove the scratch directory and the plain files the cases left in it. */
+static inline void check_tmpdir_remove(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    char p[600];
+    for (struct dirent *e; (e = readdir(d));) {
+        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0) continue;
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
 
 #endif

@@ -409,30 +409,10 @@ static void rng_ranges(void)
     CHECK(ok);
 }
 
-static void cleanup(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    char p[600];
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
-
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/test_data.XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        printf("FAIL setup: cannot create a directory under %s\n", base ? base : "/tmp");
+    if (check_tmpdir_make(tmpdir, sizeof tmpdir, "test_data"))
         return 1;
-    }
     RUN_CASE(text_file_as_bytes);
     RUN_CASE(shard_read_back);
     RUN_CASE(bad_shards_refused);
@@ -443,6 +423,6 @@ int main(void)
     RUN_CASE(synthetic_deterministic);
     RUN_CASE(synthetic_learnable);
     RUN_CASE(rng_ranges);
-    cleanup();
+    check_tmpdir_remove(tmpdir);
     CHECK_EXIT();
 }

@@ -491,31 +491,10 @@ static void atomic_write(void)
     free(before);
 }
 
-/* Remove tmpdir and what the cases left in it (plain files only). */
-static void cleanup(void)
-{
-    DIR *d = opendir(tmpdir);
-    if (!d)
-        return;
-    char p[600];
-    for (struct dirent *e; (e = readdir(d));) {
-        if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
-            continue;
-        snprintf(p, sizeof p, "%s/%s", tmpdir, e->d_name);
-        unlink(p);
-    }
-    closedir(d);
-    rmdir(tmpdir);
-}
-
 int main(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(tmpdir, sizeof tmpdir, "%s/test_safetensors.XXXXXX", base && *base ? base : "/tmp");
-    if (!mkdtemp(tmpdir)) {
-        printf("FAIL setup: cannot create a directory under %s\n", base ? base : "/tmp");
+    if (check_tmpdir_make(tmpdir, sizeof tmpdir, "test_safetensors"))
         return 1;
-    }
     RUN_CASE(round_trip);
     RUN_CASE(header_bytes_exact);
     RUN_CASE(truncated_every_length);
@@ -523,6 +502,6 @@ int main(void)
     RUN_CASE(bad_headers_refused);
     RUN_CASE(bad_write_args_refused);
     RUN_CASE(atomic_write);
-    cleanup();
+    check_tmpdir_remove(tmpdir);
     CHECK_EXIT();
 }
