@@ -165,7 +165,86 @@ static void emit_module(Buf *b, const Diag *d, const Resolution *r, const ModRes
     buf_puts(b, "}");
 }
 
-static void emit_graph(Buf *b, const Graph *g, const Resolution *r) {
+/* The step's GPU execution: its kernel launch (with the group it belongs to), a cuBLASLt GEMM,
+ * or a memset. A fused group's first step carries the launch; the others name it. */
+static void emit_step_gpu(Buf *b, const Graph *g, const CgPlan *cp, int si, const int *pos) {
+    const GStep *s = &g->s[si];
+    buf_puts(b, ", \"gpu\": {");
+    int L = cp->step_launch[si];
+    if (s->op == OP_ZERO) {
+        buf_puts(b, "\"memset\": true}");
+        return;
+    }
+    int first = 1;
+    if (s->op == OP_MATMUL_FWD || s->op == OP_MATMUL_BWD_DATA || s->op == OP_MATMUL_BWD_WEIGHT) {
+        buf_puts(b, "\"gemm\": \"cublaslt\"");
+        first = 0;
+    } else if (s->op == OP_QGEMM) {
+        buf_printf(b, "\"gemm\": \"%s\"", L >= 0 ? cp->gemm : "cublaslt");
+        first = 0;
+    }
+    if (L >= 0) {
+        const CgLaunch *l = &cp->launches[L];
+        if (l->steps[0] != si && l->kind != FUSE_NONE) {
+            buf_printf(b, "%s\"fused_into\": \"%s:%d\", \"fusion\": \"%s\"", first ? "" : ", ",
+                       fp8c_section_names[g->s[l->steps[0]].sec], pos[l->steps[0]], fuse_names[l->kind]);
+            first = 0;
+        } else {
+            const CgKernel *k = &cp->kernels[l->kernel];
+            buf_printf(b, "%s\"kernel\": ", first ? "" : ", ");
+            json_str(b, k->name);
+            if (l->kind != FUSE_NONE) {
+                buf_printf(b, ", \"fusion\": \"%s\", \"covers\": [", fuse_names[l->kind]);
+                for (int i = 0; i < l->nsteps; i++)
+                    buf_printf(b, "%s\"%s:%d\"", i ? ", " : "", fp8c_section_names[g->s[l->steps[i]].sec], pos[l->steps[i]]);
+                buf_puts(b, "]");
+            }
+            buf_puts(b, ", \"params\": [");
+            for (int i = 0; i < k->nparams; i++) {
+                if (i) buf_puts(b, ", ");
+                if (l->bind[i] >= 0) json_str(b, g->t[l->bind[i]].name);
+                else buf_printf(b, "\"@%s\"", fp8c_tensor_class_names[-1 - l->bind[i]]);
+            }
+            buf_puts(b, "]");
+            first = 0;
+        }
+    }
+    if (cp->step_refresh[si] >= 0) {
+        const CgLaunch *l = &cp->launches[cp->step_refresh[si]];
+        buf_puts(b, ", \"refresh\": true");
+        (void)l;
+    }
+    buf_puts(b, "}");
+}
+
+static void emit_kernels(Buf *b, const Graph *g, const CgPlan *cp) {
+    buf_printf(b, "  \"gemm\": \"%s\",\n  \"fusions\": {", cp->gemm);
+    for (int k = 1; k < FUSE_COUNT; k++) buf_printf(b, "%s\"%s\": %d", k > 1 ? ", " : "", fuse_names[k], cp->nfused[k]);
+    buf_printf(b, ", \"refused\": %d},\n  \"kernels\": [", cp->nrejected);
+    for (int i = 0; i < cp->nk; i++) {
+        const CgKernel *k = &cp->kernels[i];
+        buf_puts(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ");
+        json_str(b, k->name);
+        buf_printf(b, ", \"file\": \"kernels/%s.cu\", \"template\": \"%s\", \"entries\": [", k->name, k->family);
+        for (int e = 0; e < k->nentries; e++) {
+            const CgEntry *en = &k->entries[e];
+            buf_printf(b, "%s{\"symbol\": \"%s\", \"grid\": [%d, %d, %d], \"block\": [%d, %d, %d], \"smem\": %d}", e ? ", " : "",
+                       en->symbol, en->grid[0], en->grid[1], en->grid[2], en->block[0], en->block[1], en->block[2], en->smem);
+        }
+        buf_printf(b, "], \"scratch\": %lld, \"params\": [", (long long)k->scratch_bytes);
+        for (int p = 0; p < k->nparams; p++) buf_printf(b, "%s\"%s\"", p ? ", " : "", k->params[p]);
+        buf_puts(b, "], \"audit\": [");
+        for (int a = 0; a < k->naudit; a++) {
+            if (a) buf_puts(b, ", ");
+            json_str(b, k->audit[a]);
+        }
+        buf_printf(b, "], \"constants\": %s}", k->constants.len ? k->constants.data : "{}");
+    }
+    buf_puts(b, "\n  ],\n");
+    (void)g;
+}
+
+static void emit_graph(Buf *b, const Graph *g, const Resolution *r, const CgPlan *cp) {
     char name[64];
     buf_printf(b, "  \"program_inputs\": {\"tokens\": \"%s\", \"targets\": \"%s\", \"losses\": \"%s\"},\n",
                g->t[g->tokens].name, g->t[g->targets].name, g->t[g->losses].name);
@@ -189,7 +268,11 @@ static void emit_graph(Buf *b, const Graph *g, const Resolution *r) {
         }
         buf_puts(b, i + 1 < g->nt ? "},\n" : "}\n");
     }
-    buf_puts(b, "  ],\n  \"program\": {\n");
+    buf_puts(b, "  ],\n");
+    int *pos = calloc((size_t)(g->ns ? g->ns : 1), sizeof(int)), cnt[SEC_COUNT] = {0};
+    for (int si = 0; si < g->ns; si++) pos[si] = cnt[g->s[si].sec]++;
+    if (cp) emit_kernels(b, g, cp);
+    buf_puts(b, "  \"program\": {\n");
     for (int sec = 0; sec < SEC_COUNT; sec++) {
         buf_printf(b, "    \"%s\": [", fp8c_section_names[sec]);
         int first = 1;
@@ -216,14 +299,17 @@ static void emit_graph(Buf *b, const Graph *g, const Resolution *r) {
             buf_puts(b, "}, \"floats\": {");
             for (int k = 0; k < op_float_count(s->op); k++)
                 buf_printf(b, "%s\"%s\": %.9g", k ? ", " : "", op_float_name(s->op, k, name, sizeof name), s->floats[k]);
-            buf_puts(b, "}}");
+            buf_puts(b, "}");
+            if (cp) emit_step_gpu(b, g, cp, si, pos);
+            buf_puts(b, "}");
         }
         buf_printf(b, "\n    ]%s\n", sec + 1 < SEC_COUNT ? "," : "");
     }
     buf_puts(b, "  },\n");
+    free(pos);
 }
 
-void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g) {
+void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp) {
     const Model *m = r->model;
     const Policy *p = r->pol;
     const TrainCfg *t = &m->train;
@@ -297,7 +383,7 @@ void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g) 
         for (int c = 0; c < TC_COUNT; c++)
             buf_printf(b, "\"%s\": %lld, ", c == TC_ACT ? "activations_peak" : fp8c_tensor_class_names[c], (long long)g->class_bytes[c]);
         buf_printf(b, "\"workspace\": %lld},\n", (long long)g->workspace_bytes);
-        emit_graph(b, g, r);
+        emit_graph(b, g, r, cp);
     }
     buf_puts(b, "  \"modules\": [\n");
     for (int i = 0; i < r->nmods; i++) {
@@ -523,7 +609,7 @@ static int is_fp8c_output(const char *dir) {
     return access(path, F_OK) == 0;
 }
 
-int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const char *dir_in) {
+int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp, const char *dir_in) {
     char dir[4000];
     snprintf(dir, sizeof dir, "%s", dir_in);
     size_t len = strlen(dir);
@@ -535,7 +621,7 @@ int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const char *di
         return -1;
     }
     Buf plan = {0}, report = {0};
-    emit_plan_json(&plan, d, r, g);
+    emit_plan_json(&plan, d, r, g, cp);
     emit_report_md(&report, d, r);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", dir);
@@ -547,6 +633,22 @@ int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const char *di
     }
     chmod(tmp, 0755);
     int rc = write_file(d, tmp, "plan.json", &plan) || write_file(d, tmp, "report.md", &report) ? -1 : 0;
+    if (rc == 0 && cp && cp->nk) {
+        char kdir[4200];
+        snprintf(kdir, sizeof kdir, "%s/kernels", tmp);
+        if (mkdir(kdir, 0755)) {
+            diag_plain(d, "cannot create '%s': %s", kdir, strerror(errno));
+            rc = -1;
+        }
+        for (int k = 0; rc == 0 && k < cp->nk; k++) {
+            Buf src = {0};
+            char name[256];
+            cg_kernel_source(&src, d, r, g, cp, k);
+            snprintf(name, sizeof name, "%s.cu", cp->kernels[k].name);
+            rc = write_file(d, kdir, name, &src) ? -1 : 0;
+            buf_free(&src);
+        }
+    }
     buf_free(&plan);
     buf_free(&report);
     if (rc == 0) {

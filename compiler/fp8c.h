@@ -51,6 +51,8 @@ typedef struct {
 void buf_printf(Buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void buf_puts(Buf *b, const char *s);
 void buf_free(Buf *b);
+/* Remove a directory tree, best effort (temporary outputs). */
+void fs_remove_tree(const char *dir);
 
 int edit_distance(const char *a, const char *b); /* Levenshtein, capped for long strings */
 /* The candidate closest to `word` if it is close enough to be a plausible typo, else NULL. */
@@ -439,6 +441,130 @@ const char *op_int_name(OpKind op, int i, char *buf, size_t n);
 int op_float_count(OpKind op);
 const char *op_float_name(OpKind op, int i, char *buf, size_t n);
 
+
+/* ---------------------------------------------------------------- codegen.c, cg_*.c */
+
+/* A kernel instance: one template family instantiated with literal constants. codegen.c groups
+ * program steps (fusion), asks the family's generator (cg_<family>.c) for the instance of each
+ * group, deduplicates instances by their generated text, and emits DIR/kernels/NAME.cu as
+ * header comment + templates/common.cuh + templates/FAMILY.cuh + `body`.
+ *
+ * Kernel ABI (every entry of every instance): the tensor pointers named by `params`, in that
+ * order, then `void *ws` (scratch of `scratch_bytes`, NULL when 0), then
+ * `const Fp8cRunState *rs`. Shapes, tiles, formats and dtypes are literal constants inside. */
+#define CG_MAX_ENTRIES 4
+#define CG_MAX_PARAMS 16
+#define CG_MAX_AUDIT 4
+
+typedef struct {
+    char symbol[160];     /* extern "C" name in body */
+    int grid[3], block[3];
+    int smem;             /* dynamic shared memory bytes */
+} CgEntry;
+
+typedef enum {
+    FUSE_NONE,            /* one step */
+    FUSE_CAST_TRANSPOSE,  /* (a) quantize row + quantize col of one input (+ amax) */
+    FUSE_NORM_QUANT,      /* (b) rmsnorm/layernorm fwd + row quantize of its output */
+    FUSE_ACT_QUANT,       /* (c) swiglu/gelu/gate fwd + row quantize of its output */
+    FUSE_ADAMW_QUANT,     /* (d) adamw + param cast + weight quantize, both orientations */
+    FUSE_SCALE_UPDATE,    /* (e) every scale_update step in one launch */
+    FUSE_XENT,            /* (f) crossentropy fwd + bwd */
+    FUSE_ROPE_ATTENTION,  /* rope_fwd(q), rope_fwd(k), attention_fwd / attention_bwd + rope_bwd x2 */
+    FUSE_COUNT
+} FuseKind;
+
+/* The steps one kernel instance covers, in program order (indices into Graph.s). */
+typedef struct {
+    FuseKind kind;
+    int nsteps;
+    int *step_ids;
+} CgGroup;
+
+typedef struct {
+    char family[32];        /* templates/FAMILY.cuh */
+    char name[160];         /* unique per generated text, e.g. "rmsnorm_fwd_bf16_N2048_C128" */
+    Buf body;               /* CUDA text of the extern "C" entries, using the family's templates */
+    Buf constants;          /* JSON object text: {"N": 2048, "C": 128, ...} */
+    CgEntry entries[CG_MAX_ENTRIES];
+    int nentries;
+    int64_t scratch_bytes;
+    char params[CG_MAX_PARAMS][32]; /* role names of the pointer params, in signature order */
+    char ptypes[CG_MAX_PARAMS][16];  /* their element types: "bf16", "float", "u8", "int", ... */
+    int param_tensor[CG_MAX_PARAMS]; /* tensor id each binds to; -1 - c: base of TensorClass c */
+    int param_out[CG_MAX_PARAMS];    /* written by the kernel (non-const in the signature) */
+    int nparams;
+    const char *audit[CG_MAX_AUDIT]; /* PTX substrings the instance must contain (inspect checks) */
+    int naudit;
+} CgKernel;
+
+/* A generator fills k for group grp, or returns -1 with a message in err (a combination its
+ * template cannot do). Generators live in cg_<family>.c. */
+typedef int (*CgGenFn)(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);
+
+/* Helpers for generators (codegen.c). */
+const char *cg_ctype(TensorDtype t);            /* "float", "bf16", "f16", "u8", "int" */
+/* Appends a pointer param bound to tensor (skipped when tensor < 0), typed by its dtype. */
+void cg_add_param(CgKernel *k, const Graph *g, const char *role, int tensor, int is_output);
+/* Appends a pointer param bound to the base of a whole tensor class (element type u8): for
+ * kernels that reach many tensors through literal byte offsets (FUSE_SCALE_UPDATE). */
+void cg_add_class_param(CgKernel *k, const char *role, TensorClass c, int is_output);
+void cg_add_entry(CgKernel *k, const char *symbol, int gx, int gy, int gz, int bx, int by, int bz, int smem);
+/* "bf16 *out, float *rstd, const bf16 *inp, ..., void *ws, const Fp8cRunState *rs" */
+void cg_signature(Buf *b, const CgKernel *k);
+/* "out, rstd, inp, ..., ws, rs": the same names, for forwarding to a template function. */
+void cg_call_args(Buf *b, const CgKernel *k);
+/* A float literal that round-trips exactly ("1e-05f" style, always with a suffix f). */
+const char *cg_float(char *buf, size_t n, double v);
+
+/* Generators, one per template family (cg_<family>.c). Each handles the FuseKinds its comment
+ * names and fails with a message for anything else. */
+int cg_gen_embed(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);      /* embed_fwd, embed_bwd */
+int cg_gen_norm(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);       /* rms/layernorm fwd/bwd, FUSE_NORM_QUANT */
+int cg_gen_act(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);        /* gate/swiglu/gelu fwd/bwd, FUSE_ACT_QUANT */
+int cg_gen_elementwise(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);/* add_fwd, accumulate, bias_bwd, matmul_bwd_weight's dbias, rope fwd/bwd */
+int cg_gen_xent(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);       /* crossentropy fwd/bwd, FUSE_XENT */
+int cg_gen_quantize(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);   /* quantize, FUSE_CAST_TRANSPOSE */
+int cg_gen_adamw(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);      /* adamw, FUSE_ADAMW_QUANT */
+int cg_gen_scale_update(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);/* FUSE_SCALE_UPDATE */
+int cg_gen_attention(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);  /* attention fwd/bwd, FUSE_ROPE_ATTENTION */
+int cg_gen_gemm(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);       /* qgemm (generated FP8 GEMM) */
+
+/* One launch of a kernel instance over a group of steps, with the group's tensor bindings. */
+typedef struct {
+    FuseKind kind;
+    int *steps, nsteps;   /* indices into Graph.s, program order */
+    int kernel;           /* index into CgPlan.kernels */
+    int bind[CG_MAX_PARAMS]; /* per param: tensor id, or -1 - c for the base of class c */
+    int refresh;          /* a standalone weight quantize kept fresh by a FUSE_ADAMW_QUANT launch:
+                             the GPU runs it only while the weights' codes are stale */
+} CgLaunch;
+
+typedef struct {
+    CgKernel *kernels;
+    int nk, capk;
+    CgLaunch *launches;
+    int nl, capl;
+    int *step_launch;     /* per step: the launch that computes it (leader or member), -1: none */
+    int *step_refresh;    /* per step: its standalone refresh launch, -1: none */
+    int **mods_of;        /* per kernel: module ids using it (deduplicated) */
+    int *nmods_of;
+    const char *gemm;     /* "cublaslt" or "generated": how the GPU runs qgemm steps */
+    int nfused[FUSE_COUNT];
+    int nrejected;        /* proposed fusions a generator refused (then run unfused) */
+    int nmissing;         /* --target cpu: steps no template runs (the GPU backend refuses the plan) */
+} CgPlan;
+
+extern const char *const fuse_names[FUSE_COUNT];
+/* Group, instantiate and deduplicate. Errors (a step no template can run) go to d with the
+ * module's name. adamw betas/eps come from the model's training config. */
+int cg_codegen(Arena *a, Diag *d, const Resolution *r, const Graph *g, const char *gemm, CgPlan *cp);
+/* The text of kernels/NAME.cu: header comment, common.cuh, the family template, the body. */
+void cg_kernel_source(Buf *b, const Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp, int kernel);
+void cg_free(CgPlan *cp);
+/* Template sources embedded at build time (build/gen/templates.c from templates/). */
+const char *cg_template_text(const char *family); /* NULL if unknown */
+
 /* ---------------------------------------------------------------- emit.c */
 
 /* Memory accounting shared by the report and plan.json. */
@@ -453,10 +579,10 @@ typedef struct {
 } MemorySummary;
 void emit_memory_summary(const Resolution *r, MemorySummary *ms);
 
-void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g);
+void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp); /* cp may be NULL */
 void emit_report_md(Buf *b, const Diag *d, const Resolution *r);
 /* Write plan.json and report.md to dir atomically (temp dir + rename). 0 or -1. */
-int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const char *dir);
+int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp, const char *dir); /* also kernels/ */
 
 /* ---------------------------------------------------------------- explain.c */
 

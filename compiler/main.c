@@ -49,6 +49,8 @@ typedef struct {
     Target target;
     int target_given;
     int strict;
+    const char *gemm;     /* --gemm cublaslt|generated */
+    const char *arch;     /* build --arch */
     TrainOpts train;
 } Args;
 
@@ -81,7 +83,7 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out
 
 static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
                                           "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
-                                          "--eval-batches", "--debug-inject-nan"};
+                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch"};
 static const char *const plain_flags[] = {"--strict", "--help", "--check"};
 #define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
 
@@ -91,6 +93,14 @@ static int set_flag(Args *a, const char *flag, const char *val) {
     else if (!strcmp(flag, "--target")) { a->target_given = 1; return parse_target(val, &a->target); }
     else if (!strcmp(flag, "--steps")) return parse_count(flag, val, 1, &t->steps);
     else if (!strcmp(flag, "--data")) t->data = val;
+    else if (!strcmp(flag, "--arch")) a->arch = val;
+    else if (!strcmp(flag, "--gemm")) {
+        if (strcmp(val, "cublaslt") && strcmp(val, "generated")) {
+            fprintf(stderr, "fp8c: error: --gemm takes cublaslt or generated, not '%s'\n", val);
+            return -1;
+        }
+        a->gemm = val;
+    }
     else if (!strcmp(flag, "--log")) t->log = val;
     else if (!strcmp(flag, "--checkpoint-dir")) t->ckpt_dir = val;
     else if (!strcmp(flag, "--checkpoint-every")) return parse_count(flag, val, 1, &t->ckpt_every);
@@ -143,7 +153,7 @@ static int parse_args(int argc, char **argv, Args *a) {
         int known = 0;
         for (int k = 0; k < NVF; k++) known |= !strcmp(flag, value_flags[k]);
         if (!known) {
-            const char *all[16];
+            const char *all[32];
             int n = 0;
             for (int k = 0; k < NVF; k++) all[n++] = value_flags[k];
             for (int k = 0; k < 3; k++) all[n++] = plain_flags[k];
@@ -190,19 +200,32 @@ static int finish(Compilation *c, int rc) {
     return rc;
 }
 
+/* lower -> fuse/codegen -> emit into dir. EXIT_OK, EXIT_BAD_INPUT (a kernel the target cannot
+ * have) or EXIT_RUNTIME (the directory could not be written). */
+static int lower_and_emit(Compilation *c, const Args *a, const char *dir, int *nkernels) {
+    Graph g;
+    CgPlan cp;
+    low_lower(&c->arena, &c->diag, &c->res, &g);
+    int rc = EXIT_OK;
+    if (cg_codegen(&c->arena, &c->diag, &c->res, &g, a->gemm, &cp)) rc = EXIT_BAD_INPUT;
+    else if (emit_output_dir(&c->diag, &c->res, &g, &cp, dir)) rc = EXIT_RUNTIME;
+    *nkernels = cp.nk;
+    cg_free(&cp);
+    free(g.t);
+    free(g.s);
+    return rc;
+}
+
 static int cmd_compile(const Args *a) {
     if (a->npos != 2) return bad_usage("%s", "compile needs MODEL and POLICY: fp8c compile MODEL POLICY -o DIR");
     if (!a->out) return bad_usage("%s", "compile needs an output directory: -o DIR");
     Compilation c = {0};
     if (front_end(&c, a)) return finish(&c, EXIT_BAD_INPUT);
-    Graph g;
-    low_lower(&c.arena, &c.diag, &c.res, &g);
-    int rc = emit_output_dir(&c.diag, &c.res, &g, a->out);
-    free(g.t);
-    free(g.s);
-    if (rc) return finish(&c, EXIT_RUNTIME);
-    fprintf(stderr, "fp8c: %s x %s (%s) -> %s: %d modules, %d low-bit, %s%s\n", c.model.name, c.policy.name,
-            target_names[a->target], a->out, c.res.nmods, c.res.n_low_bit, "plan.json, report.md",
+    int nk = 0;
+    int rc = lower_and_emit(&c, a, a->out, &nk);
+    if (rc) return finish(&c, rc);
+    fprintf(stderr, "fp8c: %s x %s (%s) -> %s: %d modules, %d low-bit, plan.json, report.md, %d kernels%s\n", c.model.name,
+            c.policy.name, target_names[a->target], a->out, c.res.nmods, c.res.n_low_bit, nk,
             c.diag.warnings ? " (with warnings)" : "");
     return finish(&c, EXIT_OK);
 }
@@ -231,13 +254,10 @@ static int cmd_train(Args *a) {
         rmdir(tmp);
         dir = tmp;
     }
-    Graph g;
-    low_lower(&c.arena, &c.diag, &c.res, &g);
-    int rc = emit_output_dir(&c.diag, &c.res, &g, dir);
-    free(g.t);
-    free(g.s);
+    int nk = 0;
+    int rc = lower_and_emit(&c, a, dir, &nk);
     finish(&c, EXIT_OK);
-    if (rc) return EXIT_RUNTIME;
+    if (rc) return rc;
     rc = rt_train(&a->train, dir);
     if (!a->out) {
         char path[256];
@@ -245,7 +265,7 @@ static int cmd_train(Args *a) {
         remove(path);
         snprintf(path, sizeof path, "%s/report.md", dir);
         remove(path);
-        rmdir(dir);
+        fs_remove_tree(dir);
     }
     return rc;
 }

@@ -1,6 +1,8 @@
 /* util.c: arena, growable buffers, "did you mean" distance and number formatting.
  * Owns no global state. Allocation failure is the one place the library exits (code 1):
  * a compiler that cannot allocate a few megabytes has nothing useful left to do. */
+#include <ftw.h>
+#include <sys/stat.h>
 #include "fp8c.h"
 
 #include <stdlib.h>
@@ -187,3 +189,10 @@ const char *fmt_bytes(char *out, double bytes) {
         snprintf(out, 32, "%.0f B", bytes);
     return out;
 }
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw) {
+    (void)sb, (void)flag, (void)ftw;
+    return remove(path) ? 0 : 0; /* best effort: keep walking */
+}
+
+void fs_remove_tree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }

@@ -32,7 +32,7 @@ static void one(const char *mtext, size_t mlen, const char *ptext, size_t plen, 
             Buf b = {0};
             Graph g;
             low_lower(&a, &d, &r, &g);
-            emit_plan_json(&b, &d, &r, &g);
+            emit_plan_json(&b, &d, &r, &g, NULL);
             free(g.t);
             free(g.s);
             emit_report_md(&b, &d, &r);

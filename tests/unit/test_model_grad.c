@@ -41,7 +41,7 @@ static void setup(Setup *s, const char *model_yaml, const char *policy_yaml) {
         return;
     rmdir(s->dir);
     low_lower(&s->arena, &s->diag, &s->res, &s->g);
-    if (emit_output_dir(&s->diag, &s->res, &s->g, s->dir) || plan_load(&s->arena, &s->diag, s->dir, &s->plan) ||
+    if (emit_output_dir(&s->diag, &s->res, &s->g, NULL, s->dir) || plan_load(&s->arena, &s->diag, s->dir, &s->plan) ||
         cpu_init(&s->b, &s->plan, err, sizeof err) || rt_init_params(&s->b, err, sizeof err))
         return;
     s->ok = 1;

@@ -1,0 +1,160 @@
+// common.cuh: what every generated kernel shares. Storage types, loads and stores with
+// round-to-nearest-even, FP8 encode/decode through the hardware cvt instructions, the scale rule
+// of DESIGN.md section 6, and warp/block reductions.
+//
+// Codegen pastes this file, then one template family, then the extern "C" entry points into each
+// emitted kernels/*.cu, so an emitted file is self-contained: NVRTC gets no include paths and no
+// CUDA headers (shared/notes/cuda-apis.md 2.4), and a reviewer reads everything in one place.
+// Must not: depend on any header, use fast-math style approximations (the CPU reference is the
+// oracle: `x * s` then a satfinite cvt must give the same byte as runtime/fp8.c).
+
+typedef unsigned char u8;
+typedef unsigned short u16;
+typedef unsigned int u32;
+typedef long long i64;
+
+#ifndef __CUDA_ARCH__
+#error "fp8c kernels are device code: compile them with NVRTC for sm_89 or later"
+#elif __CUDA_ARCH__ < 890
+#error "fp8c kernels need FP8 conversions: sm_89 or later"
+#endif
+
+// 16-bit storage types. Plain structs, not cuda_bf16.h: the bytes are what the CPU backend holds.
+struct bf16 { u16 x; };
+struct f16 { u16 x; };
+
+// What the training loop changes between steps lives in device memory, so a captured CUDA graph
+// replays with new values (runtime/cuda/cuda.c writes it before every launch of the step).
+struct Fp8cRunState {
+    float dloss;      // gradient of each token's loss: loss_scale / (tokens x grad_accum)
+    float lr;         // learning rate of this step
+    float grad_scale; // multiplier AdamW applies to gradients (unscale x clip)
+    float pad0;
+    int opt_step;     // 1-based AdamW step
+    int amax_step;    // 0-based applied step, the amax-history ring position
+    int pad1, pad2;
+};
+
+// FP8 formats, as ops.h numbers them (QFormat in runtime/quant.h).
+#define FMT_E4M3 0
+#define FMT_E5M2 1
+#define FMT_E2M1 2
+
+template <int FMT> struct FmtMax;
+template <> struct FmtMax<FMT_E4M3> { static constexpr float v = 448.0f; };
+template <> struct FmtMax<FMT_E5M2> { static constexpr float v = 57344.0f; };
+template <> struct FmtMax<FMT_E2M1> { static constexpr float v = 6.0f; };
+
+// ---- loads and stores ------------------------------------------------------------------------
+
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(bf16 v) { return __uint_as_float(((u32)v.x) << 16); }
+__device__ __forceinline__ float ld(f16 v) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
+    return f;
+}
+
+__device__ __forceinline__ void st(float *p, float v) { *p = v; }
+__device__ __forceinline__ void st(bf16 *p, float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    p->x = h;
+}
+__device__ __forceinline__ void st(f16 *p, float v) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    p->x = h;
+}
+
+// Round a float through a storage type (what st then ld would give).
+template <typename T> __device__ __forceinline__ float round_to(float v) {
+    T t;
+    st(&t, v);
+    return ld(t);
+}
+
+// ---- FP8 -------------------------------------------------------------------------------------
+
+// Round-to-nearest-even with saturation to the largest finite value (DESIGN.md section 6).
+// The cvt instructions convert pairs; the second lane is 0 and dropped.
+template <int FMT> __device__ __forceinline__ u8 fp8_encode(float x) {
+    static_assert(FMT == FMT_E4M3 || FMT == FMT_E5M2, "fp8_encode: E2M1 needs sm_100a, not supported by these templates");
+    u16 r;
+    if (FMT == FMT_E4M3)
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(0.0f), "f"(x));
+    else
+        asm("cvt.rn.satfinite.e5m2x2.f32 %0, %1, %2;" : "=h"(r) : "f"(0.0f), "f"(x));
+    return (u8)(r & 0xff);
+}
+
+// Exact: every FP8 value is a half, every half a float.
+template <int FMT> __device__ __forceinline__ float fp8_decode(u8 c) {
+    static_assert(FMT == FMT_E4M3 || FMT == FMT_E5M2, "fp8_decode: E2M1 needs sm_100a, not supported by these templates");
+    u32 h2;
+    u16 in = c;
+    if (FMT == FMT_E4M3)
+        asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(in));
+    else
+        asm("cvt.rn.f16x2.e5m2x2 %0, %1;" : "=r"(h2) : "h"(in));
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((u16)(h2 & 0xffff)));
+    return f;
+}
+
+// runtime/quant.c q_compute_scale without pow2: fmax / amax * 2^-margin; an amax of 0 or not
+// finite keeps prev (and the caller counts it); an overflowing scale becomes FLT_MAX.
+__device__ __forceinline__ float compute_scale(float amax, float fmax, int margin, float prev) {
+    if (!(amax > 0.0f) || isinf(amax)) return prev;
+    float s = ldexpf(fmax / amax, -margin);
+    if (isinf(s)) s = 3.402823466e38f;
+    return s;
+}
+
+// max |x| that propagates NaN (NaN wins over Inf), as q_amax does.
+__device__ __forceinline__ float amax_combine(float a, float b) {
+    if (isnan(a) || isnan(b)) return __int_as_float(0x7fffffff);
+    return fmaxf(a, b);
+}
+
+// ---- reductions ------------------------------------------------------------------------------
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_amax(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = amax_combine(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+
+// Sum over a block of THREADS threads (a multiple of 32); every thread gets the result.
+// smem: THREADS / 32 floats, reused after a __syncthreads.
+template <int THREADS> __device__ __forceinline__ float block_sum(float v, float *smem) {
+    static_assert(THREADS % 32 == 0 && THREADS <= 1024, "block_sum: THREADS must be a multiple of 32, at most 1024");
+    v = warp_sum(v);
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads();
+    if (l == 0) smem[w] = v;
+    __syncthreads();
+    float r = 0.0f;
+    for (int i = 0; i < THREADS / 32; i++) r += smem[i]; // fixed order: deterministic
+    return r;
+}
+template <int THREADS> __device__ __forceinline__ float block_amax(float v, float *smem) {
+    static_assert(THREADS % 32 == 0 && THREADS <= 1024, "block_amax: THREADS must be a multiple of 32, at most 1024");
+    v = warp_amax(v);
+    int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads();
+    if (l == 0) smem[w] = v;
+    __syncthreads();
+    float r = 0.0f;
+    for (int i = 0; i < THREADS / 32; i++) r = amax_combine(r, smem[i]);
+    return r;
+}
+
+// Grid-wide amax of non-negative floats through the float bit pattern (monotonic for x >= 0);
+// a NaN (0x7fffffff is above every finite and Inf pattern) wins, as amax_combine wants.
+__device__ __forceinline__ void atomic_amax(float *dst, float v) {
+    atomicMax((unsigned int *)dst, __float_as_uint(fabsf(v)) > 0x7f800000u ? 0x7fffffffu : __float_as_uint(v));
+}
