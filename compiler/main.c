@@ -19,6 +19,10 @@ static const char usage[] =
     "                                layers that set it, with file:line:col\n"
     "  train MODEL POLICY [-o DIR]    compile (for --target cpu unless given) and train\n"
     "  run DIR                       train with the plan in DIR\n"
+    "  build DIR [--arch A]          compile every kernel of DIR with NVRTC into DIR/cubin/ (A: the\n"
+    "                                plan's target unless given, e.g. sm_90a or sm_89)\n"
+    "  inspect DIR [KERNEL]          the plan's kernels (uses, registers, smem, spills, audit), or one\n"
+    "                                kernel's source, PTX, ptxas report and instruction audit\n"
     "  recipes                       list the built-in recipes\n"
     "  version                       print the version\n"
     "\n"
@@ -26,6 +30,8 @@ static const char usage[] =
     "  -o, --output DIR              output directory (compile)\n"
     "  --target T                    sm_89 | sm_90a | sm_100a | cpu (default sm_90a)\n"
     "  --strict                      patterns that match no module are errors, not warnings\n"
+    "  --gemm cublaslt|generated     how the GPU runs FP8 GEMMs (default cublaslt; the generated\n"
+    "                                mma.sync kernel is always emitted for comparison and fallback)\n"
     "\n"
     "\n"
     "options (train, run):\n"
@@ -39,7 +45,8 @@ static const char usage[] =
     "  --progress-every N, --eval-batches N\n"
     "  --check                       (run) validate the plan and exit without training\n"
     "\n"
-    "not implemented yet: build, inspect and the CUDA backend (they exit with status 1 and say so).\n";
+    "environment: FP8C_CACHE_DIR (kernel cache, default ~/.cache/fp8c), FP8C_DEBUG=1|2|3 (JIT timings,\n"
+    "  + NVRTC logs and failing sources, + PTX), FP8C_PROFILE=1 (CPU time per op kind)\n";
 
 typedef struct {
     const char *cmd;
@@ -292,13 +299,6 @@ int main(int argc, char **argv) {
         printf("fp8c %s (plan format %d)\n", FP8C_VERSION, FP8C_PLAN_VERSION);
         return EXIT_OK;
     }
-    static const char *const planned[] = {"build", "inspect"};
-    for (int i = 0; i < 2; i++)
-        if (!strcmp(cmd, planned[i])) {
-            fprintf(stderr, "fp8c: '%s' is not implemented yet in fp8c %s: this version compiles and explains "
-                            "precision plans and trains on the CPU\n", cmd, FP8C_VERSION);
-            return EXIT_RUNTIME;
-        }
     Args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
@@ -306,6 +306,14 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "explain")) return cmd_explain(&a);
     if (!strcmp(cmd, "recipes")) return cmd_recipes();
     if (!strcmp(cmd, "train")) return cmd_train(&a);
+    if (!strcmp(cmd, "build")) {
+        if (a.npos != 1) return bad_usage("%s", "build needs the plan directory: fp8c build DIR [--arch sm_90a]");
+        return rt_build(a.pos[0], a.arch);
+    }
+    if (!strcmp(cmd, "inspect")) {
+        if (a.npos < 1 || a.npos > 2) return bad_usage("%s", "inspect needs the plan directory: fp8c inspect DIR [KERNEL] [--arch A]");
+        return rt_inspect(a.pos[0], a.npos == 2 ? a.pos[1] : NULL, a.arch);
+    }
     if (!strcmp(cmd, "run")) {
         if (a.npos != 1) return bad_usage("%s", "run needs the plan directory: fp8c run DIR");
         return rt_train(&a.train, a.pos[0]);

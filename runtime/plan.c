@@ -299,6 +299,137 @@ static const char *check_step(const Plan *p, const RtStep *s) {
     return NULL;
 }
 
+static int kernel_index(const Plan *p, const char *name) {
+    for (int i = 0; i < p->nkernels; i++)
+        if (!strcmp(p->kernels[i].name, name)) return i;
+    return -1;
+}
+
+/* The "gpu" object of a step: what the CUDA backend does for it. */
+static int read_gpu(R *r, const YamlNode *n, RtStep *s) {
+    GpuStep *g = &s->gpu;
+    g->kernel = -1;
+    if (!n) {
+        if (s->op != OP_MATMUL_FWD && s->op != OP_MATMUL_BWD_DATA && s->op != OP_MATMUL_BWD_WEIGHT) r->p->nmissing++;
+        return 0;
+    }
+    if (yml_expect(r->d, n, YN_MAP, "a step's gpu object")) return -1;
+    const YamlNode *v;
+    if ((v = yml_get(n, "memset"))) g->action = GPU_MEMSET;
+    if ((v = yml_get(n, "gemm"))) {
+        if (yml_expect(r->d, v, YN_SCALAR, "gpu.gemm")) return -1;
+        if (!strcmp(v->str, "cublaslt")) g->gemm = 1;
+        else if (!strcmp(v->str, "generated")) g->gemm = 2;
+        else {
+            diag_error(r->d, v->mark, NULL, "plan: gpu.gemm is 'cublaslt' or 'generated', not '%s'", v->str);
+            return -1;
+        }
+    }
+    if (yml_get(n, "fused_into")) g->action = GPU_FUSED;
+    if ((v = yml_get(n, "refresh"))) g->refresh = 1;
+    if ((v = yml_get(n, "fusion")) && v->kind == YN_SCALAR && !strcmp(v->str, "adamw_quantize") && s->op == OP_ADAMW) g->adamw_quant = 1;
+    if ((v = yml_get(n, "kernel"))) {
+        if (yml_expect(r->d, v, YN_SCALAR, "gpu.kernel")) return -1;
+        g->kernel = kernel_index(r->p, v->str);
+        if (g->kernel < 0) {
+            diag_error(r->d, v->mark, NULL, "plan: unknown kernel '%s'", v->str);
+            return -1;
+        }
+        if (g->action == GPU_NONE) g->action = GPU_KERNEL;
+        const YamlNode *ps = need(r, n, "params", YN_SEQ);
+        if (!ps) return -1;
+        if (ps->n != r->p->kernels[g->kernel].nparams || ps->n > RT_MAX_KPARAMS) {
+            diag_error(r->d, ps->mark, NULL, "plan: kernel '%s' takes %d params, the step gives %d", v->str,
+                       r->p->kernels[g->kernel].nparams, ps->n);
+            return -1;
+        }
+        g->nparams = ps->n;
+        for (int i = 0; i < ps->n; i++) {
+            const char *tn;
+            if (yml_str(r->d, ps->items[i], &tn)) return -1;
+            int id = -1, found = 0;
+            if (tn[0] == '@') {
+                for (int c = 0; c < TC_COUNT; c++)
+                    if (!strcmp(tn + 1, fp8c_tensor_class_names[c])) id = -1 - c, found = 1;
+            } else {
+                id = lookup(r, tn);
+                found = id >= 0;
+            }
+            if (!found) {
+                diag_error(r->d, ps->items[i]->mark, NULL, "plan: unknown tensor '%s'", tn);
+                return -1;
+            }
+            g->params[i] = id;
+        }
+    }
+    if (g->action == GPU_NONE && !g->gemm) r->p->nmissing++;
+    return 0;
+}
+
+/* The plan's "kernels": name, source file, entry points with launch shapes, params, audit. */
+static int read_kernels(R *r, const YamlNode *root) {
+    const YamlNode *ks = yml_get(root, "kernels"), *gm = yml_get(root, "gemm");
+    r->p->gemm = gm && gm->kind == YN_SCALAR ? gm->str : "cublaslt";
+    if (!ks) return 0;
+    if (yml_expect(r->d, ks, YN_SEQ, "plan 'kernels'")) return -1;
+    r->p->nkernels = ks->n;
+    r->p->kernels = arena_alloc(r->a, (size_t)(ks->n ? ks->n : 1) * sizeof(RtKernel));
+    for (int i = 0; i < ks->n; i++) {
+        const YamlNode *k = ks->items[i];
+        RtKernel *K = &r->p->kernels[i];
+        if (yml_expect(r->d, k, YN_MAP, "a kernel")) return -1;
+        K->mark = k->mark;
+        const YamlNode *nm = need(r, k, "name", YN_SCALAR), *fl = need(r, k, "file", YN_SCALAR), *tp = need(r, k, "template", YN_SCALAR),
+                       *en = need(r, k, "entries", YN_SEQ), *ps = need(r, k, "params", YN_SEQ), *au = need(r, k, "audit", YN_SEQ);
+        if (!nm || !fl || !tp || !en || !ps || !au) return -1;
+        K->name = nm->str, K->file = fl->str, K->tmpl = tp->str;
+        for (const char *c = K->name; *c; c++)
+            if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_')) {
+                diag_error(r->d, nm->mark, NULL, "plan: kernel name '%s' is not an identifier", K->name);
+                return -1;
+            }
+        if (en->n < 1 || en->n > 4) {
+            diag_error(r->d, en->mark, NULL, "plan: a kernel has 1 to 4 entries, not %d", en->n);
+            return -1;
+        }
+        K->ne = en->n;
+        for (int e = 0; e < en->n; e++) {
+            const YamlNode *E = en->items[e];
+            if (yml_expect(r->d, E, YN_MAP, "a kernel entry")) return -1;
+            const YamlNode *sy = need(r, E, "symbol", YN_SCALAR), *gr = need(r, E, "grid", YN_SEQ), *bl = need(r, E, "block", YN_SEQ);
+            int64_t smem;
+            if (!sy || !gr || !bl || get_int(r, E, "smem", 0, 227 * 1024, &smem)) return -1;
+            snprintf(K->e[e].symbol, sizeof K->e[e].symbol, "%s", sy->str);
+            K->e[e].smem = (int)smem;
+            if (gr->n != 3 || bl->n != 3) {
+                diag_error(r->d, gr->mark, NULL, "plan: grid and block have 3 extents");
+                return -1;
+            }
+            int64_t threads = 1;
+            for (int d3 = 0; d3 < 3; d3++) {
+                int64_t gv, bv;
+                if (yml_int(r->d, gr->items[d3], 1, d3 == 0 ? 2147483647LL : 65535, &gv) || yml_int(r->d, bl->items[d3], 1, 1024, &bv)) return -1;
+                K->e[e].grid[d3] = (int)gv, K->e[e].block[d3] = (int)bv;
+                threads *= bv;
+            }
+            if (threads > 1024) {
+                diag_error(r->d, bl->mark, NULL, "plan: a block of %lld threads (at most 1024)", (long long)threads);
+                return -1;
+            }
+        }
+        if (get_int(r, k, "scratch", 0, (int64_t)1 << 40, &K->scratch)) return -1;
+        K->nparams = ps->n;
+        if (ps->n > RT_MAX_KPARAMS) {
+            diag_error(r->d, ps->mark, NULL, "plan: a kernel has at most %d params", RT_MAX_KPARAMS);
+            return -1;
+        }
+        K->naudit = au->n < 4 ? au->n : 4;
+        for (int a = 0; a < K->naudit; a++)
+            if (yml_str(r->d, au->items[a], &K->audit[a])) return -1;
+    }
+    return 0;
+}
+
 static int read_step(R *r, const YamlNode *n, RtStep *s) {
     if (yml_expect(r->d, n, YN_MAP, "a plan step")) return -1;
     s->mark = n->mark;
@@ -342,6 +473,7 @@ static int read_step(R *r, const YamlNode *n, RtStep *s) {
         if (get_int(r, ints, op_int_name(s->op, k, nm, sizeof nm), 0, (int64_t)1 << 40, &s->ints[k])) return -1;
     for (int k = 0; k < nf; k++)
         if (get_float(r, floats, op_float_name(s->op, k, nm, sizeof nm), -1e30, 1e30, &s->floats[k])) return -1;
+    if (read_gpu(r, yml_get(n, "gpu"), s)) return -1;
     const char *why = check_step(r->p, s);
     if (why) {
         diag_error(r->d, n->mark, NULL, "plan: invalid '%s' step: %s", fp8c_op_info[op].name, why);
@@ -374,7 +506,7 @@ int plan_load(Arena *a, Diag *d, const char *dir, Plan *p) {
         diag_error(d, root->mark, "recompile the plan with fp8c compile", "plan has no training program");
         goto out;
     }
-    if (read_model(&r, root) || read_train(&r, root) || read_tensors(&r, root)) goto out;
+    if (read_model(&r, root) || read_train(&r, root) || read_tensors(&r, root) || read_kernels(&r, root)) goto out;
     const YamlNode *io = need(&r, root, "program_inputs", YN_MAP), *prog = need(&r, root, "program", YN_MAP);
     if (!io || !prog) goto out;
     const char *keys[3] = {"tokens", "targets", "losses"};

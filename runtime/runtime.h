@@ -24,8 +24,38 @@ typedef struct {
     int weight_decay;
 } RtTensor;
 
+/* How the CUDA backend runs a step (the plan's per-step "gpu" object). */
+#define RT_MAX_KPARAMS 16
+typedef enum { GPU_NONE, GPU_KERNEL, GPU_FUSED, GPU_MEMSET } GpuAction;
+typedef struct {
+    GpuAction action;
+    int kernel;                  /* index into Plan.kernels (GPU_KERNEL, or the dbias/fallback kernel) */
+    int params[RT_MAX_KPARAMS];  /* tensor ids; -1 - c: base of class c */
+    int nparams;
+    int gemm;                    /* 0: not a GEMM, 1: cuBLASLt, 2: the generated kernel */
+    int refresh;                 /* run only while the weights' FP8 copies are stale */
+    int adamw_quant;             /* this (adamw) launch also refreshes weight copies */
+} GpuStep;
+
+typedef struct {
+    char symbol[160];
+    int grid[3], block[3], smem;
+} RtKEntry;
+
+typedef struct {
+    const char *name, *file, *tmpl;
+    RtKEntry e[4];
+    int ne;
+    int64_t scratch;
+    int nparams;
+    const char *audit[4];
+    int naudit;
+    Mark mark;
+} RtKernel;
+
 typedef struct {
     OpKind op;
+    GpuStep gpu;
     int args[OP_MAX_ARGS];
     int64_t ints[OP_MAX_INTS];
     double floats[OP_MAX_FLOATS];
@@ -47,6 +77,10 @@ typedef struct {
     int nsteps[SEC_COUNT];
     int64_t class_bytes[TC_COUNT]; /* recomputed from the tensors, never trusted */
     int tokens, targets, losses;
+    RtKernel *kernels;   /* the plan's "kernels" (empty for plans without generated code) */
+    int nkernels;
+    const char *gemm;    /* "cublaslt" or "generated" */
+    int nmissing;        /* steps that need a kernel and have none (a --target cpu plan) */
 } Plan;
 
 /* Read and validate DIR/plan.json: every op, argument, shape and offset is checked so that a
@@ -79,6 +113,15 @@ void cpu_free(CpuBackend *b);
 void *cpu_ptr(const CpuBackend *b, int tensor);
 void cpu_run(CpuBackend *b, Section sec, const RunState *st);
 void cpu_print_profile(const CpuBackend *b, FILE *out);
+
+/* ---------------------------------------------------------------- cuda/kbuild.c */
+
+/* fp8c build DIR [--arch A]: every kernel through NVRTC into DIR/cubin/NAME.ARCH.cubin. */
+int rt_build(const char *dir, const char *arch);
+/* fp8c inspect DIR [KERNEL]: the kernel table, or one kernel's source, PTX, resources, audit. */
+int rt_inspect(const char *dir, const char *kernel, const char *arch);
+/* FP8C_DEBUG: 1 timings, 2 + failing sources and NVRTC logs, 3 + PTX. */
+int rt_debug_level(void);
 
 /* ---------------------------------------------------------------- train.c */
 
