@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "cuda_backend.h"
 #include "data.h"
 #include "fp8.h"
 #include "ref.h"
@@ -208,31 +209,60 @@ out:
 
 /* ---- device choice ---- */
 
+/* 1: the GPU, 0: the CPU, -1: --device cuda without a usable GPU (message printed). */
 static int pick_device(DeviceKind want) {
-    void *cuda = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
-    const char *why = cuda ? "a CUDA driver is present, but fp8c's CUDA backend is not implemented yet"
-                           : "no CUDA driver (libcuda.so.1) on this machine";
-    if (cuda) dlclose(cuda);
-    if (want == DEV_CUDA) {
-        fprintf(stderr, "fp8c: error: --device cuda: %s\n", cuda ? "the CUDA backend is not implemented yet in this version" : why);
+    if (want == DEV_CPU) return 0;
+    char why[512];
+    int gpu = cu_probe(why, sizeof why);
+    if (want == DEV_CUDA && !gpu) {
+        fprintf(stderr, "fp8c: error: --device cuda: %s\n", why);
         return -1;
     }
-    if (want == DEV_AUTO) fprintf(stderr, "fp8c: device: cpu (%s)\n", why);
-    return 0;
+    if (want == DEV_AUTO) fprintf(stderr, "fp8c: device: %s (%s)\n", gpu ? "cuda" : "cpu", why);
+    return gpu;
 }
 
 /* ---- the loop ---- */
 
 typedef struct {
-    CpuBackend *b;
+    CpuBackend *b;       /* the CPU backend, or the GPU's host mirror */
+    CudaBackend *cu;     /* NULL: run on the CPU */
     const Plan *p;
     DataStream train, val;
     FILE *log;
+    char err[1024];
 } Run;
 
 static void feed(Run *r, DataStream *s) {
     const Plan *p = r->p;
     data_next_batch(s, (int)p->train.micro_batch, (int)p->train.seq_len, cpu_ptr(r->b, p->tokens), cpu_ptr(r->b, p->targets));
+}
+
+/* One section on the chosen device; on the GPU the inputs go up first and what the loop reads
+ * (losses after the forward, gradients after the backward) comes back into the mirror. */
+static int dev_run(Run *r, Section sec, const RunState *st) {
+    if (!r->cu) {
+        cpu_run(r->b, sec, st);
+        return 0;
+    }
+    const Plan *p = r->p;
+    if (sec == SEC_FORWARD && (cu_upload_tensor(r->cu, r->b, p->tokens, r->err, sizeof r->err) ||
+                               cu_upload_tensor(r->cu, r->b, p->targets, r->err, sizeof r->err)))
+        return -1;
+    if (cu_run(r->cu, sec, st, r->err, sizeof r->err)) return -1;
+    if (sec == SEC_FORWARD) return cu_download_tensor(r->cu, r->b, p->losses, r->err, sizeof r->err);
+    if (sec == SEC_BACKWARD) return cu_download(r->cu, r->b, TC_GRAD, r->err, sizeof r->err);
+    return 0;
+}
+
+/* The training state classes, between the mirror and the GPU (start, resume, checkpoints). */
+static int dev_sync(Run *r, int to_device) {
+    static const TensorClass cls[] = {TC_PARAM, TC_MASTER, TC_OPT, TC_SCALE};
+    if (!r->cu) return 0;
+    for (int i = 0; i < 4; i++)
+        if (to_device ? cu_upload(r->cu, r->b, cls[i], r->err, sizeof r->err) : cu_download(r->cu, r->b, cls[i], r->err, sizeof r->err))
+            return -1;
+    return 0;
 }
 
 static double mean_loss(const Run *r) {
@@ -250,7 +280,7 @@ static double evaluate(Run *r, int64_t batches) {
     double sum = 0;
     for (int64_t i = 0; i < batches; i++) {
         feed(r, &v);
-        cpu_run(r->b, SEC_FORWARD, &st);
+        if (dev_run(r, SEC_FORWARD, &st)) return NAN;
         sum += mean_loss(r);
     }
     return sum / (double)batches;
@@ -287,7 +317,8 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         rc = EXIT_OK;
         goto done;
     }
-    if (pick_device(o->device)) goto done;
+    int gpu = pick_device(o->device);
+    if (gpu < 0) goto done;
     int64_t total = o->steps ? o->steps : p.train.steps;
     if (cpu_init(&b, &p, err, sizeof err) || rt_init_params(&b, err, sizeof err)) {
         fprintf(stderr, "fp8c: error: %s\n", err);
@@ -312,7 +343,11 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         rc = EXIT_BAD_INPUT;
         goto done;
     }
-    run = (Run){&b, &p, {0}, {0}, NULL};
+    run = (Run){.b = &b, .p = &p};
+    if (gpu && !(run.cu = cu_init(&p, err, sizeof err))) {
+        fprintf(stderr, "fp8c: error: --device %s: %s\n", o->device == DEV_CUDA ? "cuda" : "auto", err);
+        goto done;
+    }
     data_split(&ds, (int)T, &run.train, &run.val);
     TrainState s = {0, 0, 0, 0, p.ls_mode == LS_DYNAMIC ? p.ls_init : p.ls_mode == LS_STATIC ? p.ls_scale : 1.0, 0};
     if (o->resume) {
@@ -330,6 +365,10 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         }
         fprintf(stderr, "fp8c: resumed from %s at step %lld\n", o->resume, (long long)s.step);
     }
+    if (dev_sync(&run, 1)) {
+        fprintf(stderr, "fp8c: error: %s\n", run.err);
+        goto done;
+    }
     if (o->log && !(run.log = fopen(o->log, s.step ? "a" : "w"))) {
         fprintf(stderr, "fp8c: error: cannot open log '%s': %s\n", o->log, strerror(errno));
         goto done;
@@ -344,8 +383,8 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     int64_t val_avail = (run.val.n - 1) / (B * T);
     if (val_batches > val_avail) val_batches = val_avail > 0 ? val_avail : 1;
     int64_t every = o->progress_every ? o->progress_every : (total <= 50 ? 1 : 10);
-    fprintf(stderr, "fp8c: training %s x %s on cpu: %lld params, %lld tokens/step, steps %lld..%lld, data %s (%lld tokens)\n",
-            p.model_name, p.policy_name, (long long)p.total_params, (long long)(B * T * p.train.grad_accum), (long long)s.step + 1,
+    fprintf(stderr, "fp8c: training %s x %s on %s: %lld params, %lld tokens/step, steps %lld..%lld, data %s (%lld tokens)\n",
+            p.model_name, p.policy_name, run.cu ? cu_device_name(run.cu) : "cpu", (long long)p.total_params, (long long)(B * T * p.train.grad_accum), (long long)s.step + 1,
             (long long)total, ds.source, (long long)ds.n);
     double t0 = now_s();
     int64_t first = s.step;
@@ -360,12 +399,13 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         st.lr = (float)lr_at(&p.train, s.step, total);
         st.dloss = (float)(s.loss_scale / (double)(B * T * p.train.grad_accum));
         memset(grads, 0, grad_bytes);
+        if (run.cu && cu_zero_class(run.cu, TC_GRAD, run.err, sizeof run.err)) goto gpu_fail;
         double loss = 0;
         for (int64_t micro = 0; micro < p.train.grad_accum; micro++) {
             feed(&run, &run.train);
-            cpu_run(&b, SEC_FORWARD, &st);
+            if (dev_run(&run, SEC_FORWARD, &st)) goto gpu_fail;
             loss += mean_loss(&run) / (double)p.train.grad_accum;
-            cpu_run(&b, SEC_BACKWARD, &st);
+            if (dev_run(&run, SEC_BACKWARD, &st)) goto gpu_fail;
         }
         if (o->inject_nan_step == s.step + 1) {
             for (int i = 0; i < p.nt; i++)
@@ -397,8 +437,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             st.grad_scale = (float)(clip / s.loss_scale);
             st.opt_step = s.applied + 1;
             st.amax_step = s.applied;
-            cpu_run(&b, SEC_OPTIMIZER, &st);
-            cpu_run(&b, SEC_SCALE_UPDATE, &st);
+            if (dev_run(&run, SEC_OPTIMIZER, &st) || dev_run(&run, SEC_SCALE_UPDATE, &st)) goto gpu_fail;
             s.applied++;
             if (p.ls_mode == LS_DYNAMIC && ++s.growth_count >= p.ls_interval) {
                 s.loss_scale *= p.ls_growth;
@@ -431,6 +470,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         if (ckpt) {
             char path[2048];
             snprintf(path, sizeof path, "%s/step_%lld.safetensors", o->ckpt_dir, (long long)s.step);
+            if (dev_sync(&run, 0)) goto gpu_fail;
             if (save_checkpoint(&b, &s, path, err, sizeof err)) {
                 fprintf(stderr, "fp8c: error: checkpoint: %s\n", err);
                 goto done;
@@ -440,7 +480,12 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     if (b.profile) cpu_print_profile(&b, stderr);
     fprintf(stderr, "fp8c: done: %lld steps (%lld skipped) in %.1f s\n", (long long)(s.step - first), (long long)s.skipped, now_s() - t0);
     rc = EXIT_OK;
+    goto done;
+gpu_fail:
+    fprintf(stderr, "fp8c: error: %s\n", run.err);
+    rc = EXIT_RUNTIME;
 done:
+    cu_free(run.cu);
     if (run.log) fclose(run.log);
     data_free(&ds);
     cpu_free(&b);
