@@ -380,10 +380,8 @@ int cg_codegen(Arena *a, Diag *d, const Resolution *r, const Graph *g, const cha
         one.step_ids[0] = i;
         if (instantiate(g, &one, &k, err, sizeof err)) {
             if (s->op == OP_QGEMM && strcmp(cp->gemm, "generated")) continue; /* cuBLASLt runs it; no fallback kernel */
-            if (r->target == TGT_CPU) { /* a CPU plan may hold what no GPU template runs: the GPU refuses it later */
-                cp->nmissing++;
-                continue;
-            }
+            cp->nmissing++; /* the plan is still written: the CPU runs it, the GPU backend refuses it and says why */
+            if (r->target == TGT_CPU) continue; /* a CPU plan may hold what no GPU template runs */
             /* one message per distinct reason, with how many steps share it */
             int seen = 0;
             for (int e = 0; e < nerr; e++)
@@ -392,7 +390,6 @@ int cg_codegen(Arena *a, Diag *d, const Resolution *r, const Graph *g, const cha
                 errs[nerr].op = s->op, errs[nerr].n = 1, errs[nerr].step = i;
                 snprintf(errs[nerr++].msg, sizeof errs[0].msg, "%s", err);
             }
-            rc = -1;
             continue;
         }
         int refresh = cp->step_refresh[i] == -2;
@@ -401,7 +398,7 @@ int cg_codegen(Arena *a, Diag *d, const Resolution *r, const Graph *g, const cha
         if (refresh) cp->step_refresh[i] = L;
     }
     for (int e = 0; e < nerr; e++)
-        diag_plain(d, "%s: target %s: cannot generate a CUDA kernel for %s: %s%s", step_module(r, &g->s[errs[e].step]),
+        diag_warning_plain(d, "%s: target %s: no CUDA kernel for %s, the GPU backend will refuse this plan: %s%s", step_module(r, &g->s[errs[e].step]),
                    target_names[r->target], fp8c_op_info[errs[e].op].name, errs[e].msg,
                    errs[e].n > 1 ? arena_printf(a, " (and %d more %s steps)", errs[e].n - 1, fp8c_op_info[errs[e].op].name) : "");
     for (int i = 0; i < g->ns; i++)

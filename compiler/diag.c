@@ -101,3 +101,13 @@ void diag_plain(Diag *d, const char *fmt, ...) {
     fputc('\n', d->out);
     va_end(ap);
 }
+
+void diag_warning_plain(Diag *d, const char *fmt, ...) {
+    d->warnings++;
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("fp8c: warning: ", d->out);
+    vfprintf(d->out, fmt, ap);
+    fputc('\n', d->out);
+    va_end(ap);
+}

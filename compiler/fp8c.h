@@ -95,6 +95,8 @@ void diag_warn(Diag *d, Mark m, int strict_promotes, const char *hint, const cha
 void diag_note(Diag *d, Mark m, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* An error about no file position (a bad flag, an I/O failure). */
 void diag_plain(Diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* A warning about no file position. */
+void diag_warning_plain(Diag *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* "file:line" (or "file:line:col" when with_col) for plan provenance; "" for NO_MARK. */
 const char *diag_loc(const Diag *d, Mark m, int with_col, char *out, size_t n);
 

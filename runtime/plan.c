@@ -328,6 +328,21 @@ static int read_gpu(R *r, const YamlNode *n, RtStep *s) {
     if (yml_get(n, "fused_into")) g->action = GPU_FUSED;
     if ((v = yml_get(n, "refresh"))) g->refresh = 1;
     if ((v = yml_get(n, "fusion")) && v->kind == YN_SCALAR && !strcmp(v->str, "adamw_quantize") && s->op == OP_ADAMW) g->adamw_quant = 1;
+    if ((v = yml_get(n, "covers")) && v->kind == YN_SEQ) {
+        for (int i = 0; i < v->n && i < 8; i++) {
+            const YamlNode *c = v->items[i];
+            char sec[32];
+            int idx = -1, si = -1;
+            if (c->kind != YN_SCALAR || sscanf(c->str, "%31[a-z_]:%d", sec, &idx) != 2) continue;
+            for (int k = 0; k < SEC_COUNT; k++)
+                if (!strcmp(sec, fp8c_section_names[k])) si = k;
+            if (si < 0 || idx < 0) {
+                diag_error(r->d, c->mark, NULL, "plan: '%s' is not SECTION:INDEX", c->str);
+                return -1;
+            }
+            g->cover_sec[g->ncovers] = si, g->cover_idx[g->ncovers++] = idx;
+        }
+    }
     if ((v = yml_get(n, "kernel"))) {
         if (yml_expect(r->d, v, YN_SCALAR, "gpu.kernel")) return -1;
         g->kernel = kernel_index(r->p, v->str);

@@ -35,6 +35,8 @@ typedef struct {
     int gemm;                    /* 0: not a GEMM, 1: cuBLASLt, 2: the generated kernel */
     int refresh;                 /* run only while the weights' FP8 copies are stale */
     int adamw_quant;             /* this (adamw) launch also refreshes weight copies */
+    int ncovers;                 /* a fused launch: the steps it computes (itself first) */
+    int cover_sec[8], cover_idx[8];
 } GpuStep;
 
 typedef struct {
@@ -112,6 +114,7 @@ int cpu_init(CpuBackend *b, const Plan *p, char *err, size_t errlen);
 void cpu_free(CpuBackend *b);
 void *cpu_ptr(const CpuBackend *b, int tensor);
 void cpu_run(CpuBackend *b, Section sec, const RunState *st);
+void cpu_run_step(CpuBackend *b, Section sec, int i, const RunState *st); /* one step (tests/gpu) */
 void cpu_print_profile(const CpuBackend *b, FILE *out);
 
 /* ---------------------------------------------------------------- cuda/kbuild.c */

@@ -42,6 +42,7 @@ run test_model_grad "$B/tests/test_model_grad"
 run golden python3 tests/golden/check.py "$B/fp8c"
 run bad_inputs sh tests/bad/run.sh "$B/fp8c"
 run e2e sh tests/e2e/run.sh "$B/fp8c"
+case $B in *asan*) ;; *) run nvrtc sh tests/nvrtc/run.sh "$B/fp8c" ;; esac
 # shellcheck disable=SC2046
 run fuzz_replay "$B/tests/fuzz_replay" $(ls policies/*.yaml examples/*/model.yaml tests/bad/*/*.yaml tests/fuzz/corpus/* 2>/dev/null)
 

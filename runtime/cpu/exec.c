@@ -227,6 +227,8 @@ void cpu_run(CpuBackend *b, Section sec, const RunState *st) {
     }
 }
 
+void cpu_run_step(CpuBackend *b, Section sec, int i, const RunState *st) { step_one(b, &b->p->steps[sec][i], st); }
+
 void cpu_print_profile(const CpuBackend *b, FILE *out) {
     double total = 0;
     for (int k = 0; k < OP_COUNT_; k++) total += b->op_seconds[k];

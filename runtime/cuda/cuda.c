@@ -563,6 +563,32 @@ static int enqueue(CudaBackend *b, Section sec, char *err, size_t errlen) {
     return 0;
 }
 
+int cu_run_step(CudaBackend *b, Section sec, int i, const RunState *st, char *err, size_t errlen) {
+    struct {
+        float dloss, lr, grad_scale, pad0;
+        int opt_step, amax_step, pad1, pad2;
+    } rs = {st->dloss, st->lr, st->grad_scale, 0, (int)st->opt_step, (int)st->amax_step, 0, 0};
+    CK(b->d.MemcpyHtoD(b->rs, &rs, sizeof rs));
+    const RtStep *s = &b->p->steps[sec][i];
+    if (s->gpu.action == GPU_MEMSET) {
+        const RtTensor *t = &b->p->t[s->args[0]];
+        CK(b->d.MemsetD8Async(tensor_ptr(b, s->args[0]), 0, (size_t)t->n * (size_t)fp8c_tensor_dtype_bytes[t->dtype], b->stream));
+    } else if (s->gpu.gemm == 1) {
+        if (run_gemm(b, sec, i, s, err, errlen)) return -1;
+    } else if (s->gpu.kernel >= 0) {
+        if (launch(b, s, err, errlen)) return -1;
+    }
+    CK(b->d.StreamSynchronize(b->stream));
+    return 0;
+}
+
+int cu_poison_tensor(CudaBackend *b, int id, char *err, size_t errlen) {
+    const RtTensor *t = &b->p->t[id];
+    CK(b->d.MemsetD8Async(tensor_ptr(b, id), 0xFF, (size_t)t->n * (size_t)fp8c_tensor_dtype_bytes[t->dtype], b->stream));
+    CK(b->d.StreamSynchronize(b->stream));
+    return 0;
+}
+
 int cu_run(CudaBackend *b, Section sec, const RunState *st, char *err, size_t errlen) {
     struct {
         float dloss, lr, grad_scale, pad0;
