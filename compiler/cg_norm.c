@@ -1,8 +1,189 @@
-/* cg_norm.c: kernel instances of the templates/norm.cuh family (see codegen.c for the contract). */
+/* cg_norm.c: kernel instances of the templates/norm.cuh family (see codegen.c for the contract):
+ * rmsnorm/layernorm forward (FUSE_NONE), forward + row-wise FP8 copy of its output
+ * (FUSE_NORM_QUANT), and backward (FUSE_NONE; three launches sharing ws scratch).
+ *
+ * The fused quantize step must read the norm's output, untransposed, with 1 x T tiles (current
+ * scaling) or one given per-tensor scale (delayed scaling); anything else (per-tensor current
+ * scaling needs the tensor's amax before the first code, MX needs E8M0 scales) is refused, and
+ * the two steps then run as separate kernels. */
 #include "fp8c.h"
 
+#include <string.h>
+
+#define FWD_WARP_FLOATS 8192 /* row-buffer floats per forward block (32 KB): WARPS = this / C */
+#define BWD_WARPS 8          /* rows per block of norm_bwd_rows */
+#define WSUM_ROWS 64         /* rows per partial sum of dw / db */
+
+static int dt_bytes(const Graph *g, int t) { return t < 0 ? 0 : fp8c_tensor_dtype_bytes[g->t[t].dtype]; }
+static const char *ty(const Graph *g, int t) { return t < 0 ? "float" : cg_ctype(g->t[t].dtype); }
+static int max_int(int a, int b) { return a > b ? a : b; }
+
+/* Largest EPL in {8, 4, 2, 1} that moves at most 16 bytes of the widest type and divides mult. */
+static int pick_epl(int widest, int64_t mult) {
+    for (int e = 8; e > 1; e /= 2)
+        if (e * widest <= 16 && mult % e == 0) return e;
+    return 1;
+}
+
+/* "_bf16_f32_..." : the dtype of every param, so the name tells instances apart. */
+static void name_dtypes(CgKernel *k) {
+    size_t n = strlen(k->name);
+    for (int i = 0; i < k->nparams && n < sizeof k->name; i++) {
+        const char *t = !strcmp(k->ptypes[i], "float") ? "f32" : !strcmp(k->ptypes[i], "int") ? "i32" : k->ptypes[i];
+        n += (size_t)snprintf(k->name + n, sizeof k->name - n, "_%s", t);
+    }
+}
+
+/* One extern "C" entry: its text (signature + one template call) and its launch. */
+static void entry(CgKernel *k, const char *suffix, int gx, int gy, int threads, const char *call) {
+    char sym[sizeof k->entries[0].symbol];
+    snprintf(sym, sizeof sym, "%.140s%s", k->name, suffix);
+    buf_printf(&k->body, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", threads, sym);
+    cg_signature(&k->body, k);
+    buf_printf(&k->body, ") {\n    %s;\n}\n", call);
+    cg_add_entry(k, sym, gx, gy, 1, threads, 1, 1, 0);
+}
+
+/* The quantize step's mode in a FUSE_NORM_QUANT group: QMODE_TILE (1), QMODE_TENSOR (2), or -1. */
+static int fused_qmode(const Graph *g, const GStep *q, int out, int N, int C, int *tc, char *err, size_t errlen) {
+    const int64_t *v = q->ints; /* R, C, tile_r, tile_c, format, mx, transpose */
+    if (q->op != OP_QUANTIZE || q->args[3] != out || v[0] != N || v[1] != C || v[6] || v[5] || (v[4] != 0 && v[4] != 1)) {
+        snprintf(err, errlen, "the fused quantization must be a row-wise e4m3/e5m2 copy of the norm's %lld x %lld output", (long long)N,
+                 (long long)C);
+        return -1;
+    }
+    if (v[2] == 1) {
+        *tc = v[3] > 0 ? (int)v[3] : C;
+        if (C % *tc || *tc % 32) {
+            snprintf(err, errlen, "tile 1 x %d: the fused kernel needs a tile width that divides C = %d and is a multiple of 32", *tc, C);
+            return -1;
+        }
+        return 1;
+    }
+    if (v[2] <= 0 && v[3] <= 0 && q->args[4] >= 0) {
+        *tc = 0;
+        return 2;
+    }
+    if (v[2] <= 0 && v[3] <= 0)
+        snprintf(err, errlen, "per-tensor current scaling needs the whole tensor's amax before the first code: not fused");
+    else
+        snprintf(err, errlen, "tile %lld x %lld: the fused kernel does 1 x T tiles or one per-tensor scale", (long long)v[2], (long long)v[3]);
+    (void)g;
+    return -1;
+}
+
+static int gen_fwd(const Graph *g, const GStep *s, const GStep *q, CgKernel *k, char *err, size_t errlen) {
+    int ln = s->op == OP_LAYERNORM_FWD;
+    int out = s->args[0], mean = ln ? s->args[1] : -1, rstd = s->args[ln ? 2 : 1];
+    int inp = s->args[ln ? 3 : 2], w = s->args[ln ? 4 : 3], b = ln ? s->args[5] : -1;
+    int N = (int)s->ints[0], C = (int)s->ints[1];
+    int qmode = 0, tc = 0, fmt = 0, codes = -1, sinv = -1, amax = -1, scale = -1;
+    if (q) {
+        qmode = fused_qmode(g, q, out, N, C, &tc, err, errlen);
+        if (qmode < 0) return -1;
+        fmt = (int)q->ints[4];
+        codes = q->args[0], sinv = q->args[1], amax = q->args[2], scale = q->args[4];
+    }
+    if (C % 32) {
+        snprintf(err, errlen, "C = %d: the norm template needs a multiple of 32", C);
+        return -1;
+    }
+    int widest = max_int(max_int(dt_bytes(g, out), dt_bytes(g, inp)), max_int(dt_bytes(g, w), dt_bytes(g, b)));
+    int epl = pick_epl(widest, C / 32);
+    while (epl > 1 && qmode == 1 && tc % (32 * epl)) epl /= 2;
+    int warps = FWD_WARP_FLOATS / C < 1 ? 1 : FWD_WARP_FLOATS / C > 8 ? 8 : FWD_WARP_FLOATS / C;
+    if (warps * C > FWD_WARP_FLOATS) {
+        snprintf(err, errlen, "C = %d: the norm template keeps a row in shared memory, at most %d floats", C, FWD_WARP_FLOATS);
+        return -1;
+    }
+    snprintf(k->family, sizeof k->family, "norm");
+    cg_add_param(k, g, "out", out, 1);
+    cg_add_param(k, g, "mean", mean, 1);
+    cg_add_param(k, g, "rstd", rstd, 1);
+    cg_add_param(k, g, "codes", codes, 1);
+    cg_add_param(k, g, "scale_inv", sinv, 1);
+    cg_add_param(k, g, "amax", amax, 1);
+    cg_add_param(k, g, "inp", inp, 0);
+    cg_add_param(k, g, "w", w, 0);
+    cg_add_param(k, g, "b", b, 0);
+    cg_add_param(k, g, "scale", qmode == 2 ? scale : -1, 0);
+    char eps[48], tag[48];
+    cg_float(eps, sizeof eps, s->floats[0]);
+    snprintf(tag, sizeof tag, "%g", s->floats[0]);
+    for (char *c = tag; *c; c++) *c = *c == '-' ? 'm' : *c == '.' ? 'p' : *c == '+' ? 'p' : *c;
+    if (qmode == 1) snprintf(k->name, sizeof k->name, "%s_quant_%s_t%d", fp8c_op_info[s->op].name, fmt ? "e5m2" : "e4m3", tc);
+    else if (qmode == 2) snprintf(k->name, sizeof k->name, "%s_quant_%s_tensor", fp8c_op_info[s->op].name, fmt ? "e5m2" : "e4m3");
+    else snprintf(k->name, sizeof k->name, "%s", fp8c_op_info[s->op].name);
+    name_dtypes(k);
+    size_t n = strlen(k->name);
+    snprintf(k->name + n, sizeof k->name - n, "_N%d_C%d_eps%s", N, C, tag);
+    buf_printf(&k->constants, "{\"N\": %d, \"C\": %d, \"eps\": %g, \"EPL\": %d, \"WARPS\": %d", N, C, s->floats[0], epl, warps);
+    if (qmode) buf_printf(&k->constants, ", \"format\": \"%s\", \"scaling\": \"%s\", \"tile\": [1, %d]", fmt ? "e5m2" : "e4m3",
+                          qmode == 1 ? "current" : "given per-tensor", qmode == 1 ? tc : 0);
+    buf_puts(&k->constants, "}");
+    char call[1024];
+    if (qmode == 2 && amax >= 0) entry(k, "_zero_amax", 1, 1, 32, "rowq_zero_amax(amax)");
+    snprintf(call, sizeof call,
+             "norm_fwd<%s, %s, %s, %s, %s, %d, %d, %d, %d, %s, %s, %d>(out, %s, rstd, %s, %s, %s, inp, w, %s, %s, %s)", ty(g, out),
+             ty(g, inp), ty(g, w), ty(g, b), ln ? "true" : "false", N, C, epl, warps,
+             qmode == 1 ? "QMODE_TILE" : qmode == 2 ? "QMODE_TENSOR" : "QMODE_NONE", fmt ? "FMT_E5M2" : "FMT_E4M3", tc,
+             ln ? "mean" : "nullptr", qmode ? "codes" : "nullptr", qmode ? "scale_inv" : "nullptr", amax >= 0 ? "amax" : "nullptr",
+             b >= 0 ? "b" : "nullptr", qmode == 2 ? "scale" : "nullptr", eps);
+    entry(k, "", (N + warps - 1) / warps, 1, 32 * warps, call);
+    if (qmode) k->audit[k->naudit++] = fmt ? "cvt.rn.satfinite.e5m2x2.f32" : "cvt.rn.satfinite.e4m3x2.f32";
+    if (g->t[out].dtype == TD_BF16) k->audit[k->naudit++] = "cvt.rn.bf16.f32";
+    return 0;
+}
+
+static int gen_bwd(const Graph *g, const GStep *s, CgKernel *k, char *err, size_t errlen) {
+    int ln = s->op == OP_LAYERNORM_BWD;
+    int dinp = s->args[0], dw = s->args[1], db = ln ? s->args[2] : -1;
+    int dout = s->args[ln ? 3 : 2], inp = s->args[ln ? 4 : 3], w = s->args[ln ? 5 : 4];
+    int mean = ln ? s->args[6] : -1, rstd = s->args[ln ? 7 : 5];
+    int N = (int)s->ints[0], C = (int)s->ints[1];
+    if (C % 32) {
+        snprintf(err, errlen, "C = %d: the norm template needs a multiple of 32", C);
+        return -1;
+    }
+    int widest = max_int(max_int(dt_bytes(g, dinp), dt_bytes(g, dout)), max_int(dt_bytes(g, inp), dt_bytes(g, w)));
+    int epl = pick_epl(widest, C / 32);
+    int groups = (N + WSUM_ROWS - 1) / WSUM_ROWS;
+    snprintf(k->family, sizeof k->family, "norm");
+    cg_add_param(k, g, "dinp", dinp, 1);
+    cg_add_param(k, g, "dw", dw, 1);
+    cg_add_param(k, g, "db", db, 1);
+    cg_add_param(k, g, "dout", dout, 0);
+    cg_add_param(k, g, "inp", inp, 0);
+    cg_add_param(k, g, "w", w, 0);
+    cg_add_param(k, g, "mean", mean, 0);
+    cg_add_param(k, g, "rstd", rstd, 0);
+    snprintf(k->name, sizeof k->name, "%s", fp8c_op_info[s->op].name);
+    name_dtypes(k);
+    size_t n = strlen(k->name);
+    snprintf(k->name + n, sizeof k->name - n, "_N%d_C%d", N, C);
+    buf_printf(&k->constants, "{\"N\": %d, \"C\": %d, \"EPL\": %d, \"WARPS\": %d, \"ROWS\": %d}", N, C, epl, BWD_WARPS, WSUM_ROWS);
+    k->scratch_bytes = (int64_t)(ln ? 2 : 1) * groups * C * 4; /* layernorm: dw then db partials (db's unused without a bias) */
+    char call[1024];
+    snprintf(call, sizeof call, "norm_bwd_rows<%s, %s, %s, %s, %s, %d, %d, %d, %d>(dinp, dout, inp, w, %s, rstd)", ty(g, dinp),
+             ty(g, dout), ty(g, inp), ty(g, w), ln ? "true" : "false", N, C, epl, BWD_WARPS, ln ? "mean" : "nullptr");
+    entry(k, "_rows", (N + BWD_WARPS - 1) / BWD_WARPS, 1, 32 * BWD_WARPS, call);
+    snprintf(call, sizeof call, "norm_bwd_wsum<%s, %s, %s, %d, %d, %d, %d>((float *)ws, dout, inp, %s, rstd)", ty(g, dout), ty(g, inp),
+             ln ? "true" : "false", N, C, epl, WSUM_ROWS, ln ? "mean" : "nullptr");
+    entry(k, "_wsum", C / (32 * epl), groups, 256, call);
+    snprintf(call, sizeof call, "colsum_finish<%d, %d, %d>(dw, (%s *)%s, (const float *)ws)", N, WSUM_ROWS, C, ty(g, db),
+             db >= 0 ? "db" : "nullptr");
+    entry(k, "_finish", (C + 31) / 32, 1, 256, call);
+    if (g->t[dinp].dtype == TD_BF16) k->audit[k->naudit++] = "cvt.rn.bf16.f32";
+    return 0;
+}
+
 int cg_gen_norm(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen) {
-    (void)g, (void)grp, (void)k;
-    snprintf(err, errlen, "the norm template family is not written yet");
+    const GStep *s = &g->s[grp->step_ids[0]];
+    int fwd = s->op == OP_RMSNORM_FWD || s->op == OP_LAYERNORM_FWD;
+    int bwd = s->op == OP_RMSNORM_BWD || s->op == OP_LAYERNORM_BWD;
+    if (grp->kind == FUSE_NONE && grp->nsteps == 1 && fwd) return gen_fwd(g, s, NULL, k, err, errlen);
+    if (grp->kind == FUSE_NONE && grp->nsteps == 1 && bwd) return gen_bwd(g, s, k, err, errlen);
+    if (grp->kind == FUSE_NORM_QUANT && grp->nsteps == 2 && fwd) return gen_fwd(g, s, &g->s[grp->step_ids[1]], k, err, errlen);
+    snprintf(err, errlen, "the norm family does not run %s (fusion %d, %d steps)", fp8c_op_info[s->op].name, grp->kind, grp->nsteps);
     return -1;
 }

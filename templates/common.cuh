@@ -158,3 +158,130 @@ template <int THREADS> __device__ __forceinline__ float block_amax(float v, floa
 __device__ __forceinline__ void atomic_amax(float *dst, float v) {
     atomicMax((unsigned int *)dst, __float_as_uint(fabsf(v)) > 0x7f800000u ? 0x7fffffffu : __float_as_uint(v));
 }
+
+// ---- vector loads and stores -------------------------------------------------------------------
+
+// V consecutive elements of T moved as one aligned access (V * sizeof(T) a power of two, at most
+// 16 bytes). Plan tensors start 256-byte aligned, so an element offset that is a multiple of V is.
+template <typename T, int V> struct alignas(sizeof(T) * V) Pack { T e[V]; };
+
+template <int V, typename T> __device__ __forceinline__ void pack_ld(float (&f)[V], const T *p) {
+    Pack<T, V> r = *reinterpret_cast<const Pack<T, V> *>(p);
+#pragma unroll
+    for (int e = 0; e < V; e++) f[e] = ld(r.e[e]);
+}
+template <int V, typename T> __device__ __forceinline__ void pack_st(T *p, const float (&f)[V]) {
+    Pack<T, V> r;
+#pragma unroll
+    for (int e = 0; e < V; e++) st(&r.e[e], f[e]);
+    *reinterpret_cast<Pack<T, V> *>(p) = r;
+}
+
+// ---- quantized copy of a row-wise output (FUSE_NORM_QUANT, FUSE_ACT_QUANT) -----------------------
+// The fused kernel quantizes the values it stores, rounded to the output's dtype, exactly as
+// runtime/quant.c quantizes the stored tensor: q = encode(x * s), scale_inv = 1 / s.
+#define QMODE_NONE 0   // no quantized copy
+#define QMODE_TILE 1   // current scaling per 1 x TC tile; scale_inv in quant.h's VEC layout [i + b*R]
+#define QMODE_TENSOR 2 // one given scale (delayed scaling); scale_inv[0] = 1 / scale, amax of the tensor
+
+// Codes and scale of one piece of a row held by a warp: each lane holds KT runs of EPL values
+// (run kk at codes + kk * 32 * EPL, the lane's offset already in `codes`). QMODE_TILE: the piece
+// is one tile; its scale comes from the warp's amax (NaN wins; 0 or non-finite gives the safe
+// scale 1, as q_compute_scale) and lane 0 writes its inverse to *sinv. QMODE_TENSOR: the given
+// scale; lane_amax collects max |x| for the tensor's amax. Every lane of the warp must call this.
+template <int QMODE, int FMT, int KT, int EPL>
+__device__ __forceinline__ void rowq_store(u8 *codes, float *sinv, const float (&y)[KT][EPL], float given, float &lane_amax) {
+    float m = 0.0f;
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++)
+#pragma unroll
+        for (int e = 0; e < EPL; e++) m = amax_combine(m, fabsf(y[kk][e]));
+    float s = given;
+    if (QMODE == QMODE_TILE) {
+        s = compute_scale(warp_amax(m), FmtMax<FMT>::v, 0, 1.0f);
+        if ((threadIdx.x & 31) == 0) *sinv = __fdiv_rn(1.0f, s);
+    } else {
+        lane_amax = amax_combine(lane_amax, m);
+    }
+#pragma unroll
+    for (int kk = 0; kk < KT; kk++) {
+        Pack<u8, EPL> q;
+#pragma unroll
+        for (int e = 0; e < EPL; e++) q.e[e] = fp8_encode<FMT>(__fmul_rn(y[kk][e], s));
+        *reinterpret_cast<Pack<u8, EPL> *>(codes + kk * 32 * EPL) = q;
+    }
+}
+
+// QMODE_TENSOR epilogue, called by every thread of every block: scale_inv[0] and the grid-wide
+// amax (atomic max into *amax, which an earlier launch zeroed with rowq_zero_amax).
+template <int THREADS>
+__device__ __forceinline__ void rowq_tensor_finish(float *scale_inv, float *amax, float given, float lane_amax) {
+    __shared__ float red[THREADS / 32];
+    if (blockIdx.x == 0 && threadIdx.x == 0) scale_inv[0] = __fdiv_rn(1.0f, given);
+    float m = block_amax<THREADS>(lane_amax, red);
+    if (threadIdx.x == 0 && amax) atomic_amax(amax, m);
+}
+__device__ __forceinline__ void rowq_zero_amax(float *amax) {
+    if (blockIdx.x == 0 && threadIdx.x == 0 && amax) *amax = 0.0f;
+}
+
+// ---- deterministic column sums (bias and norm-weight gradients) --------------------------------
+// dst_a[c] += sum over rows n < N of term_a(n, c), a < NACC, in two launches with the same
+// arguments. colsum_partial (grid (ceil(C / (32*EPL)), ceil(N / ROWS)), 256 threads) sums each
+// group g of ROWS rows into ws[(a*G + g)*C + c]; colsum_finish (grid ceil(C / 32), 256 threads)
+// adds the G partials of a column in a fixed order, then adds that to dst. Deterministic, but the
+// order is not the CPU's row-by-row `dst += term`: see the callers for the tolerance.
+// term(acc, n, c0) adds row n's terms of columns c0 .. c0+EPL-1 to acc[a][0..EPL).
+template <int N, int ROWS> struct ColsumGroups { static constexpr int v = (N + ROWS - 1) / ROWS; };
+
+template <int NACC, int EPL, int ROWS, int N, int C, class Term>
+__device__ __forceinline__ void colsum_partial(float *ws, const Term &term) {
+    static_assert(C % EPL == 0, "colsum: a vector of EPL columns must not straddle the row end");
+    constexpr int G = ColsumGroups<N, ROWS>::v;
+    __shared__ float part[NACC][8][32 * EPL];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    int c0 = (blockIdx.x * 32 + lane) * EPL, g = blockIdx.y;
+    float acc[NACC][EPL];
+#pragma unroll
+    for (int a = 0; a < NACC; a++)
+#pragma unroll
+        for (int e = 0; e < EPL; e++) acc[a][e] = 0.0f;
+    int n1 = (g + 1) * ROWS < N ? (g + 1) * ROWS : N;
+    if (c0 < C)
+        for (int n = g * ROWS + warp; n < n1; n += 8) term(acc, n, c0);
+#pragma unroll
+    for (int a = 0; a < NACC; a++)
+#pragma unroll
+        for (int e = 0; e < EPL; e++) part[a][warp][lane * EPL + e] = acc[a][e];
+    __syncthreads();
+    int c = blockIdx.x * 32 * EPL + threadIdx.x;
+    if (threadIdx.x < 32 * EPL && c < C)
+#pragma unroll
+        for (int a = 0; a < NACC; a++) {
+            float s = 0.0f;
+            for (int w = 0; w < 8; w++) s += part[a][w][threadIdx.x];
+            ws[((i64)a * G + g) * C + c] = s;
+        }
+}
+
+template <int N, int ROWS, int C, typename TD0, typename TD1>
+__device__ __forceinline__ void colsum_finish(TD0 *dst0, TD1 *dst1, const float *ws) {
+    constexpr int G = ColsumGroups<N, ROWS>::v;
+    __shared__ float part[8][32];
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, c = blockIdx.x * 32 + lane;
+    for (int a = 0; a < (dst1 ? 2 : 1); a++) {
+        const float *p = ws + (i64)a * G * C;
+        float s = 0.0f;
+        if (c < C)
+            for (int g = warp; g < G; g += 8) s += p[(i64)g * C + c];
+        part[warp][lane] = s;
+        __syncthreads();
+        if (warp == 0 && c < C) {
+            float t = 0.0f;
+            for (int w = 0; w < 8; w++) t += part[w][lane];
+            if (a == 0) st(&dst0[c], ld(dst0[c]) + t);
+            else st(&dst1[c], ld(dst1[c]) + t);
+        }
+        __syncthreads();
+    }
+}

@@ -143,20 +143,19 @@ void lt_format(const LtGemm *g, char *buf, size_t n) {
 
 /* ---- describe ----------------------------------------------------------------------------- */
 
-/* Tensor argument k of s, checked against the plan and (want >= 0) its element count. */
-static const RtTensor *arg(const Plan *p, const RtStep *s, int k, int64_t want, int optional, char *why, size_t wn,
-                           int *bad) {
-    int id = s->args[k];
-    if (id < 0 && optional) return NULL;
-    if (id < 0 || id >= p->nt) {
-        *bad = fail(why, wn, "argument %d names no tensor", k);
-        return NULL;
+/* The step's first n tensor arguments exist and have want[k] elements (want < 0: unchecked);
+ * arguments in the `optional` bit mask may be absent. */
+static int check_args(const Plan *p, const RtStep *s, const int64_t *want, int n, unsigned optional, char *why, size_t wn) {
+    for (int k = 0; k < n; k++) {
+        int id = s->args[k];
+        if (id < 0 && (optional >> k & 1u)) continue;
+        if (id < 0 || id >= p->nt) return fail(why, wn, "argument %d names no tensor", k);
+        const RtTensor *t = &p->t[id];
+        if (want[k] >= 0 && t->n != want[k])
+            return fail(why, wn, "tensor '%s' has %lld elements, the step's dimensions need %lld", t->name, (long long)t->n,
+                        (long long)want[k]);
     }
-    const RtTensor *t = &p->t[id];
-    if (want >= 0 && t->n != want && !*bad)
-        *bad = fail(why, wn, "tensor '%s' has %lld elements, the step's dimensions need %lld", t->name, (long long)t->n,
-                    (long long)want);
-    return t;
+    return 0;
 }
 
 static void layout_dims(LtGemm *g) {
@@ -187,11 +186,11 @@ static void attach_bias(const Plan *p, LtGemm *g, int id, int want_type) {
 
 static int describe_matmul(const Plan *p, const RtStep *s, LtGemm *g, char *why, size_t wn) {
     const int64_t M = s->ints[0], K = s->ints[1], N = s->ints[2];
-    int bad = 0, bias = -1;
+    int bias = -1;
     switch (s->op) {
-    case OP_MATMUL_FWD: /* out | inp, w, ?bias */
-        arg(p, s, 0, M * N, 0, why, wn, &bad), arg(p, s, 1, M * K, 0, why, wn, &bad);
-        arg(p, s, 2, N * K, 0, why, wn, &bad), arg(p, s, 3, N, 1, why, wn, &bad);
+    case OP_MATMUL_FWD: { /* out | inp, w, ?bias */
+        const int64_t want[4] = {M * N, M * K, N * K, N};
+        if (check_args(p, s, want, 4, 1u << 3, why, wn)) return -1;
         g->m = N, g->n = M, g->k = K;
         g->transa = LT_OP_T, g->transb = LT_OP_N;
         g->lda = K, g->ldb = K, g->ldc = g->ldd = N;
@@ -199,18 +198,20 @@ static int describe_matmul(const Plan *p, const RtStep *s, LtGemm *g, char *why,
         g->beta = 0;
         bias = s->args[3];
         break;
-    case OP_MATMUL_BWD_DATA: /* +dinp | dout, w */
-        arg(p, s, 0, M * K, 0, why, wn, &bad), arg(p, s, 1, M * N, 0, why, wn, &bad);
-        arg(p, s, 2, N * K, 0, why, wn, &bad);
+    }
+    case OP_MATMUL_BWD_DATA: { /* +dinp | dout, w */
+        const int64_t want[3] = {M * K, M * N, N * K};
+        if (check_args(p, s, want, 3, 0, why, wn)) return -1;
         g->m = K, g->n = M, g->k = N;
         g->transa = LT_OP_N, g->transb = LT_OP_N;
         g->lda = K, g->ldb = N, g->ldc = g->ldd = K;
         g->a = s->args[2], g->b = s->args[1], g->d = s->args[0];
         g->beta = 1;
         break;
-    default: /* OP_MATMUL_BWD_WEIGHT: +dw, +?dbias | dout, inp */
-        arg(p, s, 0, N * K, 0, why, wn, &bad), arg(p, s, 1, N, 1, why, wn, &bad);
-        arg(p, s, 2, M * N, 0, why, wn, &bad), arg(p, s, 3, M * K, 0, why, wn, &bad);
+    }
+    default: { /* OP_MATMUL_BWD_WEIGHT: +dw, +?dbias | dout, inp */
+        const int64_t want[4] = {N * K, N, M * N, M * K};
+        if (check_args(p, s, want, 4, 1u << 1, why, wn)) return -1;
         g->m = K, g->n = N, g->k = M;
         g->transa = LT_OP_N, g->transb = LT_OP_T;
         g->lda = K, g->ldb = N, g->ldc = g->ldd = K;
@@ -219,7 +220,7 @@ static int describe_matmul(const Plan *p, const RtStep *s, LtGemm *g, char *why,
         g->post_dbias = s->args[1];
         break;
     }
-    if (bad) return -1;
+    }
     g->c = g->d;
     layout_dims(g);
     const int *ids[3] = {&g->a, &g->b, &g->d};
@@ -279,11 +280,9 @@ static int check_scale(const Plan *p, int id, int mode, int64_t want, const char
 static int describe_qgemm(const Plan *p, const RtStep *s, int sm, LtGemm *g, char *why, size_t wn) {
     const int64_t *v = s->ints;
     const int64_t P = v[0], Q = v[1], R = v[2];
-    int bad = 0;
-    /* out | a, a_scale_inv, b, b_scale_inv, ?bias */
-    arg(p, s, 0, P * Q, 0, why, wn, &bad), arg(p, s, 1, P * R, 0, why, wn, &bad), arg(p, s, 2, -1, 0, why, wn, &bad);
-    arg(p, s, 3, Q * R, 0, why, wn, &bad), arg(p, s, 4, -1, 0, why, wn, &bad), arg(p, s, 5, Q, 1, why, wn, &bad);
-    if (bad) return -1;
+    /* out | a, a_scale_inv, b, b_scale_inv, ?bias; the scales are sized against cuBLASLt below */
+    const int64_t want[6] = {P * Q, P * R, -1, Q * R, -1, Q};
+    if (check_args(p, s, want, 6, 1u << 5, why, wn)) return -1;
     if (v[10]) {
         if (sm < 100)
             return fail(why, wn, "MX block scaling (E8M0 scales, cuBLASLt VEC32_UE8M0) needs sm_100 or later");
@@ -578,7 +577,7 @@ int lt_open(LtLib **out, char *err, size_t errlen) {
     size_t used = 0;
     void *dl = NULL;
     for (size_t i = 0; i < sizeof names / sizeof names[0] && !dl; i++) {
-        dl = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        dl = dlopen(names[i], RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE);
         if (!dl && used < sizeof why) {
             const char *e = dlerror();
             int k = snprintf(why + used, sizeof why - used, "%s%s", used ? "; " : "", e ? e : names[i]);
@@ -777,9 +776,20 @@ static int check_align(const char *which, const void *p, uint32_t align, char *e
     return 0;
 }
 
-/* Re-point a descriptor attribute when the caller passes another pointer. */
+/* Alignment of a pointer, capped at 256 bytes. */
+static uintptr_t ptr_align(const void *p) {
+    uintptr_t v = (uintptr_t)p, low = v & (~v + 1);
+    return !v || low >= 256 ? 256 : low;
+}
+
+/* Re-point a descriptor attribute when the caller passes another pointer. The heuristic chose
+ * its kernel for the old pointer's alignment (cublasLt.h:1334-1336), so a less aligned one
+ * needs a new lt_build and lt_heuristic. */
 static int repoint(LtLib *lib, LtCall *c, int attr, const void **cur, const void *want, char *err, size_t errlen) {
     if (*cur == want) return 0;
+    if (ptr_align(want) < ptr_align(*cur))
+        return fail(err, errlen, "%s %p is less aligned than the %p the algorithm was chosen for: build the call again",
+                    desc_attr_name(attr), want, *cur);
     if (set_ptr(lib, c, attr, want, err, errlen)) return -1;
     *cur = want;
     return 0;
@@ -798,7 +808,8 @@ int lt_run(LtLib *lib, void *handle, LtCall *c, const void *A, const void *B, co
         return -1;
     if (ws_bytes < c->algo_ws)
         return fail(err, errlen, "workspace of %zu bytes; the algorithm needs %zu", ws_bytes, c->algo_ws);
-    if (workspace && (uintptr_t)workspace % 256) return fail(err, errlen, "workspace must be 256-byte aligned (notes 1.11)");
+    if (c->algo_ws && !workspace) return fail(err, errlen, "the algorithm needs %zu bytes of workspace; none given", c->algo_ws);
+    if ((uintptr_t)workspace % 256) return fail(err, errlen, "workspace must be 256-byte aligned (notes 1.11)");
     if (g->fp8) {
         if (!a_scale || !b_scale) return fail(err, errlen, "an FP8 GEMM needs both scale pointers");
         if (check_align("A scale", a_scale, 16, err, errlen) || check_align("B scale", b_scale, 16, err, errlen) ||

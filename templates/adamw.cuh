@@ -1,0 +1,1 @@
+// adamw.cuh: not written yet

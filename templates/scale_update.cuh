@@ -1,0 +1,1 @@
+// scale_update.cuh: not written yet
