@@ -99,7 +99,7 @@ static void common_constants(CgKernel *k, const AttShape *a, const char *dir) {
                "\"path\": \"%s\"",
                (long long)a->B, (long long)a->T, (long long)a->H, (long long)a->KV, (long long)a->hd, dir,
                a->mma ? "mma.sync bf16, P and dS as bf16 hi+lo" : "cuda cores, fp32");
-    if (a->rope) buf_printf(&k->constants, ", \"rope_theta\": %s", cg_float(th, sizeof th, a->theta));
+    if (a->rope) buf_printf(&k->constants, ", \"rope_theta\": %s", (snprintf(th, sizeof th, "%.9g", (double)a->theta), th));
     buf_puts(&k->constants, "}");
 }
 

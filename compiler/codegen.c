@@ -317,6 +317,22 @@ static int add_launch(CgPlan *cp, const CgGroup *grp, CgKernel *k, int refresh) 
     return cp->nl++;
 }
 
+/* plan.json must stay strict JSON: drop C float suffixes ("1.0f") a generator may have put in its
+ * constants, outside strings. */
+static void json_constants(Buf *c) {
+    int in_str = 0;
+    size_t w = 0;
+    for (size_t r = 0; r < c->len; r++) {
+        char ch = c->data[r];
+        if (ch == '"' && (r == 0 || c->data[r - 1] != '\\')) in_str = !in_str;
+        if (!in_str && (ch == 'f' || ch == 'F') && r > 0 && ((c->data[r - 1] >= '0' && c->data[r - 1] <= '9') || c->data[r - 1] == '.'))
+            continue;
+        c->data[w++] = ch;
+    }
+    c->len = w;
+    if (c->data) c->data[w] = 0;
+}
+
 static int instantiate(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen) {
     memset(k, 0, sizeof *k);
     CgGenFn fn = group_generator(g, grp);
@@ -329,6 +345,7 @@ static int instantiate(const Graph *g, const CgGroup *grp, CgKernel *k, char *er
         return -1;
     }
     FP8C_ASSERT(k->nentries > 0 && k->name[0] && k->family[0]);
+    json_constants(&k->constants);
     return 0;
 }
 
