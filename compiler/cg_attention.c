@@ -103,8 +103,10 @@ static void common_constants(CgKernel *k, const AttShape *a, const char *dir) {
     buf_puts(&k->constants, "}");
 }
 
-static void entry_open(CgKernel *k, const char *symbol, int threads) {
-    buf_printf(&k->body, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", threads, symbol);
+/* min_blocks 2 on the tensor-core entries: a hint that keeps ptxas from trading registers for
+ * spills (it did, 4 bytes, at the default); 2 x 128 threads x <= 255 registers fits an SM. */
+static void entry_open(CgKernel *k, const char *symbol, int threads, int min_blocks) {
+    buf_printf(&k->body, "extern \"C\" __global__ void __launch_bounds__(%d, %d) %s(", threads, min_blocks, symbol);
     cg_signature(&k->body, k);
     buf_puts(&k->body, ") {\n    ");
 }
@@ -162,7 +164,7 @@ static int gen_fwd(const Graph *g, const GStep *att, const GStep *rq, const GSte
     char sym[160], f[32];
     if (a.rope) {
         snprintf(sym, sizeof sym, "%.150s_rope", k->name);
-        entry_open(k, sym, ATT_THREADS_AUX);
+        entry_open(k, sym, ATT_THREADS_AUX, 1);
         buf_printf(&k->body, "attn_rope_qk<%s, %s, %s, %s, %lld, %lld, %lld, %lld, %lld>(q_rope, k_rope, q, k, %s);\n}\n",
                    cg_ctype(g->t[q].dtype), cg_ctype(g->t[kk].dtype), cg_ctype(g->t[qin].dtype), cg_ctype(g->t[kin].dtype), (long long)a.B,
                    (long long)a.T, (long long)a.H, (long long)a.KV, (long long)a.hd, cg_float(f, sizeof f, a.theta));
@@ -171,13 +173,13 @@ static int gen_fwd(const Graph *g, const GStep *att, const GStep *rq, const GSte
     }
     snprintf(sym, sizeof sym, "%.150s_fwd", k->name);
     if (a.mma) {
-        entry_open(k, sym, 128);
+        entry_open(k, sym, 128, 2);
         buf_printf(&k->body, "attn_fwd_mma<%s, %lld, %lld, %lld, %lld, %lld, 1>(out, lse, %s, %s, v);\n}\n", cg_ctype(g->t[out].dtype),
                    (long long)a.B, (long long)a.T, (long long)a.H, (long long)a.KV, (long long)a.hd, qr, kr);
         cg_add_entry(k, sym, (int)(a.T / 64), (int)a.H, (int)a.B, 128, 1, 1, (int)(2 * 64 * (a.hd + 8) * 2));
     } else {
         int bq = simt_bq(a.hd);
-        entry_open(k, sym, 4 * bq);
+        entry_open(k, sym, 4 * bq, 1);
         buf_printf(&k->body, "attn_fwd_simt<%s, %s, %s, %s, %lld, %lld, %lld, %lld, %lld>(out, lse, %s, %s, v);\n}\n",
                    cg_ctype(g->t[out].dtype), cg_ctype(g->t[q].dtype), cg_ctype(g->t[kk].dtype), cg_ctype(g->t[v].dtype), (long long)a.B,
                    (long long)a.T, (long long)a.H, (long long)a.KV, (long long)a.hd, qr, kr);
@@ -228,10 +230,10 @@ static int gen_bwd(const Graph *g, const GStep *att, const GStep *rq, const GSte
 
     /* prep: D (and the inverse-rotation table) */
     snprintf(sym, sizeof sym, "%.150s_prep", k->name);
-    entry_open(k, sym, ATT_THREADS_AUX);
+    entry_open(k, sym, ATT_THREADS_AUX, 1);
     buf_printf(&k->body, "attn_bwd_prep<%s, %s, %lld, %lld, %lld, %lld, %d>((float *)ws, dout, out, %s);\n}\n", ty[3], ty[7], B, T, H, hd,
                a.rope, cg_float(f, sizeof f, a.rope ? a.theta : 0.0f));
-    int64_t nrb = (B * T * H + 7) / 8, ntab = a.rope ? (T * (hd / 2) + ATT_THREADS_AUX - 1) / ATT_THREADS_AUX : 0;
+    int64_t nrb = (B * T * H + ATT_THREADS_AUX - 1) / ATT_THREADS_AUX, ntab = a.rope ? (T * (hd / 2) + ATT_THREADS_AUX - 1) / ATT_THREADS_AUX : 0;
     if (nrb + ntab > 2147483647LL) {
         snprintf(err, errlen, "attention_bwd: B*T*H = %lld rows exceed the launch grid", B * T * H);
         return -1;
@@ -244,13 +246,13 @@ static int gen_bwd(const Graph *g, const GStep *att, const GStep *rq, const GSte
     if (a.mma) {
         int warps = hd <= 64 ? 4 : 2, bn = 16 * warps, bq = hd <= 64 ? 64 : 32; /* AttnDkdvMma */
         int smem = (2 * bn + 2 * bq) * (int)(hd + 8) * 2 + 2 * bq * 4;
-        entry_open(k, sym, 32 * warps);
+        entry_open(k, sym, 32 * warps, 2);
         buf_printf(&k->body, "attn_bwd_dkdv_mma<%s, %s, %lld, %lld, %lld, %lld, %lld, 1, %d>(dk, dv, dout, q, k, v, lse, (const float *)ws);\n}\n",
                    ty[1], ty[2], B, T, H, KV, hd, a.rope);
         cg_add_entry(k, sym, (int)(T / bn), (int)KV, (int)B, 32 * warps, 1, 1, smem);
     } else {
         int bq = simt_bq(hd), ldf = (int)hd + 1, ldp = bq + 1;
-        entry_open(k, sym, 4 * bq);
+        entry_open(k, sym, 4 * bq, 1);
         buf_printf(&k->body,
                    "attn_bwd_dkdv_simt<%s, %s, %s, %s, %s, %s, %lld, %lld, %lld, %lld, %lld, %d>(dk, dv, dout, q, k, v, lse, (const float *)ws);\n}\n",
                    ty[1], ty[2], ty[3], ty[4], ty[5], ty[6], B, T, H, KV, hd, a.rope);
@@ -260,13 +262,13 @@ static int gen_bwd(const Graph *g, const GStep *att, const GStep *rq, const GSte
     snprintf(sym, sizeof sym, "%.150s_dq", k->name);
     if (a.mma) {
         int smem = 2 * 64 * (int)(hd + 8) * 2; /* AttnDqMma */
-        entry_open(k, sym, 128);
+        entry_open(k, sym, 128, 2);
         buf_printf(&k->body, "attn_bwd_dq_mma<%s, %lld, %lld, %lld, %lld, %lld, 1, %d>(dq, dout, q, k, v, lse, (const float *)ws);\n}\n", ty[0],
                    B, T, H, KV, hd, a.rope);
         cg_add_entry(k, sym, (int)(T / 64), (int)H, (int)B, 128, 1, 1, smem);
     } else {
         int bq = simt_bq(hd), ldf = (int)hd + 1, ldp = bq + 1;
-        entry_open(k, sym, 4 * bq);
+        entry_open(k, sym, 4 * bq, 1);
         buf_printf(&k->body, "attn_bwd_dq_simt<%s, %s, %s, %s, %s, %lld, %lld, %lld, %lld, %lld, %d>(dq, dout, q, k, v, lse, (const float *)ws);\n}\n",
                    ty[0], ty[3], ty[4], ty[5], ty[6], B, T, H, KV, hd, a.rope);
         cg_add_entry(k, sym, (int)((T + bq - 1) / bq), (int)H, (int)B, 4 * bq, 1, 1, (4 * bq * ldf + bq * ldp) * 4);

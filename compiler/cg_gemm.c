@@ -54,8 +54,10 @@ int cg_gen_gemm(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size
         return -1;
     }
     if (!k_tile_ok(atc, R) || !k_tile_ok(btc, R)) {
-        snprintf(err, errlen, "the generated GEMM applies scales per 128-deep K block: a K tile of %lld (a) / %lld (b) over R = %lld "
-                 "is not a multiple of 128", (long long)atc, (long long)btc, (long long)R);
+        int bad_a = !k_tile_ok(atc, R);
+        snprintf(err, errlen, "the generated GEMM applies scales once per 128-deep K block: %s's tile along R = %lld is %lld wide, "
+                 "not a multiple of 128 (use a [1, 128] or [128, 128] tile, or cuBLASLt)", bad_a ? "a" : "b", (long long)R,
+                 (long long)(bad_a ? atc : btc));
         return -1;
     }
     if (!is_value_dtype(g->t[out].dtype) || (bias >= 0 && !is_value_dtype(g->t[bias].dtype)) || g->t[s->args[1]].dtype != TD_U8 ||

@@ -10,11 +10,13 @@
 
 #include <string.h>
 
-#define FWD_WARP_FLOATS 8192 /* row-buffer floats per forward block (32 KB): WARPS = this / C */
-#define BWD_WARPS 8          /* rows per block of norm_bwd_rows */
-#define WSUM_ROWS 64         /* rows per partial sum of dw / db */
+#define FWD_ROW_FLOATS 8192 /* row-buffer floats per forward block (32 KB): WARPS = this / C, at most 8 */
+#define BWD_WARPS 8         /* rows per block of norm_bwd_rows */
+#define WSUM_ROWS 64        /* rows per partial sum of dw / db */
 
 static int dt_bytes(const Graph *g, int t) { return t < 0 ? 0 : fp8c_tensor_dtype_bytes[g->t[t].dtype]; }
+/* Element type of a template argument. Callers type an absent optional pointer (nullptr) like a
+ * present sibling (bias like weight, up like gate) so that the template's access-size checks hold. */
 static const char *ty(const Graph *g, int t) { return t < 0 ? "float" : cg_ctype(g->t[t].dtype); }
 static int max_int(int a, int b) { return a > b ? a : b; }
 
@@ -44,12 +46,16 @@ static void entry(CgKernel *k, const char *suffix, int gx, int gy, int threads, 
     cg_add_entry(k, sym, gx, gy, 1, threads, 1, 1, 0);
 }
 
-/* The quantize step's mode in a FUSE_NORM_QUANT group: QMODE_TILE (1), QMODE_TENSOR (2), or -1. */
-static int fused_qmode(const Graph *g, const GStep *q, int out, int N, int C, int *tc, char *err, size_t errlen) {
+/* The quantize step's mode in a FUSE_NORM_QUANT group: 1 (QMODE_TILE, *tc its width), 2
+ * (QMODE_TENSOR with the given scale), or -1 with the reason in err. */
+static int fused_qmode(const GStep *q, int out, int N, int C, int *tc, char *err, size_t errlen) {
     const int64_t *v = q->ints; /* R, C, tile_r, tile_c, format, mx, transpose */
     if (q->op != OP_QUANTIZE || q->args[3] != out || v[0] != N || v[1] != C || v[6] || v[5] || (v[4] != 0 && v[4] != 1)) {
-        snprintf(err, errlen, "the fused quantization must be a row-wise e4m3/e5m2 copy of the norm's %lld x %lld output", (long long)N,
-                 (long long)C);
+        snprintf(err, errlen, "the fused quantization must be a row-wise e4m3/e5m2 copy of the norm's %d x %d output", N, C);
+        return -1;
+    }
+    if (v[2] == 1 && q->args[4] >= 0) {
+        snprintf(err, errlen, "1 x T tiles with a given scale: the fused kernel derives tile scales from tile amaxes only");
         return -1;
     }
     if (v[2] == 1) {
@@ -67,11 +73,13 @@ static int fused_qmode(const Graph *g, const GStep *q, int out, int N, int C, in
     if (v[2] <= 0 && v[3] <= 0)
         snprintf(err, errlen, "per-tensor current scaling needs the whole tensor's amax before the first code: not fused");
     else
-        snprintf(err, errlen, "tile %lld x %lld: the fused kernel does 1 x T tiles or one per-tensor scale", (long long)v[2], (long long)v[3]);
-    (void)g;
+        snprintf(err, errlen, "tile %lld x %lld: the fused kernel does 1 x T tiles or one given per-tensor scale", (long long)v[2],
+                 (long long)v[3]);
     return -1;
 }
 
+/* rmsnorm_fwd (out,rstd|inp,w) or layernorm_fwd (out,mean,rstd|inp,w,?b); N, C; eps. With q: the
+ * quantize step (codes,scale_inv,?amax|inp,?scale) of its output. */
 static int gen_fwd(const Graph *g, const GStep *s, const GStep *q, CgKernel *k, char *err, size_t errlen) {
     int ln = s->op == OP_LAYERNORM_FWD;
     int out = s->args[0], mean = ln ? s->args[1] : -1, rstd = s->args[ln ? 2 : 1];
@@ -79,23 +87,20 @@ static int gen_fwd(const Graph *g, const GStep *s, const GStep *q, CgKernel *k, 
     int N = (int)s->ints[0], C = (int)s->ints[1];
     int qmode = 0, tc = 0, fmt = 0, codes = -1, sinv = -1, amax = -1, scale = -1;
     if (q) {
-        qmode = fused_qmode(g, q, out, N, C, &tc, err, errlen);
+        qmode = fused_qmode(q, out, N, C, &tc, err, errlen);
         if (qmode < 0) return -1;
         fmt = (int)q->ints[4];
-        codes = q->args[0], sinv = q->args[1], amax = q->args[2], scale = q->args[4];
+        codes = q->args[0], sinv = q->args[1], amax = q->args[2], scale = qmode == 2 ? q->args[4] : -1;
     }
-    if (C % 32) {
-        snprintf(err, errlen, "C = %d: the norm template needs a multiple of 32", C);
+    if (C % 32 || C > FWD_ROW_FLOATS) {
+        snprintf(err, errlen, "C = %d: the norm template needs a multiple of 32, at most %d (a row is staged in shared memory)", C,
+                 FWD_ROW_FLOATS);
         return -1;
     }
     int widest = max_int(max_int(dt_bytes(g, out), dt_bytes(g, inp)), max_int(dt_bytes(g, w), dt_bytes(g, b)));
     int epl = pick_epl(widest, C / 32);
     while (epl > 1 && qmode == 1 && tc % (32 * epl)) epl /= 2;
-    int warps = FWD_WARP_FLOATS / C < 1 ? 1 : FWD_WARP_FLOATS / C > 8 ? 8 : FWD_WARP_FLOATS / C;
-    if (warps * C > FWD_WARP_FLOATS) {
-        snprintf(err, errlen, "C = %d: the norm template keeps a row in shared memory, at most %d floats", C, FWD_WARP_FLOATS);
-        return -1;
-    }
+    int warps = FWD_ROW_FLOATS / C > 8 ? 8 : FWD_ROW_FLOATS / C;
     snprintf(k->family, sizeof k->family, "norm");
     cg_add_param(k, g, "out", out, 1);
     cg_add_param(k, g, "mean", mean, 1);
@@ -106,26 +111,28 @@ static int gen_fwd(const Graph *g, const GStep *s, const GStep *q, CgKernel *k, 
     cg_add_param(k, g, "inp", inp, 0);
     cg_add_param(k, g, "w", w, 0);
     cg_add_param(k, g, "b", b, 0);
-    cg_add_param(k, g, "scale", qmode == 2 ? scale : -1, 0);
+    cg_add_param(k, g, "scale", scale, 0);
     char eps[48], tag[48];
     cg_float(eps, sizeof eps, s->floats[0]);
     snprintf(tag, sizeof tag, "%g", s->floats[0]);
-    for (char *c = tag; *c; c++) *c = *c == '-' ? 'm' : *c == '.' ? 'p' : *c == '+' ? 'p' : *c;
-    if (qmode == 1) snprintf(k->name, sizeof k->name, "%s_quant_%s_t%d", fp8c_op_info[s->op].name, fmt ? "e5m2" : "e4m3", tc);
-    else if (qmode == 2) snprintf(k->name, sizeof k->name, "%s_quant_%s_tensor", fp8c_op_info[s->op].name, fmt ? "e5m2" : "e4m3");
+    for (char *c = tag; *c; c++) *c = *c == '-' ? 'm' : *c == '.' || *c == '+' ? 'p' : *c;
+    const char *fname = fmt ? "e5m2" : "e4m3";
+    if (qmode == 1) snprintf(k->name, sizeof k->name, "%s_quant_%s_t%d", fp8c_op_info[s->op].name, fname, tc);
+    else if (qmode == 2) snprintf(k->name, sizeof k->name, "%s_quant_%s_tensor", fp8c_op_info[s->op].name, fname);
     else snprintf(k->name, sizeof k->name, "%s", fp8c_op_info[s->op].name);
     name_dtypes(k);
     size_t n = strlen(k->name);
     snprintf(k->name + n, sizeof k->name - n, "_N%d_C%d_eps%s", N, C, tag);
     buf_printf(&k->constants, "{\"N\": %d, \"C\": %d, \"eps\": %g, \"EPL\": %d, \"WARPS\": %d", N, C, s->floats[0], epl, warps);
-    if (qmode) buf_printf(&k->constants, ", \"format\": \"%s\", \"scaling\": \"%s\", \"tile\": [1, %d]", fmt ? "e5m2" : "e4m3",
-                          qmode == 1 ? "current" : "given per-tensor", qmode == 1 ? tc : 0);
+    if (qmode)
+        buf_printf(&k->constants, ", \"format\": \"%s\", \"scaling\": \"%s\", \"tile\": [1, %d]", fname,
+                   qmode == 1 ? "current" : "given per-tensor", tc);
     buf_puts(&k->constants, "}");
-    char call[1024];
     if (qmode == 2 && amax >= 0) entry(k, "_zero_amax", 1, 1, 32, "rowq_zero_amax(amax)");
+    char call[1024];
     snprintf(call, sizeof call,
              "norm_fwd<%s, %s, %s, %s, %s, %d, %d, %d, %d, %s, %s, %d>(out, %s, rstd, %s, %s, %s, inp, w, %s, %s, %s)", ty(g, out),
-             ty(g, inp), ty(g, w), ty(g, b), ln ? "true" : "false", N, C, epl, warps,
+             ty(g, inp), ty(g, w), ty(g, b >= 0 ? b : w), ln ? "true" : "false", N, C, epl, warps,
              qmode == 1 ? "QMODE_TILE" : qmode == 2 ? "QMODE_TENSOR" : "QMODE_NONE", fmt ? "FMT_E5M2" : "FMT_E4M3", tc,
              ln ? "mean" : "nullptr", qmode ? "codes" : "nullptr", qmode ? "scale_inv" : "nullptr", amax >= 0 ? "amax" : "nullptr",
              b >= 0 ? "b" : "nullptr", qmode == 2 ? "scale" : "nullptr", eps);
@@ -135,6 +142,7 @@ static int gen_fwd(const Graph *g, const GStep *s, const GStep *q, CgKernel *k, 
     return 0;
 }
 
+/* rmsnorm_bwd (+dinp,+dw|dout,inp,w,rstd) or layernorm_bwd (+dinp,+dw,+?db|dout,inp,w,mean,rstd). */
 static int gen_bwd(const Graph *g, const GStep *s, CgKernel *k, char *err, size_t errlen) {
     int ln = s->op == OP_LAYERNORM_BWD;
     int dinp = s->args[0], dw = s->args[1], db = ln ? s->args[2] : -1;
@@ -146,8 +154,7 @@ static int gen_bwd(const Graph *g, const GStep *s, CgKernel *k, char *err, size_
         return -1;
     }
     int widest = max_int(max_int(dt_bytes(g, dinp), dt_bytes(g, dout)), max_int(dt_bytes(g, inp), dt_bytes(g, w)));
-    int epl = pick_epl(widest, C / 32);
-    int groups = (N + WSUM_ROWS - 1) / WSUM_ROWS;
+    int epl = pick_epl(widest, C / 32), groups = (N + WSUM_ROWS - 1) / WSUM_ROWS;
     snprintf(k->family, sizeof k->family, "norm");
     cg_add_param(k, g, "dinp", dinp, 1);
     cg_add_param(k, g, "dw", dw, 1);
@@ -162,7 +169,7 @@ static int gen_bwd(const Graph *g, const GStep *s, CgKernel *k, char *err, size_
     size_t n = strlen(k->name);
     snprintf(k->name + n, sizeof k->name - n, "_N%d_C%d", N, C);
     buf_printf(&k->constants, "{\"N\": %d, \"C\": %d, \"EPL\": %d, \"WARPS\": %d, \"ROWS\": %d}", N, C, epl, BWD_WARPS, WSUM_ROWS);
-    k->scratch_bytes = (int64_t)(ln ? 2 : 1) * groups * C * 4; /* layernorm: dw then db partials (db's unused without a bias) */
+    k->scratch_bytes = (int64_t)(ln ? 2 : 1) * groups * C * 4; /* dw's partials, then db's (unused without a bias) */
     char call[1024];
     snprintf(call, sizeof call, "norm_bwd_rows<%s, %s, %s, %s, %s, %d, %d, %d, %d>(dinp, dout, inp, w, %s, rstd)", ty(g, dinp),
              ty(g, dout), ty(g, inp), ty(g, w), ln ? "true" : "false", N, C, epl, BWD_WARPS, ln ? "mean" : "nullptr");
@@ -170,7 +177,7 @@ static int gen_bwd(const Graph *g, const GStep *s, CgKernel *k, char *err, size_
     snprintf(call, sizeof call, "norm_bwd_wsum<%s, %s, %s, %d, %d, %d, %d>((float *)ws, dout, inp, %s, rstd)", ty(g, dout), ty(g, inp),
              ln ? "true" : "false", N, C, epl, WSUM_ROWS, ln ? "mean" : "nullptr");
     entry(k, "_wsum", C / (32 * epl), groups, 256, call);
-    snprintf(call, sizeof call, "colsum_finish<%d, %d, %d>(dw, (%s *)%s, (const float *)ws)", N, WSUM_ROWS, C, ty(g, db),
+    snprintf(call, sizeof call, "colsum_finish<%d, %d, %d>(dw, (%s *)%s, (const float *)ws)", N, WSUM_ROWS, C, ty(g, db >= 0 ? db : dw),
              db >= 0 ? "db" : "nullptr");
     entry(k, "_finish", (C + 31) / 32, 1, 256, call);
     if (g->t[dinp].dtype == TD_BF16) k->audit[k->naudit++] = "cvt.rn.bf16.f32";

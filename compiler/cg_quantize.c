@@ -75,6 +75,11 @@ static int spec_of(const Graph *g, int step, QSpec *q, char *err, size_t errlen)
     q->TR = q->tr > 0 ? q->tr : q->RV, q->TC = q->tc > 0 ? q->tc : q->CV;
     q->nbr = ceil_div(q->RV, q->TR), q->nbc = ceil_div(q->CV, q->TC);
     q->single = q->nbr == 1 && q->nbc == 1;
+    if ((int64_t)q->nbr * q->nbc > 0x7fffffff || (int64_t)ceil_div(R, 32) * ceil_div(C, 32) > 0x7fffffff) {
+        snprintf(err, errlen, "quantize: %lld x %lld with %d x %d tiles needs more blocks than one launch has", (long long)R,
+                 (long long)C, q->TR, q->TC);
+        return -1;
+    }
     /* the buffers must hold what quant.c writes */
     int64_t nscale = q->nbr * (int64_t)q->nbc;
     if (!q->mx && q->tr <= 0 && q->tc <= 0) nscale = 1;
@@ -178,7 +183,7 @@ static int gen_region(const Graph *g, CgKernel *k, const QSpec *row, const QSpec
     for (int ph = 0; ph < 1 + finish; ph++) {
         char sym[160];
         snprintf(sym, sizeof sym, "%s_%s", k->name, ph ? "finish" : "main");
-        buf_printf(&k->body, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", threads, sym);
+        buf_printf(&k->body, "extern \"C\" __global__ void __launch_bounds__(%d, 1) %s(", threads, sym);
         cg_signature(&k->body, k);
         buf_printf(&k->body, ") {\n    quantize_region<%s, %d, %d, %d, ", tin, R, C, B);
         qcopy_type(&k->body, row, R, C, 0);
@@ -231,11 +236,26 @@ static int gen_tiles(const Graph *g, CgKernel *k, const QSpec *q) {
     return 0;
 }
 
+/* Blocks that keep a large GPU busy: two waves of a 132-SM H100. */
+#define ENOUGH_BLOCKS 264
+
+/* The region size for the copies (one may be NULL): the largest B whose grid still fills the
+ * GPU, else the smallest that fits (small tensors get more, smaller blocks); 0 if none fits. */
 static int region_size(const QSpec *a, const QSpec *b) {
     static const int sizes[] = {128, 64, 32};
-    for (int i = 0; i < 3; i++)
-        if ((!a || region_fits(a, sizes[i])) && (!b || region_fits(b, sizes[i]))) return sizes[i];
-    return 0;
+    const QSpec *any = a ? a : b;
+    int best = 0;
+    /* a single-tile copy of a tensor that fits one 128 region needs no finish pass there */
+    if (((a && a->single) || (b && b->single)) && any->R <= 128 && any->C <= 128 && (!a || region_fits(a, 128)) &&
+        (!b || region_fits(b, 128)))
+        return 128;
+    for (int i = 0; i < 3; i++) {
+        int B = sizes[i];
+        if ((a && !region_fits(a, B)) || (b && !region_fits(b, B))) continue;
+        if ((int64_t)ceil_div(any->R, B) * ceil_div(any->C, B) >= ENOUGH_BLOCKS) return B;
+        best = B;
+    }
+    return best;
 }
 
 int cg_gen_quantize(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen) {

@@ -9,33 +9,38 @@
 //
 // Two implementations of the same three kernels (forward; backward dk/dv; backward dq):
 //   - *_mma: q, k, v (and dout) in bf16, HD % 16 == 0, T % 64 == 0. Tensor cores (mma.sync
-//     m16n8k16 bf16, FP32 accumulators, ldmatrix from padded shared tiles, cp.async loads). The
-//     probabilities P and dS enter the second GEMMs as bf16 hi + lo pairs (SPLIT = 1: two mma,
-//     about 16 bits of P kept) so that the result stays within FP32 reassociation of the CPU's.
-//   - *_simt: any storage types and any T (the FP32 policies). CUDA cores, FP32 shared tiles,
-//     4 threads per row; the dot products run in the CPU's order without FMA contraction, so the
-//     scores are bit-identical to ref.c's.
+//     m16n8k16 bf16, FP32 accumulators, ldmatrix from shared tiles padded by 16 bytes a row, so
+//     conflict-free). cp.async streams the next K/V tile while the current one is multiplied
+//     (forward and dq). The probabilities P and dS enter the second GEMMs as bf16 hi + lo pairs
+//     (SPLIT = 1: two mma, about 16 bits of P kept), so that the result stays close to FP32
+//     reassociation of the CPU's sums instead of carrying bf16's 2^-9 per probability.
+//   - *_simt: any storage types and any T (the FP32 policies). CUDA cores, FP32 shared tiles, 4
+//     threads a row. Every sum runs in ref.c's order without FMA contraction (dot products, the
+//     forward's per-key online softmax, D, the dq/dk/dv accumulations), so the results are
+//     ref.c's bit for bit except where CUDA's expf/logf (2 ulp) differ from glibc's.
 // The backward is deterministic (no atomics): one kernel owns a key tile and sums dk, dv over
 // every query of its kv head's group; a second owns a query tile and sums dq over the keys,
 // recomputing P and dS (two extra small GEMMs instead of an atomic dq accumulation).
 //
-// Launch shapes (cg_attention.c computes the same numbers):
+// Launch shapes (cg_attention.c computes the same numbers; kernels trap on too little smem):
 //   rope_qk   grid ceil(B*T*HD/2 / 256), block 256            (forward with RoPE: q_rope, k_rope)
-//   fwd       grid (ceil(T/BQ), H, B), block 128 (mma) or 4*BQ (simt)
-//   bwd_prep  grid ceil(B*T*H / 8) (+ ceil(T*HD/2 / 256) with RoPE), block 256: D and the table
-//   bwd_dkdv  grid (T/BN, KV, B), block 32*WARPS (mma) or 4*BQ (simt)
-//   bwd_dq    grid (T/64, H, B) (mma) or (ceil(T/BQ), H, B) (simt)
+//   fwd       grid (T/64, H, B), block 128 (mma); (ceil(T/BQ), H, B), block 4*BQ (simt)
+//   bwd_prep  grid ceil(B*T*H / 256) (+ ceil(T*HD/2 / 256) with RoPE), block 256: D and the table
+//   bwd_dkdv  grid (T/BN, KV, B), block 32*WARPS (mma, AttnDkdvMma); (ceil(T/BQ), KV, B) (simt)
+//   bwd_dq    grid (T/64, H, B), block 128 (mma); (ceil(T/BQ), H, B), block 4*BQ (simt)
 // Scratch (ws, backward only): D (B,H,T) floats, then from float AttnWs::TAB the inverse-rotation
 // table (T, HD/2) of (cos, sin) with RoPE. Written by bwd_prep before the kernels that read it.
 //
-// Numerics against the CPU: forward scores are FP32 sums in another order (mma) or identical (simt);
-// expf/logf differ from glibc by up to 2 ulp; P in hi+lo bf16 carries a relative error <= 2^-16.
-// Expect out, dq, dk, dv within 2 bf16 ulp (bf16 storage) or 1e-5 relative of the sum of the
-// magnitudes of the terms (f32 storage), lse within 1e-6 absolute + 4 ulp.
-// RoPE parts are bit-exact: the angle in double exactly as ref.c computes it (CUDA's double
-// pow/cos/sin are within 1-2 ulp of double, so the float cos/sin match but for ties at 2^-29),
-// the rotation unfused, and the CPU's rounding points: q_rope/k_rope rounded to their type; dq/dk
-// rounded to their type after attention_bwd, rotated back, rounded again.
+// Numerics against the CPU (runtime/cpu, the oracle):
+//   - mma path: scores are FP32 sums in another order; P, dS as hi+lo bf16 (relative error
+//     <= 2^-16); expf/logf within 2 ulp. out, dq, dk, dv in bf16 land on the CPU's value or the
+//     next bf16 (a fraction of a percent of elements; 2 ulp after RoPE's second rounding); lse
+//     within 1e-6 absolute. f32 outputs: within 1e-5 of the tensor's largest magnitude.
+//   - simt path: bit-exact but for expf/logf's last-ulp differences.
+//   - RoPE parts are bit-exact: the angle in double exactly as ref.c computes it (CUDA's double
+//     pow/cos/sin are within 1-2 ulp of double, so the float cos/sin match but for rare ties),
+//     the rotation unfused, and the CPU's rounding points: q_rope/k_rope rounded to their type;
+//     dq/dk rounded to their type after attention_bwd, rotated back, rounded again.
 //
 // Must not: write any (b,t,h) row twice (every output element has exactly one owner thread), use
 // atomics, or read rows past T (edges of the simt path are zero-filled).
@@ -91,6 +96,11 @@ __device__ __forceinline__ void attn_check_smem(u32 need) {
 }
 
 // ---- end of PTX helpers ------------------------------------------------------------------------
+
+// -inf without math.h (NVRTC has no headers).
+__device__ __forceinline__ float attn_neg_inf() { return __int_as_float(0xff800000u); }
+
+__device__ __forceinline__ int attn_min(int a, int b) { return a < b ? a : b; }
 
 // Two adjacent outputs (an even column and the next).
 __device__ __forceinline__ void attn_st2(float *p, float a, float b) { *(float2 *)p = make_float2(a, b); }
@@ -192,25 +202,24 @@ __device__ __forceinline__ void attn_store_grad(TD *p, float x0, float x1, int t
     attn_st2(p, x0, x1);
 }
 
-// ws: D (B,H,T) = rowsum(dout * out) over HD; with ROPE also the (cos, sin) table of the inverse
-// rotation at ws + AttnWs::TAB. Blocks of 256: 8 rows each (one warp a row), then the table.
+// ws: D (B,H,T) = rowsum(dout * out) over HD, one thread a row in ref.c's order (a sequential
+// unfused sum: bit-identical to the CPU's D); with ROPE also the (cos, sin) table of the inverse
+// rotation at ws + AttnWs::TAB. Blocks of 256: the rows first, then the table.
 // dout, out (B,T,H*HD)
 template <typename TDO, typename TO, int B, int T, int H, int HD, int ROPE>
 __device__ __forceinline__ void attn_bwd_prep(float *ws, const TDO *dout, const TO *out, float theta) {
     constexpr i64 NROWS = (i64)B * T * H;
-    constexpr i64 NRB = (NROWS + 7) / 8;
-    const int lane = threadIdx.x & 31;
+    constexpr i64 NRB = (NROWS + 255) / 256;
     if ((i64)blockIdx.x < NRB) {
-        i64 r = (i64)blockIdx.x * 8 + (threadIdx.x >> 5); // row of (B,T,H): uniform per warp
+        i64 r = (i64)blockIdx.x * 256 + threadIdx.x; // row of (B,T,H)
         if (r >= NROWS) return;
         const TDO *gr = dout + r * HD;
         const TO *orow = out + r * HD;
         float s = 0.0f;
-        for (int d = lane; d < HD; d += 32) s += ld(gr[d]) * ld(orow[d]);
-        s = warp_sum(s);
+        for (int d = 0; d < HD; d++) s = __fadd_rn(s, __fmul_rn(ld(gr[d]), ld(orow[d])));
         i64 bt = r / H;
         int h = (int)(r % H), b = (int)(bt / T), t = (int)(bt % T);
-        if (lane == 0) ws[AttnWs<B, T, H>::D + ((i64)b * H + h) * T + t] = s;
+        ws[AttnWs<B, T, H>::D + ((i64)b * H + h) * T + t] = s;
     } else if constexpr (ROPE) {
         i64 idx = ((i64)blockIdx.x - NRB) * 256 + threadIdx.x;
         if (idx >= (i64)T * (HD / 2)) return;
@@ -252,18 +261,22 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
     for (int kk = 0; kk < HD / 16; kk++) attn_ldsm_x4(qf[kk], Ks + attn_lds_a(warp * 16, kk * 16, lane, LD));
     __syncthreads(); // every warp holds its Q before the K tile overwrites it
 
+    // K and V of tile 0; afterwards the next K streams in during P V and the next V during
+    // Q K^T and the softmax (commit order K0, V0, K1, V1, ...: wait_group 1 = "K is in")
+    const bf16 *kg = k + ((i64)b * T * KV + hk) * HD, *vg = v + ((i64)b * T * KV + hk) * HD; // row 0 of (b, hk)
+    attn_load_rows<BN, HD, LD, THREADS>(Ks, kg, (i64)KV * HD);
+    attn_cp_commit();
+    attn_load_rows<BN, HD, LD, THREADS>(Vs, vg, (i64)KV * HD);
+    attn_cp_commit();
+
     float o[HD / 8][4];
 #pragma unroll
     for (int i = 0; i < HD / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f}; // rows g and g+8
+    float mrow[2] = {attn_neg_inf(), attn_neg_inf()}, lrow[2] = {0.0f, 0.0f}; // rows g and g+8
 
     for (int kt = 0; kt <= qt; kt++) {
         const int k0 = kt * BN;
-        attn_load_rows<BN, HD, LD, THREADS>(Ks, k + ((i64)(b * T + k0) * KV + hk) * HD, (i64)KV * HD);
-        attn_cp_commit();
-        attn_load_rows<BN, HD, LD, THREADS>(Vs, v + ((i64)(b * T + k0) * KV + hk) * HD, (i64)KV * HD);
-        attn_cp_commit();
-        attn_cp_wait<1>(); // K is in; V may still be streaming
+        attn_cp_wait<1>(); // K of this tile is in; its V may still be streaming
         __syncthreads();
 
         float s[BN / 8][4];
@@ -284,12 +297,12 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
 #pragma unroll
             for (int e = 0; e < 4; e++) {
                 int row = q0 + warp * 16 + g + (e >> 1) * 8, col = k0 + nt * 8 + 2 * tq + (e & 1);
-                s[nt][e] = col > row ? -INFINITY : s[nt][e] * scale;
+                s[nt][e] = col > row ? attn_neg_inf() : s[nt][e] * scale;
             }
         // online softmax; every row has key k0 <= row unmasked, so the new max is finite
 #pragma unroll
         for (int hh = 0; hh < 2; hh++) {
-            float mx = -INFINITY;
+            float mx = attn_neg_inf();
 #pragma unroll
             for (int nt = 0; nt < BN / 8; nt++) mx = fmaxf(mx, fmaxf(s[nt][2 * hh], s[nt][2 * hh + 1]));
             mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
@@ -309,8 +322,10 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
                 s[nt][e] = p;
                 lrow[e >> 1] += p;
             }
-        attn_cp_wait<0>();
-        __syncthreads();
+        attn_cp_wait<0>(); // V of this tile
+        __syncthreads();   // ... visible, and every warp is done with K
+        if (kt < qt) attn_load_rows<BN, HD, LD, THREADS>(Ks, kg + (i64)(k0 + BN) * KV * HD, (i64)KV * HD);
+        attn_cp_commit(); // (an empty group on the last tile keeps the count)
         // O += P V
 #pragma unroll
         for (int kc = 0; kc < BN / 16; kc++) {
@@ -328,8 +343,11 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
                 }
             }
         }
-        __syncthreads(); // K and V are refilled next
+        __syncthreads(); // every warp is done with V
+        if (kt < qt) attn_load_rows<BN, HD, LD, THREADS>(Vs, vg + (i64)(k0 + BN) * KV * HD, (i64)KV * HD);
+        attn_cp_commit();
     }
+    attn_cp_wait<0>(); // the two empty groups
 
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -512,12 +530,15 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
 #pragma unroll
     for (int i = 0; i < HD / 8; i++) dqa[i][0] = dqa[i][1] = dqa[i][2] = dqa[i][3] = 0.0f;
 
+    // K and V of tile 0; afterwards the next V streams in during dS and dQ += dS K, the next K
+    // from then until the next tile starts
     const int nkt = (q0 + BM - 1) / BN + 1; // key tiles holding keys <= the block's last query
+    const bf16 *kg = k + ((i64)b * T * KV + hk) * HD, *vg = v + ((i64)b * T * KV + hk) * HD; // row 0 of (b, hk)
+    attn_load_rows<BN, HD, LD, THREADS>(Ks, kg, (i64)KV * HD);
+    attn_load_rows<BN, HD, LD, THREADS>(Vs, vg, (i64)KV * HD);
+    attn_cp_commit();
     for (int kt = 0; kt < nkt; kt++) {
         const int k0 = kt * BN;
-        attn_load_rows<BN, HD, LD, THREADS>(Ks, k + ((i64)(b * T + k0) * KV + hk) * HD, (i64)KV * HD);
-        attn_load_rows<BN, HD, LD, THREADS>(Vs, v + ((i64)(b * T + k0) * KV + hk) * HD, (i64)KV * HD);
-        attn_cp_commit();
         attn_cp_wait<0>();
         __syncthreads();
 
@@ -538,6 +559,9 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
                 attn_mma(dp[2 * np], df[kk], r[0], r[1]);
                 attn_mma(dp[2 * np + 1], df[kk], r[2], r[3]);
             }
+        __syncthreads(); // every warp is done with V
+        if (kt + 1 < nkt) attn_load_rows<BN, HD, LD, THREADS>(Vs, vg + (i64)(k0 + BN) * KV * HD, (i64)KV * HD);
+        attn_cp_commit();
         // dS (row: query t, column: key j; keys after the query get 0)
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++)
@@ -564,8 +588,11 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
                 }
             }
         }
-        __syncthreads(); // K and V are refilled next
+        __syncthreads(); // every warp is done with K
+        if (kt + 1 < nkt) attn_load_rows<BN, HD, LD, THREADS>(Ks, kg + (i64)(k0 + BN) * KV * HD, (i64)KV * HD);
+        attn_cp_commit();
     }
+    attn_cp_wait<0>(); // the empty groups of the last tile
 
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -585,7 +612,7 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
 // scores, and the output pairs (8e + 2c, +1). FP32 shared tiles with odd row strides (no conflicts).
 template <int HD> struct AttnSimt {
     static constexpr int BQ = HD <= 64 ? 32 : 16, THREADS = 4 * BQ, LDF = HD + 1, LDP = BQ + 1;
-    static constexpr int FWD_SMEM = (3 * BQ * LDF + BQ * LDP) * 4;
+    static constexpr int FWD_SMEM = (3 * BQ * LDF + BQ * LDP) * 4;   // Q, K, V, scores
     static constexpr int DKDV_SMEM = (4 * BQ * LDF + 2 * BQ * LDP + 2 * BQ) * 4;
     static constexpr int DQ_SMEM = (4 * BQ * LDF + BQ * LDP) * 4;
 };
@@ -614,6 +641,9 @@ template <int HD> __device__ __forceinline__ float attn_dot(const float *a, cons
 }
 
 // out (B,T,H*HD), lse (B,H,T); q (B,T,H*HD), k, v (B,T,KV*HD), any storage types.
+// Block: BQ queries of head h. Per key tile the four threads of a row compute its scores together;
+// then each walks the row's keys in order with ref.c's online softmax (rescale when the max grows)
+// over its own output columns, so m, l and out follow the CPU's operations one for one.
 template <typename TO, typename TQ, typename TK, typename TV, int B, int T, int H, int KV, int HD>
 __device__ __forceinline__ void attn_fwd_simt(TO *out, float *lse, const TQ *q, const TK *k, const TV *v) {
     attn_simt_checks<T, H, KV, HD>();
@@ -621,7 +651,7 @@ __device__ __forceinline__ void attn_fwd_simt(TO *out, float *lse, const TQ *q, 
     constexpr int BQ = C::BQ, THREADS = C::THREADS, LDF = C::LDF, LDP = C::LDP, NQT = (T + BQ - 1) / BQ;
     extern __shared__ __align__(16) u8 attn_smem[];
     attn_check_smem(C::FWD_SMEM);
-    float *Qs = (float *)attn_smem, *Ks = Qs + BQ * LDF, *Vs = Ks + BQ * LDF, *Ps = Vs + BQ * LDF;
+    float *Qs = (float *)attn_smem, *Ks = Qs + BQ * LDF, *Vs = Ks + BQ * LDF, *Ss = Vs + BQ * LDF;
     const int r = threadIdx.x >> 2, c4 = threadIdx.x & 3;
     const int qt = NQT - 1 - (int)blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (H / KV);
     const int q0 = qt * BQ, t = q0 + r;
@@ -631,7 +661,7 @@ __device__ __forceinline__ void attn_fwd_simt(TO *out, float *lse, const TQ *q, 
     float o[HD / 8][2];
 #pragma unroll
     for (int e = 0; e < HD / 8; e++) o[e][0] = o[e][1] = 0.0f;
-    float m = -INFINITY, l = 0.0f;
+    float m = attn_neg_inf(), l = 0.0f;
 
     for (int kt = 0; kt <= qt; kt++) {
         const int k0 = kt * BQ;
@@ -639,36 +669,28 @@ __device__ __forceinline__ void attn_fwd_simt(TO *out, float *lse, const TQ *q, 
         attn_load_f<BQ, HD, T, THREADS>(Ks, k + ((i64)(b * T + k0) * KV + hk) * HD, k0, (i64)KV * HD);
         attn_load_f<BQ, HD, T, THREADS>(Vs, v + ((i64)(b * T + k0) * KV + hk) * HD, k0, (i64)KV * HD);
         __syncthreads();
-        float s[BQ / 4], mx = -INFINITY;
 #pragma unroll
         for (int jj = 0; jj < BQ / 4; jj++) {
-            int c = c4 + 4 * jj, j = k0 + c;
-            s[jj] = j <= t && j < T ? __fmul_rn(attn_dot<HD>(Qs + r * LDF, Ks + c * LDF), scale) : -INFINITY;
-            mx = fmaxf(mx, s[jj]);
+            int c = c4 + 4 * jj;
+            Ss[r * LDP + c] = __fmul_rn(attn_dot<HD>(Qs + r * LDF, Ks + c * LDF), scale);
         }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-        float mnew = fmaxf(m, mx);
-        float corr = mnew == -INFINITY ? 1.0f : expf(m - mnew); // a row past T has no keys at all
-        float ps = 0.0f;
-#pragma unroll
-        for (int jj = 0; jj < BQ / 4; jj++) {
-            float p = s[jj] == -INFINITY ? 0.0f : expf(s[jj] - mnew);
-            Ps[r * LDP + c4 + 4 * jj] = p;
-            ps += p;
-        }
-        ps += __shfl_xor_sync(0xffffffffu, ps, 1);
-        ps += __shfl_xor_sync(0xffffffffu, ps, 2);
-        l = l * corr + ps;
-        m = mnew;
-        __syncwarp(); // the row's four threads share Ps
-#pragma unroll
-        for (int e = 0; e < HD / 8; e++) o[e][0] *= corr, o[e][1] *= corr;
-        for (int c = 0; c < BQ; c++) {
-            float p = Ps[r * LDP + c];
+        __syncwarp(); // the row's four threads share its scores
+        const int cend = attn_min(BQ, attn_min(t - k0 + 1, T - k0)); // keys j <= t, j < T
+        for (int c = 0; c < cend; c++) {
+            float s = Ss[r * LDP + c];
             const float *vr = Vs + c * LDF + 2 * c4;
+            if (s > m) {
+                float corr = expf(m - s); // 0 on the first key
+                l *= corr;
 #pragma unroll
-            for (int e = 0; e < HD / 8; e++) o[e][0] += p * vr[8 * e], o[e][1] += p * vr[8 * e + 1];
+                for (int e = 0; e < HD / 8; e++) o[e][0] = __fmul_rn(o[e][0], corr), o[e][1] = __fmul_rn(o[e][1], corr);
+                m = s;
+            }
+            float p = expf(s - m);
+            l += p;
+#pragma unroll
+            for (int e = 0; e < HD / 8; e++)
+                o[e][0] = __fadd_rn(o[e][0], __fmul_rn(p, vr[8 * e])), o[e][1] = __fadd_rn(o[e][1], __fmul_rn(p, vr[8 * e + 1]));
         }
     }
     if (t < T) {
@@ -734,8 +756,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_simt(TDK *dk, TDV *dv, const TDO *
                 const float *gr = dOs + rr * LDF + 2 * c4, *qr = Qs + rr * LDF + 2 * c4;
 #pragma unroll
                 for (int e = 0; e < HD / 8; e++) {
-                    dvr[e][0] += p * gr[8 * e], dvr[e][1] += p * gr[8 * e + 1];
-                    dkr[e][0] += ds * qr[8 * e], dkr[e][1] += ds * qr[8 * e + 1];
+                    dvr[e][0] = __fadd_rn(dvr[e][0], __fmul_rn(p, gr[8 * e])), dvr[e][1] = __fadd_rn(dvr[e][1], __fmul_rn(p, gr[8 * e + 1]));
+                    dkr[e][0] = __fadd_rn(dkr[e][0], __fmul_rn(ds, qr[8 * e])), dkr[e][1] = __fadd_rn(dkr[e][1], __fmul_rn(ds, qr[8 * e + 1]));
                 }
             }
         }
@@ -797,7 +819,8 @@ __device__ __forceinline__ void attn_bwd_dq_simt(TDQ *dq, const TDO *dout, const
             float ds = dSs[r * LDP + c];
             const float *kr = Ks + c * LDF + 2 * c4;
 #pragma unroll
-            for (int e = 0; e < HD / 8; e++) dqr[e][0] += ds * kr[8 * e], dqr[e][1] += ds * kr[8 * e + 1];
+            for (int e = 0; e < HD / 8; e++)
+                dqr[e][0] = __fadd_rn(dqr[e][0], __fmul_rn(ds, kr[8 * e])), dqr[e][1] = __fadd_rn(dqr[e][1], __fmul_rn(ds, kr[8 * e + 1]));
         }
     }
     if (t < T) {

@@ -79,6 +79,29 @@ template <int AF, int BF> __device__ __forceinline__ void gemm_mma_fp8(float (&d
 #undef GEMM_MMA
 }
 
+// Stores of two adjacent outputs (an even column and the next).
+__device__ __forceinline__ void gemm_st2(float *p, float a, float b) { *(float2 *)p = make_float2(a, b); }
+__device__ __forceinline__ void gemm_st2(bf16 *p, float a, float b) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a)); // a -> low half (lower address)
+    *(u32 *)p = r;
+}
+__device__ __forceinline__ void gemm_st2(f16 *p, float a, float b) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a));
+    *(u32 *)p = r;
+}
+
+// The entry's dynamic shared memory must cover the two stages: trap otherwise, so that a
+// launch-shape mismatch with cg_gemm.c is loud instead of a silent overrun.
+__device__ __forceinline__ void gemm_check_smem(u32 need) {
+    u32 have;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
+    if (have < need) __trap();
+}
+
+// ---- end of PTX helpers --------------------------------------------------------------------
+
 // ---- scales ----------------------------------------------------------------------------------
 
 // The scale inverse of element (i, k) of a ROWS x COLS operand quantized in TR x TC tiles, in
@@ -94,20 +117,6 @@ template <int TR, int TC, int ROWS, int COLS> __device__ __forceinline__ float g
 
 // Does the scale change along the contraction (more than one tile across COLS)?
 template <int TC, int COLS> struct GemmKVaries { static constexpr bool v = TC > 0 && TC < COLS; };
-
-// ---- stores of two adjacent outputs ----------------------------------------------------------
-
-__device__ __forceinline__ void gemm_st2(float *p, float a, float b) { *(float2 *)p = make_float2(a, b); }
-__device__ __forceinline__ void gemm_st2(bf16 *p, float a, float b) {
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a)); // a -> low half (lower address)
-    *(u32 *)p = r;
-}
-__device__ __forceinline__ void gemm_st2(f16 *p, float a, float b) {
-    u32 r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a));
-    *(u32 *)p = r;
-}
 
 // ---- the kernel body -------------------------------------------------------------------------
 
@@ -145,6 +154,7 @@ __device__ __forceinline__ void qgemm(TO *out, const u8 *a, const float *a_si, c
     static_assert(ACC == 0 || ACC == 1, "gemm: ACC is 0 or 1");
 
     extern __shared__ __align__(128) u8 gemm_smem[];
+    gemm_check_smem(2 * STAGE_BYTES);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;      // fragment row group, thread in group
     const int wm = warp / WN, wn = warp % WN;
@@ -174,25 +184,6 @@ __device__ __forceinline__ void qgemm(TO *out, const u8 *a, const float *a_si, c
             gemm_cp_wait<0>();
         }
         __syncthreads();
-
-        // this K block's scales of the thread's rows and columns (global loads, issued early)
-        float sa[MT][2], sb[NT][2];
-        if constexpr (KSCALED) {
-#pragma unroll
-            for (int i = 0; i < MT; i++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    int row = m0 + wr0 + i * 16 + g + 8 * h;
-                    sa[i][h] = row < P ? gemm_scale_at<A_TR, A_TC, P, R>(a_si, row, kb * BK) : 0.0f;
-                }
-#pragma unroll
-            for (int j = 0; j < NT; j++)
-#pragma unroll
-                for (int h = 0; h < 2; h++) {
-                    int col = n0 + wc0 + j * 8 + 2 * t + h;
-                    sb[j][h] = col < Q ? gemm_scale_at<B_TR, B_TC, Q, R>(b_si, col, kb * BK) : 0.0f;
-                }
-        }
 
         float tmp[MT][NT][4];
 #pragma unroll
@@ -226,6 +217,26 @@ __device__ __forceinline__ void qgemm(TO *out, const u8 *a, const float *a_si, c
                 for (int j = 0; j < NT; j++) gemm_mma_fp8<AF, BF>(tmp[i][j], af[i], bfr[j][0], bfr[j][1]);
         }
         __syncthreads(); // every warp is done with this stage before the next iteration refills it
+
+        // this K block's scales of the thread's rows and columns (loaded after the MMAs: live
+        // only through the promotion, so that they do not compete with the fragments)
+        float sa[MT][2], sb[NT][2];
+        if constexpr (KSCALED) {
+#pragma unroll
+            for (int i = 0; i < MT; i++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int row = m0 + wr0 + i * 16 + g + 8 * h;
+                    sa[i][h] = row < P ? gemm_scale_at<A_TR, A_TC, P, R>(a_si, row, kb * BK) : 0.0f;
+                }
+#pragma unroll
+            for (int j = 0; j < NT; j++)
+#pragma unroll
+                for (int h = 0; h < 2; h++) {
+                    int col = n0 + wc0 + j * 8 + 2 * t + h;
+                    sb[j][h] = col < Q ? gemm_scale_at<B_TR, B_TC, Q, R>(b_si, col, kb * BK) : 0.0f;
+                }
+        }
 
         // promotion: FP32 on the CUDA cores, scaled per K block when a scale varies along K
 #pragma unroll

@@ -68,7 +68,7 @@ __device__ __forceinline__ void norm_fwd(TO *out,            // (N,C)
     constexpr int CH = 32 * EPL;                          // columns per warp access
     constexpr int PIECE = QMODE == QMODE_TILE ? TC : CH; // columns per output step
     constexpr int KT = PIECE / CH;
-    __shared__ alignas(16) float rowbuf[WARPS][C];
+    alignas(16) __shared__ float rowbuf[WARPS][C];
     int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, row = blockIdx.x * WARPS + warp;
     float lane_amax = 0.0f, given = QMODE == QMODE_TENSOR ? *scale : 1.0f;
     if (row < N) {
@@ -76,6 +76,7 @@ __device__ __forceinline__ void norm_fwd(TO *out,            // (N,C)
         float *buf = rowbuf[warp];        // (C) this row's terms, for the serial sums
         float mu = 0.0f;
         if (LN) { // mu = sum x / C
+#pragma unroll 4
             for (int k = 0; k < C / CH; k++) {
                 float v[EPL];
                 pack_ld(v, x + k * CH + lane * EPL);
@@ -84,6 +85,7 @@ __device__ __forceinline__ void norm_fwd(TO *out,            // (N,C)
             }
             mu = __fdiv_rn(norm_serial_sum<C>(buf), (float)C);
         }
+#pragma unroll 4
         for (int k = 0; k < C / CH; k++) { // rmsnorm: sum x*x; layernorm: sum (x-mu)*(x-mu)
             float v[EPL];
             pack_ld(v, x + k * CH + lane * EPL);
@@ -100,6 +102,7 @@ __device__ __forceinline__ void norm_fwd(TO *out,            // (N,C)
             rstd[row] = r;
             if (LN) mean[row] = mu;
         }
+#pragma unroll 4
         for (int t = 0; t < C / PIECE; t++) {
             float y[KT][EPL];
 #pragma unroll
@@ -153,6 +156,7 @@ __device__ __forceinline__ void norm_bwd_rows(TD *dinp,          // (N,C) +=
     TD *dx = dinp + (i64)row * C;      // (C)
     float mu = LN ? mean[row] : 0.0f, r = rstd[row];
     float s0 = 0.0f, s1 = 0.0f; // rmsnorm: sum w g x; layernorm: sum dxhat, sum dxhat xhat
+#pragma unroll 4
     for (int k = 0; k < C / CH; k++) {
         int c0 = k * CH + lane * EPL;
         float gv[EPL], xv[EPL], wv[EPL];
@@ -179,6 +183,7 @@ __device__ __forceinline__ void norm_bwd_rows(TD *dinp,          // (N,C) +=
     } else {
         f = __fdiv_rn(__fmul_rn(__fmul_rn(r, r), s0), (float)C); // r * r * dot / C
     }
+#pragma unroll 4
     for (int k = 0; k < C / CH; k++) {
         int c0 = k * CH + lane * EPL;
         float gv[EPL], xv[EPL], wv[EPL], d[EPL];

@@ -43,11 +43,11 @@ template <int RV_, int CV_, int TR_, int TC_, int FMT_, int MX_> struct QCopy {
     static_assert(FMT_ == FMT_E4M3 || FMT_ == FMT_E5M2, "quantize: only E4M3 and E5M2 (E2M1 needs sm_100a)");
 
     // Where tile (bi, bj)'s scale goes; E8M0 codes are always row-major.
-    __device__ static __forceinline__ int scale_index(int bi, int bj) {
-        if (MX) return bi * NBC + bj;
+    __device__ static __forceinline__ i64 scale_index(int bi, int bj) {
+        if (MX) return (i64)bi * NBC + bj;
         if (LAYOUT == QL_TENSOR) return 0;
-        if (LAYOUT == QL_VEC) return bi + bj * NBR;
-        return bj + bi * LD;
+        if (LAYOUT == QL_VEC) return bi + (i64)bj * NBR;
+        return bj + (i64)bi * LD;
     }
 };
 

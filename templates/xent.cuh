@@ -13,6 +13,8 @@
 //
 // Must not: write a row element before the row's statistics are complete (dlogits may be logits).
 
+#define XENT_NEG_INF (-__int_as_float(0x7f800000)) // -inf (NVRTC has no INFINITY macro)
+
 template <int THREADS> __device__ __forceinline__ float xent_block_max(float v, float *smem) {
     static_assert(THREADS % 32 == 0 && THREADS <= 1024, "xent: THREADS must be a multiple of 32, at most 1024");
     for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
@@ -20,7 +22,7 @@ template <int THREADS> __device__ __forceinline__ float xent_block_max(float v, 
     __syncthreads();
     if (l == 0) smem[w] = v;
     __syncthreads();
-    float r = -INFINITY;
+    float r = XENT_NEG_INF;
     for (int i = 0; i < THREADS / 32; i++) r = fmaxf(r, smem[i]);
     return r;
 }
@@ -42,7 +44,7 @@ __device__ __forceinline__ void crossentropy(float *losses,      // (N) or NULL
         return;
     }
     float xt = ld(x[tgt]); // read before any thread may overwrite it
-    float m = -INFINITY;
+    float m = XENT_NEG_INF;
     for (int i = threadIdx.x; i < V; i += THREADS) m = fmaxf(m, ld(x[i])); // ref.c's max also skips NaN
     m = xent_block_max<THREADS>(m, red);
     float s = 0.0f;
