@@ -14,37 +14,7 @@
 #define BWD_WARPS 8         /* rows per block of norm_bwd_rows */
 #define WSUM_ROWS 64        /* rows per partial sum of dw / db */
 
-static int dt_bytes(const Graph *g, int t) { return t < 0 ? 0 : fp8c_tensor_dtype_bytes[g->t[t].dtype]; }
-/* Element type of a template argument. Callers type an absent optional pointer (nullptr) like a
- * present sibling (bias like weight, up like gate) so that the template's access-size checks hold. */
-static const char *ty(const Graph *g, int t) { return t < 0 ? "float" : cg_ctype(g->t[t].dtype); }
 static int max_int(int a, int b) { return a > b ? a : b; }
-
-/* Largest EPL in {8, 4, 2, 1} that moves at most 16 bytes of the widest type and divides mult. */
-static int pick_epl(int widest, int64_t mult) {
-    for (int e = 8; e > 1; e /= 2)
-        if (e * widest <= 16 && mult % e == 0) return e;
-    return 1;
-}
-
-/* "_bf16_f32_..." : the dtype of every param, so the name tells instances apart. */
-static void name_dtypes(CgKernel *k) {
-    size_t n = strlen(k->name);
-    for (int i = 0; i < k->nparams && n < sizeof k->name; i++) {
-        const char *t = !strcmp(k->ptypes[i], "float") ? "f32" : !strcmp(k->ptypes[i], "int") ? "i32" : k->ptypes[i];
-        n += (size_t)snprintf(k->name + n, sizeof k->name - n, "_%s", t);
-    }
-}
-
-/* One extern "C" entry: its text (signature + one template call) and its launch. */
-static void entry(CgKernel *k, const char *suffix, int gx, int gy, int threads, const char *call) {
-    char sym[sizeof k->entries[0].symbol];
-    snprintf(sym, sizeof sym, "%.140s%s", k->name, suffix);
-    buf_printf(&k->body, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", threads, sym);
-    cg_signature(&k->body, k);
-    buf_printf(&k->body, ") {\n    %s;\n}\n", call);
-    cg_add_entry(k, sym, gx, gy, 1, threads, 1, 1, 0);
-}
 
 /* The quantize step's mode in a FUSE_NORM_QUANT group: 1 (QMODE_TILE, *tc its width), 2
  * (QMODE_TENSOR with the given scale), or -1 with the reason in err. */
@@ -97,8 +67,8 @@ static int gen_fwd(const Graph *g, const GStep *s, const GStep *q, CgKernel *k, 
                  FWD_ROW_FLOATS);
         return -1;
     }
-    int widest = max_int(max_int(dt_bytes(g, out), dt_bytes(g, inp)), max_int(dt_bytes(g, w), dt_bytes(g, b)));
-    int epl = pick_epl(widest, C / 32);
+    int widest = max_int(max_int(cg_dt_bytes(g, out), cg_dt_bytes(g, inp)), max_int(cg_dt_bytes(g, w), cg_dt_bytes(g, b)));
+    int epl = cg_pick_epl(widest, C / 32);
     while (epl > 1 && qmode == 1 && tc % (32 * epl)) epl /= 2;
     int warps = FWD_ROW_FLOATS / C > 8 ? 8 : FWD_ROW_FLOATS / C;
     snprintf(k->family, sizeof k->family, "norm");
@@ -120,7 +90,7 @@ static int gen_fwd(const Graph *g, const GStep *s, const GStep *q, CgKernel *k, 
     if (qmode == 1) snprintf(k->name, sizeof k->name, "%s_quant_%s_t%d", fp8c_op_info[s->op].name, fname, tc);
     else if (qmode == 2) snprintf(k->name, sizeof k->name, "%s_quant_%s_tensor", fp8c_op_info[s->op].name, fname);
     else snprintf(k->name, sizeof k->name, "%s", fp8c_op_info[s->op].name);
-    name_dtypes(k);
+    cg_name_dtypes(k);
     size_t n = strlen(k->name);
     snprintf(k->name + n, sizeof k->name - n, "_N%d_C%d_eps%s", N, C, tag);
     buf_printf(&k->constants, "{\"N\": %d, \"C\": %d, \"eps\": %g, \"EPL\": %d, \"WARPS\": %d", N, C, s->floats[0], epl, warps);
@@ -128,15 +98,15 @@ static int gen_fwd(const Graph *g, const GStep *s, const GStep *q, CgKernel *k, 
         buf_printf(&k->constants, ", \"format\": \"%s\", \"scaling\": \"%s\", \"tile\": [1, %d]", fname,
                    qmode == 1 ? "current" : "given per-tensor", tc);
     buf_puts(&k->constants, "}");
-    if (qmode == 2 && amax >= 0) entry(k, "_zero_amax", 1, 1, 32, "rowq_zero_amax(amax)");
+    if (qmode == 2 && amax >= 0) cg_entry(k, "_zero_amax", 1, 1, 32, "rowq_zero_amax(amax)");
     char call[1024];
     snprintf(call, sizeof call,
-             "norm_fwd<%s, %s, %s, %s, %s, %d, %d, %d, %d, %s, %s, %d>(out, %s, rstd, %s, %s, %s, inp, w, %s, %s, %s)", ty(g, out),
-             ty(g, inp), ty(g, w), ty(g, b >= 0 ? b : w), ln ? "true" : "false", N, C, epl, warps,
+             "norm_fwd<%s, %s, %s, %s, %s, %d, %d, %d, %d, %s, %s, %d>(out, %s, rstd, %s, %s, %s, inp, w, %s, %s, %s)", cg_arg_type(g, out),
+             cg_arg_type(g, inp), cg_arg_type(g, w), cg_arg_type(g, b >= 0 ? b : w), ln ? "true" : "false", N, C, epl, warps,
              qmode == 1 ? "QMODE_TILE" : qmode == 2 ? "QMODE_TENSOR" : "QMODE_NONE", fmt ? "FMT_E5M2" : "FMT_E4M3", tc,
              ln ? "mean" : "nullptr", qmode ? "codes" : "nullptr", qmode ? "scale_inv" : "nullptr", amax >= 0 ? "amax" : "nullptr",
              b >= 0 ? "b" : "nullptr", qmode == 2 ? "scale" : "nullptr", eps);
-    entry(k, "", (N + warps - 1) / warps, 1, 32 * warps, call);
+    cg_entry(k, "", (N + warps - 1) / warps, 1, 32 * warps, call);
     if (qmode) k->audit[k->naudit++] = fmt ? "cvt.rn.satfinite.e5m2x2.f32" : "cvt.rn.satfinite.e4m3x2.f32";
     if (g->t[out].dtype == TD_BF16) k->audit[k->naudit++] = "cvt.rn.bf16.f32";
     return 0;
@@ -153,8 +123,8 @@ static int gen_bwd(const Graph *g, const GStep *s, CgKernel *k, char *err, size_
         snprintf(err, errlen, "C = %d: the norm template needs a multiple of 32", C);
         return -1;
     }
-    int widest = max_int(max_int(dt_bytes(g, dinp), dt_bytes(g, dout)), max_int(dt_bytes(g, inp), dt_bytes(g, w)));
-    int epl = pick_epl(widest, C / 32), groups = (N + WSUM_ROWS - 1) / WSUM_ROWS;
+    int widest = max_int(max_int(cg_dt_bytes(g, dinp), cg_dt_bytes(g, dout)), max_int(cg_dt_bytes(g, inp), cg_dt_bytes(g, w)));
+    int epl = cg_pick_epl(widest, C / 32), groups = (N + WSUM_ROWS - 1) / WSUM_ROWS;
     snprintf(k->family, sizeof k->family, "norm");
     cg_add_param(k, g, "dinp", dinp, 1);
     cg_add_param(k, g, "dw", dw, 1);
@@ -165,21 +135,21 @@ static int gen_bwd(const Graph *g, const GStep *s, CgKernel *k, char *err, size_
     cg_add_param(k, g, "mean", mean, 0);
     cg_add_param(k, g, "rstd", rstd, 0);
     snprintf(k->name, sizeof k->name, "%s", fp8c_op_info[s->op].name);
-    name_dtypes(k);
+    cg_name_dtypes(k);
     size_t n = strlen(k->name);
     snprintf(k->name + n, sizeof k->name - n, "_N%d_C%d", N, C);
     buf_printf(&k->constants, "{\"N\": %d, \"C\": %d, \"EPL\": %d, \"WARPS\": %d, \"ROWS\": %d}", N, C, epl, BWD_WARPS, WSUM_ROWS);
     k->scratch_bytes = (int64_t)(ln ? 2 : 1) * groups * C * 4; /* dw's partials, then db's (unused without a bias) */
     char call[1024];
-    snprintf(call, sizeof call, "norm_bwd_rows<%s, %s, %s, %s, %s, %d, %d, %d, %d>(dinp, dout, inp, w, %s, rstd)", ty(g, dinp),
-             ty(g, dout), ty(g, inp), ty(g, w), ln ? "true" : "false", N, C, epl, BWD_WARPS, ln ? "mean" : "nullptr");
-    entry(k, "_rows", (N + BWD_WARPS - 1) / BWD_WARPS, 1, 32 * BWD_WARPS, call);
-    snprintf(call, sizeof call, "norm_bwd_wsum<%s, %s, %s, %d, %d, %d, %d>((float *)ws, dout, inp, %s, rstd)", ty(g, dout), ty(g, inp),
+    snprintf(call, sizeof call, "norm_bwd_rows<%s, %s, %s, %s, %s, %d, %d, %d, %d>(dinp, dout, inp, w, %s, rstd)", cg_arg_type(g, dinp),
+             cg_arg_type(g, dout), cg_arg_type(g, inp), cg_arg_type(g, w), ln ? "true" : "false", N, C, epl, BWD_WARPS, ln ? "mean" : "nullptr");
+    cg_entry(k, "_rows", (N + BWD_WARPS - 1) / BWD_WARPS, 1, 32 * BWD_WARPS, call);
+    snprintf(call, sizeof call, "norm_bwd_wsum<%s, %s, %s, %d, %d, %d, %d>((float *)ws, dout, inp, %s, rstd)", cg_arg_type(g, dout), cg_arg_type(g, inp),
              ln ? "true" : "false", N, C, epl, WSUM_ROWS, ln ? "mean" : "nullptr");
-    entry(k, "_wsum", C / (32 * epl), groups, 256, call);
-    snprintf(call, sizeof call, "colsum_finish<%d, %d, %d>(dw, (%s *)%s, (const float *)ws)", N, WSUM_ROWS, C, ty(g, db >= 0 ? db : dw),
+    cg_entry(k, "_wsum", C / (32 * epl), groups, 256, call);
+    snprintf(call, sizeof call, "colsum_finish<%d, %d, %d>(dw, (%s *)%s, (const float *)ws)", N, WSUM_ROWS, C, cg_arg_type(g, db >= 0 ? db : dw),
              db >= 0 ? "db" : "nullptr");
-    entry(k, "_finish", (C + 31) / 32, 1, 256, call);
+    cg_entry(k, "_finish", (C + 31) / 32, 1, 256, call);
     if (g->t[dinp].dtype == TD_BF16) k->audit[k->naudit++] = "cvt.rn.bf16.f32";
     return 0;
 }

@@ -6,39 +6,6 @@
 
 #include <string.h>
 
-/* Element type of a template argument. Callers type an absent optional pointer (nullptr) like a
- * present sibling (bias like weight, up like gate) so that the template's access-size checks hold. */
-static const char *ty(const Graph *g, int t) { return t < 0 ? "float" : cg_ctype(g->t[t].dtype); }
-/* Binds tensor t to a pointer param named role and returns the name the template call uses:
- * "nullptr" when absent, the earlier param's name when t is already bound (in place: one
- * pointer, since the signature marks every pointer __restrict__). */
-static const char *bind(CgKernel *k, const Graph *g, const char *role, int t, int is_output) {
-    if (t < 0) return "nullptr";
-    for (int i = 0; i < k->nparams; i++)
-        if (k->param_tensor[i] == t) return k->params[i];
-    cg_add_param(k, g, role, t, is_output);
-    return k->params[k->nparams - 1];
-}
-
-/* "_bf16_f32_..." : the dtype of every param, so the name tells instances apart. */
-static void name_dtypes(CgKernel *k) {
-    size_t n = strlen(k->name);
-    for (int i = 0; i < k->nparams && n < sizeof k->name; i++) {
-        const char *t = !strcmp(k->ptypes[i], "float") ? "f32" : !strcmp(k->ptypes[i], "int") ? "i32" : k->ptypes[i];
-        n += (size_t)snprintf(k->name + n, sizeof k->name - n, "_%s", t);
-    }
-}
-
-/* One extern "C" entry: its text (signature + one template call) and its launch. */
-static void entry(CgKernel *k, const char *suffix, int gx, int gy, int threads, const char *call) {
-    char sym[sizeof k->entries[0].symbol];
-    snprintf(sym, sizeof sym, "%.140s%s", k->name, suffix);
-    buf_printf(&k->body, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", threads, sym);
-    cg_signature(&k->body, k);
-    buf_printf(&k->body, ") {\n    %s;\n}\n", call);
-    cg_add_entry(k, sym, gx, gy, 1, threads, 1, 1, 0);
-}
-
 static int row_threads(int V) { return V >= 16384 ? 1024 : V >= 2048 ? 512 : 256; }
 
 /* losses (fwd: losses|logits,targets), dlogits (bwd: dlogits|logits,targets) or both; N, V. */
@@ -46,20 +13,20 @@ static void gen(const Graph *g, const GStep *fwd, const GStep *bwd, CgKernel *k)
     const GStep *s = fwd ? fwd : bwd;
     int N = (int)s->ints[0], V = (int)s->ints[1], threads = row_threads(V);
     int losses = fwd ? fwd->args[0] : -1, dlogits = bwd ? bwd->args[0] : -1, logits = s->args[1], targets = s->args[2];
-    const char *lo = bind(k, g, "losses", losses, 1);
-    const char *dl = bind(k, g, "dlogits", dlogits, 1);
-    const char *lg = bind(k, g, "logits", logits, 0);
-    const char *tg = bind(k, g, "targets", targets, 0);
+    const char *lo = cg_bind(k, g, "losses", losses, 1);
+    const char *dl = cg_bind(k, g, "dlogits", dlogits, 1);
+    const char *lg = cg_bind(k, g, "logits", logits, 0);
+    const char *tg = cg_bind(k, g, "targets", targets, 0);
     snprintf(k->family, sizeof k->family, "xent");
     snprintf(k->name, sizeof k->name, "%s", fwd && bwd ? "crossentropy_fwd_bwd" : fwd ? "crossentropy_fwd" : "crossentropy_bwd");
-    name_dtypes(k);
+    cg_name_dtypes(k);
     size_t l = strlen(k->name);
     snprintf(k->name + l, sizeof k->name - l, "_N%d_V%d%s", N, V, dl == lg ? "_inplace" : "");
     buf_printf(&k->constants, "{\"N\": %d, \"V\": %d, \"THREADS\": %d}", N, V, threads);
     char call[512];
-    snprintf(call, sizeof call, "crossentropy<%s, %s, %d, %d, %d, %s, %s>(%s, %s, %s, %s, %s)", ty(g, dlogits >= 0 ? dlogits : logits),
-             ty(g, logits), N, V, threads, fwd ? "true" : "false", bwd ? "true" : "false", lo, dl, lg, tg, bwd ? "rs->dloss" : "0.0f");
-    entry(k, "", N, 1, threads, call);
+    snprintf(call, sizeof call, "crossentropy<%s, %s, %d, %d, %d, %s, %s>(%s, %s, %s, %s, %s)", cg_arg_type(g, dlogits >= 0 ? dlogits : logits),
+             cg_arg_type(g, logits), N, V, threads, fwd ? "true" : "false", bwd ? "true" : "false", lo, dl, lg, tg, bwd ? "rs->dloss" : "0.0f");
+    cg_entry(k, "", N, 1, threads, call);
     if (bwd && g->t[dlogits].dtype == TD_BF16) k->audit[k->naudit++] = "cvt.rn.bf16.f32";
 }
 

@@ -77,6 +77,49 @@ const char *cg_float(char *buf, size_t n, double v) {
     return buf;
 }
 
+int cg_dt_bytes(const Graph *g, int t) { return t < 0 ? 0 : fp8c_tensor_dtype_bytes[g->t[t].dtype]; }
+
+/* Callers type an absent optional pointer (nullptr) like a present sibling (bias like weight, up
+ * like gate) so that the template's access-size checks hold. */
+const char *cg_arg_type(const Graph *g, int t) { return t < 0 ? "float" : cg_ctype(g->t[t].dtype); }
+
+int cg_pick_epl(int widest, int64_t mult) {
+    for (int e = 8; e > 1; e /= 2)
+        if (e * widest <= 16 && mult % e == 0) return e;
+    return 1;
+}
+
+/* In place (t already bound): one pointer, since the signature marks every pointer __restrict__. */
+const char *cg_bind(CgKernel *k, const Graph *g, const char *role, int t, int is_output) {
+    if (t < 0) return "nullptr";
+    for (int i = 0; i < k->nparams; i++)
+        if (k->param_tensor[i] == t) return k->params[i];
+    cg_add_param(k, g, role, t, is_output);
+    return k->params[k->nparams - 1];
+}
+
+void cg_name_dtypes(CgKernel *k) {
+    size_t n = strlen(k->name);
+    for (int i = 0; i < k->nparams && n < sizeof k->name; i++) {
+        const char *t = !strcmp(k->ptypes[i], "float") ? "f32" : !strcmp(k->ptypes[i], "int") ? "i32" : k->ptypes[i];
+        n += (size_t)snprintf(k->name + n, sizeof k->name - n, "_%s", t);
+    }
+}
+
+void cg_entry(CgKernel *k, const char *suffix, int gx, int gy, int threads, const char *call) {
+    char sym[sizeof k->entries[0].symbol];
+    snprintf(sym, sizeof sym, "%.140s%s", k->name, suffix);
+    buf_printf(&k->body, "extern \"C\" __global__ void __launch_bounds__(%d) %s(", threads, sym);
+    cg_signature(&k->body, k);
+    buf_printf(&k->body, ") {\n    %s;\n}\n", call);
+    cg_add_entry(k, sym, gx, gy, 1, threads, 1, 1, 0);
+}
+
+int cg_grid_for(int64_t work, int per_block) {
+    int64_t b = (work + per_block - 1) / per_block;
+    return b < 1 ? 1 : b > CG_GRID_CAP ? CG_GRID_CAP : (int)b;
+}
+
 const char *const fuse_names[FUSE_COUNT] = {"none", "cast_transpose_amax", "norm_quantize", "act_quantize", "adamw_quantize",
                                             "scale_update_all", "crossentropy_fwd_bwd", "rope_attention"};
 

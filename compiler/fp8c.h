@@ -519,6 +519,22 @@ void cg_call_args(Buf *b, const CgKernel *k);
 /* A float literal that round-trips exactly ("1e-05f" style, always with a suffix f). */
 const char *cg_float(char *buf, size_t n, double v);
 
+/* Shared by the row-wise and elementwise generators. */
+#define CG_GRID_CAP 2048 /* grid-stride loops: enough blocks to fill any current GPU several times */
+int cg_dt_bytes(const Graph *g, int t);          /* element bytes of tensor t, 0 when absent */
+const char *cg_arg_type(const Graph *g, int t);  /* its element type; "float" when absent */
+/* Largest elements-per-load in {8, 4, 2, 1} that moves at most 16 bytes of the widest type and
+ * divides mult. */
+int cg_pick_epl(int widest, int64_t mult);
+/* Bind tensor t to a param named role; returns the name a template call uses ("nullptr" when
+ * absent, the earlier param's name when t is already bound). */
+const char *cg_bind(CgKernel *k, const Graph *g, const char *role, int t, int is_output);
+/* Append "_bf16_f32_...", the dtype of every param, so the name tells instances apart. */
+void cg_name_dtypes(CgKernel *k);
+/* One extern "C" entry: signature + one template call, launched (gx, gy) x threads, no smem. */
+void cg_entry(CgKernel *k, const char *suffix, int gx, int gy, int threads, const char *call);
+int cg_grid_for(int64_t work, int per_block);    /* ceil(work / per_block) in [1, CG_GRID_CAP] */
+
 /* Generators, one per template family (cg_<family>.c). Each handles the FuseKinds its comment
  * names and fails with a message for anything else. */
 int cg_gen_embed(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);      /* embed_fwd, embed_bwd */
