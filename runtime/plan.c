@@ -385,6 +385,8 @@ static int read_gpu(R *r, const YamlNode *n, RtStep *s) {
 static int read_kernels(R *r, const YamlNode *root) {
     const YamlNode *ks = yml_get(root, "kernels"), *gm = yml_get(root, "gemm");
     r->p->gemm = gm && gm->kind == YN_SCALAR ? gm->str : "cublaslt";
+    const YamlNode *tg = yml_get(root, "target");
+    r->p->target = tg && tg->kind == YN_SCALAR ? tg->str : "cpu";
     if (!ks) return 0;
     if (yml_expect(r->d, ks, YN_SEQ, "plan 'kernels'")) return -1;
     r->p->nkernels = ks->n;

@@ -82,6 +82,7 @@ typedef struct {
     RtKernel *kernels;   /* the plan's "kernels" (empty for plans without generated code) */
     int nkernels;
     const char *gemm;    /* "cublaslt" or "generated" */
+    const char *target;  /* what it was compiled for: "sm_90a", "sm_89", "cpu", ... */
     int nmissing;        /* steps that need a kernel and have none (a --target cpu plan) */
 } Plan;
 

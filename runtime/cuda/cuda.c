@@ -198,25 +198,6 @@ int cu_probe(char *why, size_t n) {
 
 /* ---- set-up ------------------------------------------------------------------------------------ */
 
-static char *slurp(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    if (buf) {
-        buf[n] = 0;
-        if (len) *len = (size_t)n;
-    }
-    return buf;
-}
-
 /* Prebuilt DIR/cubin/NAME.ARCH.cubin where `fp8c build` made them, NVRTC (through the cache)
  * for the rest; then every entry point is looked up before any capture (lazy loading, notes 3.3). */
 static int load_kernels(CudaBackend *b, char *err, size_t errlen) {
@@ -230,10 +211,10 @@ static int load_kernels(CudaBackend *b, char *err, size_t errlen) {
         char path[2300];
         snprintf(path, sizeof path, "%s/cubin/%s.%s.cubin", p->dir, p->kernels[i].name, b->arch);
         jobs[i].name = p->kernels[i].name;
-        jobs[i].cubin = slurp(path, &jobs[i].cubin_len);
+        jobs[i].cubin = jit_read_file(path, &jobs[i].cubin_len);
         if (jobs[i].cubin) continue;
         snprintf(path, sizeof path, "%s/%s", p->dir, p->kernels[i].file);
-        jobs[i].src = slurp(path, NULL);
+        jobs[i].src = jit_read_file(path, NULL);
         if (!jobs[i].src) {
             snprintf(err, errlen, "cannot read %s (the plan's kernel source)", path);
             goto fail;
@@ -563,11 +544,18 @@ static int enqueue(CudaBackend *b, Section sec, char *err, size_t errlen) {
     return 0;
 }
 
+/* The device copy of the run state: Fp8cRunState in templates/common.cuh, field for field. */
+typedef struct {
+    float dloss, lr, grad_scale, pad0;
+    int opt_step, amax_step, pad1, pad2;
+} DevRunState;
+
+static DevRunState dev_run_state(const RunState *st) {
+    return (DevRunState){st->dloss, st->lr, st->grad_scale, 0, (int)st->opt_step, (int)st->amax_step, 0, 0};
+}
+
 int cu_run_step(CudaBackend *b, Section sec, int i, const RunState *st, char *err, size_t errlen) {
-    struct {
-        float dloss, lr, grad_scale, pad0;
-        int opt_step, amax_step, pad1, pad2;
-    } rs = {st->dloss, st->lr, st->grad_scale, 0, (int)st->opt_step, (int)st->amax_step, 0, 0};
+    DevRunState rs = dev_run_state(st);
     CK(b->d.MemcpyHtoD(b->rs, &rs, sizeof rs));
     const RtStep *s = &b->p->steps[sec][i];
     if (s->gpu.action == GPU_MEMSET) {
@@ -590,10 +578,7 @@ int cu_poison_tensor(CudaBackend *b, int id, char *err, size_t errlen) {
 }
 
 int cu_run(CudaBackend *b, Section sec, const RunState *st, char *err, size_t errlen) {
-    struct {
-        float dloss, lr, grad_scale, pad0;
-        int opt_step, amax_step, pad1, pad2;
-    } rs = {st->dloss, st->lr, st->grad_scale, 0, (int)st->opt_step, (int)st->amax_step, 0, 0};
+    DevRunState rs = dev_run_state(st);
     CK(b->d.MemcpyHtoDAsync(b->rs, &rs, sizeof rs, b->stream));
     int fresh = b->weights_fresh;
     if (b->graph[sec][fresh]) {

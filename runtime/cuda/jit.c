@@ -180,7 +180,7 @@ void jit_parse_ptxas(JitJob *job, const char *log) {
 
 /* ---- one compilation -------------------------------------------------------------------------- */
 
-static char *read_all(const char *path, size_t *len) {
+char *jit_read_file(const char *path, size_t *len) {
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
@@ -199,8 +199,7 @@ static char *read_all(const char *path, size_t *len) {
     return b;
 }
 
-/* Write through a temporary file in the same directory and rename: readers see all or nothing. */
-static int write_atomic(const char *path, const void *data, size_t n) {
+int jit_write_atomic(const char *path, const void *data, size_t n) {
     char tmp[4200];
     snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
     int fd = mkstemp(tmp);
@@ -268,12 +267,12 @@ static void compile_one(JitLib *j, JitJob *job, const char *arch, const char *ca
         snprintf(base, sizeof base, "%s/%016llx%016llx-%s", cache_dir, (unsigned long long)k.a, (unsigned long long)k.b, arch);
         char p[4300];
         snprintf(p, sizeof p, "%s.ptx", base);
-        job->ptx = read_all(p, NULL);
+        job->ptx = jit_read_file(p, NULL);
         snprintf(p, sizeof p, "%s.log", base);
-        job->log = read_all(p, NULL);
+        job->log = jit_read_file(p, NULL);
         if (!strncmp(arch, "sm_", 3)) {
             snprintf(p, sizeof p, "%s.cubin", base);
-            job->cubin = read_all(p, &job->cubin_len);
+            job->cubin = jit_read_file(p, &job->cubin_len);
         }
         if (job->ptx && job->log && (job->cubin || strncmp(arch, "sm_", 3))) {
             job->ok = job->cached = 1;
@@ -321,12 +320,12 @@ static void compile_one(JitLib *j, JitJob *job, const char *arch, const char *ca
         char p[4300];
         if (job->cubin) {
             snprintf(p, sizeof p, "%s.cubin", base);
-            write_atomic(p, job->cubin, job->cubin_len);
+            jit_write_atomic(p, job->cubin, job->cubin_len);
         }
         snprintf(p, sizeof p, "%s.ptx", base);
-        write_atomic(p, job->ptx, strlen(job->ptx));
+        jit_write_atomic(p, job->ptx, strlen(job->ptx));
         snprintf(p, sizeof p, "%s.log", base); /* last: its presence marks a complete entry */
-        write_atomic(p, job->log, strlen(job->log));
+        jit_write_atomic(p, job->log, strlen(job->log));
     }
 }
 

@@ -43,6 +43,11 @@ void jit_job_free(JitJob *job);
 /* $FP8C_CACHE_DIR, else $HOME/.cache/fp8c (created, with parents); NULL if neither works. */
 const char *jit_cache_dir(char *buf, size_t n);
 
+/* The whole file, NUL-terminated, malloc'd (len may be NULL); NULL if it cannot be read. */
+char *jit_read_file(const char *path, size_t *len);
+/* Write through a temporary file in the same directory and rename: readers see all or nothing. */
+int jit_write_atomic(const char *path, const void *data, size_t n);
+
 /* Parse ptxas -v lines of an NVRTC log into job's resource fields (exposed for tests). */
 void jit_parse_ptxas(JitJob *job, const char *log);
 

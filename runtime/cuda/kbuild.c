@@ -17,45 +17,9 @@
 #include "jit.h"
 #include "runtime.h"
 
-static char *read_text(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) b[n] = 0;
-    return b;
-}
-
 int rt_debug_level(void) {
     const char *e = getenv("FP8C_DEBUG");
     return e ? atoi(e) : 0;
-}
-
-/* The arch to compile for when none is given: the plan's target when it is a GPU. */
-static const char *default_arch(const char *dir, char *buf, size_t n) {
-    char path[1200];
-    snprintf(path, sizeof path, "%s/plan.json", dir);
-    char *t = read_text(path);
-    const char *arch = "sm_90a";
-    if (t) {
-        char *p = strstr(t, "\"target\": \"");
-        if (p && !strncmp(p + 11, "sm_", 3)) {
-            char *q = strchr(p + 11, '"');
-            if (q && q - (p + 11) < 16) {
-                snprintf(buf, n, "%.*s", (int)(q - (p + 11)), p + 11);
-                arch = buf;
-            }
-        }
-        free(t);
-    }
-    return arch;
 }
 
 typedef struct {
@@ -65,6 +29,9 @@ typedef struct {
     JitLib *jit;
     JitJob *jobs;
     int *uses;
+    const char *arch;  /* --arch, else the plan's target when it is a GPU, else sm_90a */
+    const char *cache; /* jit_cache_dir, NULL: no cache */
+    char cbuf[2048];
 } Kset;
 
 static void kset_free(Kset *k) {
@@ -79,8 +46,8 @@ static void kset_free(Kset *k) {
     arena_free(&k->arena);
 }
 
-/* Load the plan and the kernel sources, open NVRTC. Returns an exit code (0 ok). */
-static int kset_load(Kset *k, const char *dir) {
+/* Load the plan and the kernel sources, choose the arch, open NVRTC. Returns an exit code (0 ok). */
+static int kset_load(Kset *k, const char *dir, const char *arch) {
     memset(k, 0, sizeof *k);
     diag_init(&k->diag, stderr);
     if (plan_load(&k->arena, &k->diag, dir, &k->plan)) return EXIT_BAD_INPUT;
@@ -97,12 +64,18 @@ static int kset_load(Kset *k, const char *dir) {
         char path[2200];
         snprintf(path, sizeof path, "%s/%s", dir, k->plan.kernels[i].file);
         k->jobs[i].name = k->plan.kernels[i].name;
-        k->jobs[i].src = read_text(path);
+        k->jobs[i].src = jit_read_file(path, NULL);
         if (!k->jobs[i].src) {
             fprintf(stderr, "fp8c: error: cannot read %s: %s\n", path, strerror(errno));
             return EXIT_BAD_INPUT;
         }
     }
+    k->arch = arch ? arch : !strncmp(k->plan.target, "sm_", 3) ? k->plan.target : "sm_90a";
+    if (strncmp(k->arch, "sm_", 3)) {
+        fprintf(stderr, "fp8c: error: --arch takes a real architecture such as sm_90a or sm_89, not '%s'\n", k->arch);
+        return EXIT_BAD_INPUT;
+    }
+    k->cache = jit_cache_dir(k->cbuf, sizeof k->cbuf);
     char err[1024];
     k->jit = jit_open(err, sizeof err);
     if (!k->jit) {
@@ -161,35 +134,14 @@ static void audit_sass(FILE *out, const RtKernel *K, const JitJob *j, const char
             q ? "" : ": the FP8 GEMM runs on 16-bit tensor cores");
 }
 
-static int write_atomic_file(const char *path, const void *data, size_t n) {
-    char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
-    int fd = mkstemp(tmp);
-    if (fd < 0) return -1;
-    int ok = write(fd, data, n) == (ssize_t)n;
-    ok &= close(fd) == 0;
-    if (!ok || chmod(tmp, 0644) || rename(tmp, path)) {
-        unlink(tmp);
-        return -1;
-    }
-    return 0;
-}
-
 int rt_build(const char *dir, const char *arch_in) {
     Kset k;
-    int rc = kset_load(&k, dir);
+    int rc = kset_load(&k, dir, arch_in);
     if (rc) {
         kset_free(&k);
         return rc;
     }
-    char abuf[32], cbuf[2048];
-    const char *arch = arch_in ? arch_in : default_arch(dir, abuf, sizeof abuf);
-    if (strncmp(arch, "sm_", 3)) {
-        fprintf(stderr, "fp8c: error: --arch takes a real architecture such as sm_90a or sm_89, not '%s'\n", arch);
-        kset_free(&k);
-        return EXIT_BAD_INPUT;
-    }
-    const char *cache = jit_cache_dir(cbuf, sizeof cbuf);
+    const char *arch = k.arch, *cache = k.cache;
     int maj, min;
     jit_version(k.jit, &maj, &min);
     fprintf(stderr, "fp8c: build %s: %d kernels for %s with NVRTC %d.%d (cache %s)\n", dir, k.plan.nkernels, arch, maj, min,
@@ -210,7 +162,7 @@ int rt_build(const char *dir, const char *arch_in) {
         secs += j->seconds;
         char path[1500];
         snprintf(path, sizeof path, "%s/%s.%s.cubin", cdir, j->name, arch);
-        if (write_atomic_file(path, j->cubin, j->cubin_len)) {
+        if (jit_write_atomic(path, j->cubin, j->cubin_len)) {
             fprintf(stderr, "fp8c: error: cannot write %s: %s\n", path, strerror(errno));
             failed++;
         }
@@ -225,14 +177,12 @@ int rt_build(const char *dir, const char *arch_in) {
 
 int rt_inspect(const char *dir, const char *kernel, const char *arch_in) {
     Kset k;
-    int rc = kset_load(&k, dir);
+    int rc = kset_load(&k, dir, arch_in);
     if (rc) {
         kset_free(&k);
         return rc;
     }
-    char abuf[32], cbuf[2048];
-    const char *arch = arch_in ? arch_in : default_arch(dir, abuf, sizeof abuf);
-    const char *cache = jit_cache_dir(cbuf, sizeof cbuf);
+    const char *arch = k.arch, *cache = k.cache;
     int sel = -1;
     if (kernel) {
         for (int i = 0; i < k.plan.nkernels; i++)
