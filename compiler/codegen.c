@@ -551,9 +551,12 @@ void cg_kernel_source(Buf *b, const Diag *d, const Resolution *r, const Graph *g
     buf_puts(b, "// Tensors (first use):");
     for (int i = 0; i < k->nparams; i++) {
         int t = L->bind[i];
-        if (t >= 0)
-            buf_printf(b, "\n//   %-12s %s %s [%lld%s%lld]", k->params[i], g->t[t].name, fp8c_tensor_dtype_names[g->t[t].dtype],
-                       (long long)g->t[t].shape[0], g->t[t].ndim > 1 ? ", " : "", g->t[t].ndim > 1 ? (long long)g->t[t].shape[1] : 0LL);
+        if (t >= 0 && g->t[t].ndim > 1)
+            buf_printf(b, "\n//   %-12s %s %s [%lld, %lld]", k->params[i], g->t[t].name, fp8c_tensor_dtype_names[g->t[t].dtype],
+                       (long long)g->t[t].shape[0], (long long)g->t[t].shape[1]);
+        else if (t >= 0)
+            buf_printf(b, "\n//   %-12s %s %s [%lld]", k->params[i], g->t[t].name, fp8c_tensor_dtype_names[g->t[t].dtype],
+                       (long long)g->t[t].shape[0]);
         else buf_printf(b, "\n//   %-12s the %s allocation", k->params[i], fp8c_tensor_class_names[-1 - t]);
     }
     buf_puts(b, "\n// Launch:");

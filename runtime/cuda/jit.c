@@ -37,7 +37,7 @@ struct JitLib {
 
 static void *open_first(const char *const *names, int n, char *why, size_t whylen) {
     for (int i = 0; i < n; i++) {
-        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+        void *h = dlopen(names[i], RTLD_NOW | RTLD_LOCAL | RTLD_NODELETE); /* stays mapped: leak reports can name it */
         if (h) return h;
         if (i == 0) snprintf(why, whylen, "%s", dlerror());
     }
@@ -169,10 +169,15 @@ void jit_parse_ptxas(JitJob *job, const char *log) {
                 if (smem > job->smem_static) job->smem_static = smem;
             }
         }
-        if ((u = strstr(line, "bytes stack frame")) && sscanf(line, " %d bytes stack frame, %d bytes spill stores, %d bytes spill loads", &v, &s, &l) == 3) {
-            if (v > job->stack) job->stack = v;
-            if (s > job->spill_stores) job->spill_stores = s;
-            if (l > job->spill_loads) job->spill_loads = l;
+        if ((u = strstr(line, "bytes stack frame"))) { /* "ptxas info    : 8 bytes stack frame, 0 bytes spill ..." */
+            const char *q = u;
+            while (q > line && q[-1] == ' ') q--;
+            while (q > line && q[-1] >= '0' && q[-1] <= '9') q--;
+            if (sscanf(q, "%d bytes stack frame, %d bytes spill stores, %d bytes spill loads", &v, &s, &l) == 3) {
+                if (v > job->stack) job->stack = v;
+                if (s > job->spill_stores) job->spill_stores = s;
+                if (l > job->spill_loads) job->spill_loads = l;
+            }
         }
         p = e ? e + 1 : NULL;
     }
