@@ -209,15 +209,11 @@ static void emit_step_gpu(Buf *b, const Graph *g, const CgPlan *cp, int si, cons
             first = 0;
         }
     }
-    if (cp->step_refresh[si] >= 0) {
-        const CgLaunch *l = &cp->launches[cp->step_refresh[si]];
-        buf_puts(b, ", \"refresh\": true");
-        (void)l;
-    }
+    if (cp->step_refresh[si] >= 0) buf_puts(b, ", \"refresh\": true");
     buf_puts(b, "}");
 }
 
-static void emit_kernels(Buf *b, const Graph *g, const CgPlan *cp) {
+static void emit_kernels(Buf *b, const CgPlan *cp) {
     buf_printf(b, "  \"gemm\": \"%s\",\n  \"fusions\": {", cp->gemm);
     for (int k = 1; k < FUSE_COUNT; k++) buf_printf(b, "%s\"%s\": %d", k > 1 ? ", " : "", fuse_names[k], cp->nfused[k]);
     buf_printf(b, ", \"refused\": %d},\n  \"kernels\": [", cp->nrejected);
@@ -241,7 +237,6 @@ static void emit_kernels(Buf *b, const Graph *g, const CgPlan *cp) {
         buf_printf(b, "], \"constants\": %s}", k->constants.len ? k->constants.data : "{}");
     }
     buf_puts(b, "\n  ],\n");
-    (void)g;
 }
 
 static void emit_graph(Buf *b, const Graph *g, const Resolution *r, const CgPlan *cp) {
@@ -271,7 +266,7 @@ static void emit_graph(Buf *b, const Graph *g, const Resolution *r, const CgPlan
     buf_puts(b, "  ],\n");
     int *pos = calloc((size_t)(g->ns ? g->ns : 1), sizeof(int)), cnt[SEC_COUNT] = {0};
     for (int si = 0; si < g->ns; si++) pos[si] = cnt[g->s[si].sec]++;
-    if (cp) emit_kernels(b, g, cp);
+    if (cp) emit_kernels(b, cp);
     buf_puts(b, "  \"program\": {\n");
     for (int sec = 0; sec < SEC_COUNT; sec++) {
         buf_printf(b, "    \"%s\": [", fp8c_section_names[sec]);
