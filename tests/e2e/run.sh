@@ -113,7 +113,8 @@ bad_plan() { # name, python expression editing text s
     if [ $rc -eq 2 ] && grep -q -E "plan.json:[0-9]+:[0-9]+: error: $3" "$tmp/err"; then ok "bad_plan_$1"; else ko "bad_plan_$1" "exit $rc"; fi
 }
 bad_plan unknown_op "s=s.replace('\"op\": \"qgemm\"', '\"op\": \"qgemn\"', 1)" "unknown value 'qgemn'"
-bad_plan size_mismatch "import re; s=re.sub(r'\"R\": 256, \"C\": 128', '\"R\": 512, \"C\": 128', s, count=1)" "plan: invalid 'quantize' step"
+# (edit the program's step, not a kernel's "constants", which come earlier in the file)
+bad_plan size_mismatch "import re; i=s.index('\"program\": {'); s=s[:i]+re.sub(r'\"R\": 256, \"C\": 128', '\"R\": 512, \"C\": 128', s[i:], count=1)" "plan: invalid 'quantize' step"
 bad_plan unknown_tensor "s=s.replace('\"inp\": \"blocks.0.attn_norm.out\"', '\"inp\": \"nope\"', 1)" "plan: unknown tensor 'nope'"
 bad_plan truncated "s=s[:len(s)//2]" "invalid YAML"
 bad_plan bytes "s=s.replace('\"bytes\": 131072', '\"bytes\": 131073', 1)" "plan: tensor"
