@@ -126,151 +126,6 @@ const char *const fuse_names[FUSE_COUNT] = {"none", "cast_transpose_amax", "norm
 /* AdamW's betas and eps are plan constants that steps do not carry (cg_adamw.c reads them). */
 extern double cg_adamw_beta1, cg_adamw_beta2, cg_adamw_eps;
 
-/* ---- fusion: proposals, each checked by its generator ---------------------------------------- */
-
-typedef struct {
-    const Graph *g;
-    Arena *a;
-    char *taken;   /* per step: already in a proposed group */
-    CgGroup *groups;
-    int ng, capg;
-} Fuser;
-
-static void propose(Fuser *f, FuseKind kind, const int *ids, int n) {
-    if (f->ng == f->capg) {
-        f->capg = f->capg ? 2 * f->capg : 64;
-        f->groups = xrealloc(f->groups, (size_t)f->capg * sizeof *f->groups);
-    }
-    CgGroup *grp = &f->groups[f->ng++];
-    grp->kind = kind;
-    grp->nsteps = n;
-    grp->step_ids = arena_alloc(f->a, (size_t)n * sizeof(int));
-    memcpy(grp->step_ids, ids, (size_t)n * sizeof(int));
-    for (int i = 0; i < n; i++) f->taken[ids[i]] = 1;
-}
-
-/* Does any step strictly between i and j (program order) write tensor t? */
-static int written_between(const Graph *g, int i, int j, int t) {
-    for (int s = i + 1; s < j; s++) {
-        const GStep *st = &g->s[s];
-        const char *args = fp8c_op_info[st->op].args;
-        int k = 0;
-        for (const char *c = args; *c && *c != '|'; c++)
-            if (*c == ',') k++;
-        for (int a = 0; a <= k && a < OP_MAX_ARGS; a++)
-            if (st->args[a] == t) return 1;
-    }
-    return 0;
-}
-
-/* The step after i (same section) that quantizes tensor t row-wise, not yet taken; -1 if none. */
-static int next_row_quant(Fuser *f, int i, int t) {
-    const Graph *g = f->g;
-    for (int j = i + 1; j < g->ns && g->s[j].sec == g->s[i].sec; j++) {
-        const GStep *q = &g->s[j];
-        if (q->op == OP_QUANTIZE && q->args[3] == t && q->ints[6] == 0 && !f->taken[j]) return written_between(g, i, j, t) ? -1 : j;
-    }
-    return -1;
-}
-
-static void fuse(Fuser *f) {
-    const Graph *g = f->g;
-    int ids[64];
-    /* (e) every delayed-scaling update in one launch */
-    int n = 0;
-    for (int i = 0; i < g->ns; i++)
-        if (g->s[i].op == OP_SCALE_UPDATE) n++;
-    if (n) {
-        int *all = arena_alloc(f->a, (size_t)n * sizeof(int));
-        n = 0;
-        for (int i = 0; i < g->ns; i++)
-            if (g->s[i].op == OP_SCALE_UPDATE) all[n++] = i;
-        propose(f, FUSE_SCALE_UPDATE, all, n);
-    }
-    for (int i = 0; i < g->ns; i++) {
-        const GStep *s = &g->s[i];
-        if (f->taken[i]) continue;
-        switch (s->op) {
-        case OP_XENT_FWD: /* (f) the loss and its gradient in one pass over the logits */
-            for (int j = i + 1; j < g->ns; j++)
-                if (g->s[j].op == OP_XENT_BWD && g->s[j].args[1] == s->args[1] && g->s[j].args[2] == s->args[2] && !f->taken[j]) {
-                    ids[0] = i, ids[1] = j;
-                    propose(f, FUSE_XENT, ids, 2);
-                    break;
-                }
-            break;
-        case OP_ATTENTION_FWD: { /* RoPE applied while loading q and k */
-            int rq = -1, rk = -1;
-            for (int j = 0; j < i; j++) {
-                const GStep *r = &g->s[j];
-                if (r->op != OP_ROPE_FWD || f->taken[j] || r->sec != s->sec) continue;
-                if (r->args[0] == s->args[2]) rq = j;
-                if (r->args[0] == s->args[3]) rk = j;
-            }
-            if (rq >= 0 && rk >= 0) {
-                ids[0] = rq < rk ? rq : rk, ids[1] = rq < rk ? rk : rq, ids[2] = i;
-                propose(f, FUSE_ROPE_ATTENTION, ids, 3);
-            }
-            break;
-        }
-        case OP_ATTENTION_BWD: { /* the inverse rotation of dq and dk before they are stored */
-            int rq = -1, rk = -1;
-            for (int j = i + 1; j < g->ns && g->s[j].sec == s->sec && j < i + 4; j++) {
-                const GStep *r = &g->s[j];
-                if (r->op != OP_ROPE_BWD || f->taken[j] || r->args[0] != r->args[1]) continue;
-                if (r->args[0] == s->args[0]) rq = j;
-                if (r->args[0] == s->args[1]) rk = j;
-            }
-            if (rq >= 0 && rk >= 0) {
-                ids[0] = i, ids[1] = rq < rk ? rq : rk, ids[2] = rq < rk ? rk : rq;
-                propose(f, FUSE_ROPE_ATTENTION, ids, 3);
-            }
-            break;
-        }
-        case OP_RMSNORM_FWD:
-        case OP_LAYERNORM_FWD:
-        case OP_SWIGLU_FWD:
-        case OP_GELU_FWD:
-        case OP_GATE_FWD: { /* (b), (c): the output written as FP8 with its tile scales too */
-            int j = next_row_quant(f, i, s->args[0]);
-            if (j >= 0) {
-                ids[0] = i, ids[1] = j;
-                propose(f, s->op == OP_RMSNORM_FWD || s->op == OP_LAYERNORM_FWD ? FUSE_NORM_QUANT : FUSE_ACT_QUANT, ids, 2);
-            }
-            break;
-        }
-        default: break;
-        }
-    }
-    /* (d) AdamW writes the weight's FP8 copies (both orientations) for the next step */
-    for (int i = 0; i < g->ns; i++) {
-        const GStep *s = &g->s[i];
-        if (s->op != OP_ADAMW || f->taken[i]) continue;
-        int k = 0;
-        ids[k++] = i;
-        for (int j = 0; j < g->ns && k < 3; j++)
-            if (g->s[j].op == OP_QUANTIZE && g->s[j].args[3] == s->args[0] && !f->taken[j]) ids[k++] = j;
-        if (k > 1) {
-            propose(f, FUSE_ADAMW_QUANT, ids, k);
-            for (int q = 1; q < k; q++) f->taken[ids[q]] = 0; /* they also run standalone (refresh) */
-        }
-    }
-    /* (a) one read of a tensor writes its row-wise and column-wise copies */
-    for (int i = 0; i < g->ns; i++) {
-        const GStep *s = &g->s[i];
-        if (s->op != OP_QUANTIZE || f->taken[i]) continue;
-        for (int j = i + 1; j < g->ns && g->s[j].sec == s->sec; j++) {
-            const GStep *q = &g->s[j];
-            if (q->op != OP_QUANTIZE || f->taken[j] || q->args[3] != s->args[3] || q->ints[6] == s->ints[6]) continue;
-            if (written_between(g, i, j, s->args[3])) break;
-            ids[0] = i, ids[1] = j;
-            if (s->ints[6]) ids[0] = j, ids[1] = i; /* row copy first */
-            propose(f, FUSE_CAST_TRANSPOSE, ids, 2);
-            break;
-        }
-    }
-}
-
 /* ---- instantiation ---------------------------------------------------------------------------- */
 
 static CgGenFn generator_of(const GStep *s) {
@@ -347,9 +202,8 @@ static int intern_kernel(CgPlan *cp, CgKernel *k) {
     return cp->nk++;
 }
 
-static int add_launch(CgPlan *cp, const CgGroup *grp, CgKernel *k, int refresh) {
-    CgLaunch L = {.kind = grp->kind, .nsteps = grp->nsteps, .refresh = refresh};
-    L.steps = grp->step_ids;
+static int add_launch(CgPlan *cp, const SUnit *u, CgKernel *k) {
+    CgLaunch L = {.kind = u->kind, .nsteps = u->nsteps, .steps = u->steps, .refresh = u->refresh};
     for (int i = 0; i < k->nparams; i++) L.bind[i] = k->param_tensor[i];
     L.kernel = intern_kernel(cp, k);
     if (cp->nl == cp->capl) {
@@ -396,49 +250,46 @@ static const char *step_module(const Resolution *r, const GStep *s) {
     return s->module >= 0 ? r->model->mods[s->module].path : "(program)";
 }
 
+int cg_check_group(const Graph *g, const CgGroup *grp, char *err, size_t errlen) {
+    CgKernel k;
+    if (instantiate(g, grp, &k, err, errlen)) return -1;
+    kernel_free(&k);
+    return 0;
+}
+
 int cg_codegen(Arena *a, Diag *d, const Resolution *r, const Graph *g, const char *gemm, CgPlan *cp) {
     memset(cp, 0, sizeof *cp);
     cp->gemm = gemm ? gemm : "cublaslt";
     cg_adamw_beta1 = r->model->train.opt.beta1;
     cg_adamw_beta2 = r->model->train.opt.beta2;
     cg_adamw_eps = r->model->train.opt.eps;
-    cp->step_launch = arena_alloc(a, (size_t)(g->ns ? g->ns : 1) * sizeof(int));
-    cp->step_refresh = arena_alloc(a, (size_t)(g->ns ? g->ns : 1) * sizeof(int));
-    for (int i = 0; i < g->ns; i++) cp->step_launch[i] = cp->step_refresh[i] = -1;
-    Fuser f = {.g = g, .a = a, .taken = arena_alloc(a, (size_t)(g->ns ? g->ns : 1))};
-    memset(f.taken, 0, (size_t)(g->ns ? g->ns : 1));
-    fuse(&f);
+    cp->unit_launch = arena_alloc(a, (size_t)(g->nu ? g->nu : 1) * sizeof(int));
     char err[512];
-    int rc = 0, nerr = 0;
+    int nerr = 0;
     struct {
         OpKind op;
         int n, step;
         char msg[256];
     } errs[64];
     CgKernel k;
-    /* fused groups first: a refused proposal leaves its steps to run one by one */
-    for (int gi = 0; gi < f.ng; gi++) {
-        CgGroup *grp = &f.groups[gi];
-        if (instantiate(g, grp, &k, err, sizeof err)) {
-            cp->nrejected++;
-            if (getenv("FP8C_DEBUG"))
-                fprintf(stderr, "fp8c: codegen: %s fusion at %s not used: %s\n", fuse_names[grp->kind],
-                        step_module(r, &g->s[grp->step_ids[0]]), err);
+    for (int u = 0; u < g->nu; u++) {
+        const SUnit *su = &g->u[u];
+        cp->unit_launch[u] = -1;
+        CgGroup grp = {.kind = su->kind, .nsteps = su->nsteps, .step_ids = su->steps};
+        const GStep *s = &g->s[su->steps[0]];
+        if (su->kind != FUSE_NONE) {
+            /* the schedule placed only groups their generator accepted; the memory plan cannot
+             * change that answer */
+            if (instantiate(g, &grp, &k, err, sizeof err)) {
+                diag_error(d, (Mark){0}, NULL, "internal: %s fusion at %s accepted before memory planning, refused after: %s",
+                           fuse_names[su->kind], step_module(r, s), err);
+                return -1;
+            }
+            cp->unit_launch[u] = add_launch(cp, su, &k);
             continue;
         }
-        int L = add_launch(cp, grp, &k, 0);
-        cp->nfused[grp->kind]++;
-        for (int i = 0; i < grp->nsteps; i++)
-            if (grp->kind != FUSE_ADAMW_QUANT || i == 0) cp->step_launch[grp->step_ids[i]] = L;
-            else cp->step_refresh[grp->step_ids[i]] = -2; /* marked: gets a standalone launch below */
-    }
-    for (int i = 0; i < g->ns; i++) {
-        if (cp->step_launch[i] >= 0) continue;
-        const GStep *s = &g->s[i];
         if (!generator_of(s)) continue;
-        CgGroup one = {.kind = FUSE_NONE, .nsteps = 1, .step_ids = arena_alloc(a, sizeof(int))};
-        one.step_ids[0] = i;
-        if (instantiate(g, &one, &k, err, sizeof err)) {
+        if (instantiate(g, &grp, &k, err, sizeof err)) {
             if (s->op == OP_QGEMM && strcmp(cp->gemm, "generated")) continue; /* cuBLASLt runs it; no fallback kernel */
             cp->nmissing++; /* the plan is still written: the CPU runs it, the GPU backend refuses it and says why */
             if (r->target == TGT_CPU) continue; /* a CPU plan may hold what no GPU template runs */
@@ -447,23 +298,17 @@ int cg_codegen(Arena *a, Diag *d, const Resolution *r, const Graph *g, const cha
             for (int e = 0; e < nerr; e++)
                 if (errs[e].op == s->op && !strcmp(errs[e].msg, err)) errs[e].n++, seen = 1;
             if (!seen && nerr < 64) {
-                errs[nerr].op = s->op, errs[nerr].n = 1, errs[nerr].step = i;
+                errs[nerr].op = s->op, errs[nerr].n = 1, errs[nerr].step = su->steps[0];
                 snprintf(errs[nerr++].msg, sizeof errs[0].msg, "%s", err);
             }
             continue;
         }
-        int refresh = cp->step_refresh[i] == -2;
-        int L = add_launch(cp, &one, &k, refresh);
-        cp->step_launch[i] = L;
-        if (refresh) cp->step_refresh[i] = L;
+        cp->unit_launch[u] = add_launch(cp, su, &k);
     }
     for (int e = 0; e < nerr; e++)
         diag_warning_plain(d, "%s: target %s: no CUDA kernel for %s, the GPU backend will refuse this plan: %s%s", step_module(r, &g->s[errs[e].step]),
                    target_names[r->target], fp8c_op_info[errs[e].op].name, errs[e].msg,
                    errs[e].n > 1 ? arena_printf(a, " (and %d more %s steps)", errs[e].n - 1, fp8c_op_info[errs[e].op].name) : "");
-    for (int i = 0; i < g->ns; i++)
-        if (cp->step_refresh[i] == -2) cp->step_refresh[i] = -1;
-    free(f.groups);
     /* modules per kernel, for the header comments */
     cp->mods_of = arena_alloc(a, (size_t)(cp->nk ? cp->nk : 1) * sizeof(int *));
     cp->nmods_of = arena_alloc(a, (size_t)(cp->nk ? cp->nk : 1) * sizeof(int));
@@ -480,7 +325,7 @@ int cg_codegen(Arena *a, Diag *d, const Resolution *r, const Graph *g, const cha
             if (!dup) cp->mods_of[kk][cp->nmods_of[kk]++] = m;
         }
     }
-    return rc;
+    return 0;
 }
 
 void cg_free(CgPlan *cp) {

@@ -165,58 +165,42 @@ static void emit_module(Buf *b, const Diag *d, const Resolution *r, const ModRes
     buf_puts(b, "}");
 }
 
-/* The step's GPU execution: its kernel launch (with the group it belongs to), a cuBLASLt GEMM,
- * or a memset. A fused group's first step carries the launch; the others name it. */
-static void emit_step_gpu(Buf *b, const Graph *g, const CgPlan *cp, int si, const int *pos) {
-    const GStep *s = &g->s[si];
-    buf_puts(b, ", \"gpu\": {");
-    int L = cp->step_launch[si];
-    if (s->op == OP_ZERO) {
+/* The unit's GPU execution: a kernel launch (with its bindings), a cuBLASLt GEMM (with the
+ * generated kernel as fallback, when there is one), a memset, or nothing (a step no template runs:
+ * a --target cpu plan). */
+static void emit_unit_gpu(Buf *b, const Graph *g, const CgPlan *cp, int u) {
+    const GStep *s = &g->s[g->u[u].steps[0]];
+    buf_puts(b, "\"gpu\": {");
+    if (g->u[u].kind == FUSE_NONE && s->op == OP_ZERO) {
         buf_puts(b, "\"memset\": true}");
         return;
     }
-    int first = 1;
-    if (s->op == OP_MATMUL_FWD || s->op == OP_MATMUL_BWD_DATA || s->op == OP_MATMUL_BWD_WEIGHT) {
+    int L = cp->unit_launch[u], first = 1;
+    if (g->u[u].kind == FUSE_NONE && (s->op == OP_MATMUL_FWD || s->op == OP_MATMUL_BWD_DATA || s->op == OP_MATMUL_BWD_WEIGHT)) {
         buf_puts(b, "\"gemm\": \"cublaslt\"");
         first = 0;
-    } else if (s->op == OP_QGEMM) {
+    } else if (g->u[u].kind == FUSE_NONE && s->op == OP_QGEMM) {
         buf_printf(b, "\"gemm\": \"%s\"", L >= 0 ? cp->gemm : "cublaslt");
         first = 0;
     }
     if (L >= 0) {
         const CgLaunch *l = &cp->launches[L];
-        if (l->steps[0] != si && l->kind != FUSE_NONE) {
-            buf_printf(b, "%s\"fused_into\": \"%s:%d\", \"fusion\": \"%s\"", first ? "" : ", ",
-                       fp8c_section_names[g->s[l->steps[0]].sec], pos[l->steps[0]], fuse_names[l->kind]);
-            first = 0;
-        } else {
-            const CgKernel *k = &cp->kernels[l->kernel];
-            buf_printf(b, "%s\"kernel\": ", first ? "" : ", ");
-            json_str(b, k->name);
-            if (l->kind != FUSE_NONE) {
-                buf_printf(b, ", \"fusion\": \"%s\", \"covers\": [", fuse_names[l->kind]);
-                for (int i = 0; i < l->nsteps; i++)
-                    buf_printf(b, "%s\"%s:%d\"", i ? ", " : "", fp8c_section_names[g->s[l->steps[i]].sec], pos[l->steps[i]]);
-                buf_puts(b, "]");
-            }
-            buf_puts(b, ", \"params\": [");
-            for (int i = 0; i < k->nparams; i++) {
-                if (i) buf_puts(b, ", ");
-                if (l->bind[i] >= 0) json_str(b, g->t[l->bind[i]].name);
-                else buf_printf(b, "\"@%s\"", fp8c_tensor_class_names[-1 - l->bind[i]]);
-            }
-            buf_puts(b, "]");
-            first = 0;
+        const CgKernel *k = &cp->kernels[l->kernel];
+        buf_printf(b, "%s\"kernel\": ", first ? "" : ", ");
+        json_str(b, k->name);
+        buf_puts(b, ", \"params\": [");
+        for (int i = 0; i < k->nparams; i++) {
+            if (i) buf_puts(b, ", ");
+            if (l->bind[i] >= 0) json_str(b, g->t[l->bind[i]].name);
+            else buf_printf(b, "\"@%s\"", fp8c_tensor_class_names[-1 - l->bind[i]]);
         }
+        buf_puts(b, "]");
     }
-    if (cp->step_refresh[si] >= 0) buf_puts(b, ", \"refresh\": true");
     buf_puts(b, "}");
 }
 
 static void emit_kernels(Buf *b, const CgPlan *cp) {
-    buf_printf(b, "  \"gemm\": \"%s\",\n  \"fusions\": {", cp->gemm);
-    for (int k = 1; k < FUSE_COUNT; k++) buf_printf(b, "%s\"%s\": %d", k > 1 ? ", " : "", fuse_names[k], cp->nfused[k]);
-    buf_printf(b, ", \"refused\": %d},\n  \"kernels\": [", cp->nrejected);
+    buf_printf(b, "  \"gemm\": \"%s\",\n  \"kernels\": [", cp->gemm);
     for (int i = 0; i < cp->nk; i++) {
         const CgKernel *k = &cp->kernels[i];
         buf_puts(b, i ? ",\n    {\"name\": " : "\n    {\"name\": ");
@@ -239,8 +223,32 @@ static void emit_kernels(Buf *b, const CgPlan *cp) {
     buf_puts(b, "\n  ],\n");
 }
 
-static void emit_graph(Buf *b, const Graph *g, const Resolution *r, const CgPlan *cp) {
+/* "op", "module", "args", "ints", "floats" of one step (no braces). */
+static void emit_step_fields(Buf *b, const Graph *g, const Resolution *r, const GStep *s) {
     char name[64];
+    buf_printf(b, "\"op\": \"%s\"", fp8c_op_info[s->op].name);
+    if (s->module >= 0) {
+        buf_puts(b, ", \"module\": ");
+        json_str(b, r->model->mods[s->module].path);
+    }
+    buf_puts(b, ", \"args\": {");
+    int na = op_arg_count(s->op), af = 1;
+    for (int k = 0; k < na; k++) {
+        if (s->args[k] < 0) continue;
+        buf_printf(b, "%s\"%s\": ", af ? "" : ", ", op_arg_name(s->op, k, name, sizeof name));
+        json_str(b, g->t[s->args[k]].name);
+        af = 0;
+    }
+    buf_puts(b, "}, \"ints\": {");
+    for (int k = 0; k < op_int_count(s->op); k++)
+        buf_printf(b, "%s\"%s\": %lld", k ? ", " : "", op_int_name(s->op, k, name, sizeof name), (long long)s->ints[k]);
+    buf_puts(b, "}, \"floats\": {");
+    for (int k = 0; k < op_float_count(s->op); k++)
+        buf_printf(b, "%s\"%s\": %.9g", k ? ", " : "", op_float_name(s->op, k, name, sizeof name), s->floats[k]);
+    buf_puts(b, "}");
+}
+
+static void emit_graph(Buf *b, const Graph *g, const Resolution *r, const CgPlan *cp) {
     buf_printf(b, "  \"program_inputs\": {\"tokens\": \"%s\", \"targets\": \"%s\", \"losses\": \"%s\"},\n",
                g->t[g->tokens].name, g->t[g->targets].name, g->t[g->losses].name);
     buf_puts(b, "  \"tensors\": [\n");
@@ -264,44 +272,42 @@ static void emit_graph(Buf *b, const Graph *g, const Resolution *r, const CgPlan
         buf_puts(b, i + 1 < g->nt ? "},\n" : "}\n");
     }
     buf_puts(b, "  ],\n");
-    int *pos = calloc((size_t)(g->ns ? g->ns : 1), sizeof(int)), cnt[SEC_COUNT] = {0};
-    for (int si = 0; si < g->ns; si++) pos[si] = cnt[g->s[si].sec]++;
+    buf_puts(b, "  \"fusions\": {");
+    for (int k = 1; k < FUSE_COUNT; k++) buf_printf(b, "%s\"%s\": %d", k > 1 ? ", " : "", fuse_names[k], g->nfused[k]);
+    buf_printf(b, ", \"refused\": %d},\n", g->nrejected);
     if (cp) emit_kernels(b, cp);
+    /* The launch schedule, section by section: a unit is one step, or a fused group with its
+     * member steps in the order the CPU computes them. */
     buf_puts(b, "  \"program\": {\n");
     for (int sec = 0; sec < SEC_COUNT; sec++) {
         buf_printf(b, "    \"%s\": [", fp8c_section_names[sec]);
         int first = 1;
-        for (int si = 0; si < g->ns; si++) {
-            const GStep *s = &g->s[si];
-            if (s->sec != (Section)sec) continue;
-            buf_printf(b, "%s\n      {\"op\": \"%s\"", first ? "" : ",", fp8c_op_info[s->op].name);
+        for (int u = 0; u < g->nu; u++) {
+            const SUnit *su = &g->u[u];
+            if (su->sec != (Section)sec) continue;
+            buf_printf(b, "%s\n      {", first ? "" : ",");
             first = 0;
-            if (s->module >= 0) {
-                buf_puts(b, ", \"module\": ");
-                json_str(b, r->model->mods[s->module].path);
+            if (su->kind == FUSE_NONE) {
+                emit_step_fields(b, g, r, &g->s[su->steps[0]]);
+                if (su->refresh) buf_puts(b, ", \"refresh\": true");
+            } else {
+                buf_printf(b, "\"fusion\": \"%s\", \"ops\": [", fuse_names[su->kind]);
+                for (int m = 0; m < su->nsteps; m++) {
+                    buf_puts(b, m ? ",\n        {" : "\n        {");
+                    emit_step_fields(b, g, r, &g->s[su->steps[m]]);
+                    buf_puts(b, "}");
+                }
+                buf_puts(b, "]");
             }
-            buf_puts(b, ", \"args\": {");
-            int na = op_arg_count(s->op), af = 1;
-            for (int k = 0; k < na; k++) {
-                if (s->args[k] < 0) continue;
-                buf_printf(b, "%s\"%s\": ", af ? "" : ", ", op_arg_name(s->op, k, name, sizeof name));
-                json_str(b, g->t[s->args[k]].name);
-                af = 0;
+            if (cp) {
+                buf_puts(b, ", ");
+                emit_unit_gpu(b, g, cp, u);
             }
-            buf_puts(b, "}, \"ints\": {");
-            for (int k = 0; k < op_int_count(s->op); k++)
-                buf_printf(b, "%s\"%s\": %lld", k ? ", " : "", op_int_name(s->op, k, name, sizeof name), (long long)s->ints[k]);
-            buf_puts(b, "}, \"floats\": {");
-            for (int k = 0; k < op_float_count(s->op); k++)
-                buf_printf(b, "%s\"%s\": %.9g", k ? ", " : "", op_float_name(s->op, k, name, sizeof name), s->floats[k]);
-            buf_puts(b, "}");
-            if (cp) emit_step_gpu(b, g, cp, si, pos);
             buf_puts(b, "}");
         }
         buf_printf(b, "\n    ]%s\n", sec + 1 < SEC_COUNT ? "," : "");
     }
     buf_puts(b, "  },\n");
-    free(pos);
 }
 
 void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp) {
@@ -561,6 +567,26 @@ void emit_report_md(Buf *b, const Diag *d, const Resolution *r) {
                 "memory plan. Byte units are decimal (1 MB = 10^6 bytes).\n");
 }
 
+/* What a training step allocates, per class, from the memory plan (the table above counts the
+ * model's state by formula; this one is what the runtime allocates). */
+static void report_memory_plan(Buf *b, const Graph *g) {
+    static const char *const why[TC_COUNT] = {
+        "parameters in their storage dtype", "parameter gradients", "FP32 master weights", "AdamW moments",
+        "one arena shared by liveness over the launch schedule (peak)", "FP8 scales, amax values and histories",
+        "token ids and targets of one micro-batch",
+        "the weights' FP8 copies written by the fused AdamW for the next step (persist across steps)"};
+    int64_t total = 0;
+    buf_puts(b, "\n## Memory plan (per device, one micro-batch)\n\n| Class | Bytes | What |\n|---|---|---|\n");
+    char n1[32];
+    for (int c = 0; c < TC_COUNT; c++) {
+        if (!g->class_bytes[c]) continue;
+        buf_printf(b, "| %s | %s | %s |\n", fp8c_tensor_class_names[c], fmt_bytes(n1, (double)g->class_bytes[c]), why[c]);
+        total += g->class_bytes[c];
+    }
+    buf_printf(b, "| **Total** | %s | plus kernel scratch and the cuBLASLt workspace on a GPU |\n", fmt_bytes(n1, (double)total));
+    buf_printf(b, "\nThe launch schedule has %d units (%d steps before fusion); both backends run it.\n", g->nu, g->ns);
+}
+
 /* ---- atomic directory output ---- */
 
 static int write_file(Diag *d, const char *dir, const char *name, const Buf *b) {
@@ -618,6 +644,7 @@ int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const CgPlan *
     Buf plan = {0}, report = {0};
     emit_plan_json(&plan, d, r, g, cp);
     emit_report_md(&report, d, r);
+    if (g) report_memory_plan(&report, g);
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", dir);
     if (!mkdtemp(tmp)) {

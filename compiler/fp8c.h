@@ -15,7 +15,7 @@
 #include <stdio.h>
 
 #define FP8C_VERSION "0.1.0"
-#define FP8C_PLAN_VERSION 1
+#define FP8C_PLAN_VERSION 2 /* 2: the program is the launch schedule (units, fused groups with ops) */
 
 /* Exit codes of the CLI. */
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_BAD_INPUT = 2 };
@@ -421,11 +421,37 @@ typedef struct {
     double floats[OP_MAX_FLOATS];
 } GStep;
 
+typedef enum {
+    FUSE_NONE,            /* one step */
+    FUSE_CAST_TRANSPOSE,  /* (a) quantize row + quantize col of one input (+ amax) */
+    FUSE_NORM_QUANT,      /* (b) rmsnorm/layernorm fwd + row quantize of its output */
+    FUSE_ACT_QUANT,       /* (c) swiglu/gelu/gate fwd + row quantize of its output */
+    FUSE_ADAMW_QUANT,     /* (d) adamw + param cast + weight quantize, both orientations */
+    FUSE_SCALE_UPDATE,    /* (e) every scale_update step in one launch */
+    FUSE_XENT,            /* (f) crossentropy fwd + bwd */
+    FUSE_ROPE_ATTENTION,  /* rope_fwd(q), rope_fwd(k), attention_fwd / attention_bwd + rope_bwd x2 */
+    FUSE_COUNT
+} FuseKind;
+
+/* One unit of the launch schedule (schedule.c): one kernel launch, GEMM or memset on the GPU; its
+ * member steps, in this order, on the CPU. Both backends run the units in schedule order. */
+typedef struct {
+    FuseKind kind;        /* FUSE_NONE: a single step */
+    int *steps, nsteps;   /* members, in the order they are computed (indices into Graph.s) */
+    Section sec;          /* the section it runs in */
+    int refresh;          /* a weight-copy quantize that an adamw_quantize unit also writes: both
+                             backends run it only while the copies are stale (after init, resume) */
+} SUnit;
+
 typedef struct {
     GTensor *t;
     int nt, capt;
     GStep *s;
     int ns, caps;
+    SUnit *u;                       /* the launch schedule, sections in order (schedule.c) */
+    int nu;
+    int nfused[FUSE_COUNT];         /* units per fusion kind */
+    int nrejected;                  /* proposed fusions refused by a generator or the schedule */
     int64_t class_bytes[TC_COUNT];
     int64_t workspace_bytes;        /* CPU dequantization scratch of the largest low-bit GEMM */
     int tokens, targets, losses;    /* tensor ids the training loop feeds and reads */
@@ -434,10 +460,33 @@ typedef struct {
 /* Lower a resolved model to the training program: forward, loss, backward, optimizer and
  * delayed-scaling updates, with every low-bit GEMM reading explicit quantized copies. */
 int low_lower(Arena *a, Diag *d, const Resolution *r, Graph *g);
-/* Liveness-based offsets for activations, packed offsets for every other class. */
+/* Liveness over the launch schedule (g->u): offsets for activations, packed offsets for every
+ * other class. Needs sch_build first. */
 void mem_plan(Graph *g);
+/* The verifier after memory planning, computed afresh from the schedule: no two tensors that are
+ * live at the same unit share a byte (activations), no two tensors of any other class overlap,
+ * and no activation is read before a unit of the step writes it. 0, or -1 with the first
+ * violation in err (and the number found in *count when count is not NULL). */
+int mem_verify(const Graph *g, char *err, size_t errlen, int64_t *count);
+
+/* ---------------------------------------------------------------- schedule.c */
+
+/* Fusion, then the launch schedule: group steps that one kernel computes in one pass (each group
+ * checked by its template family's generator), place each group at a point of the program where
+ * moving its members breaks no dependency, and order everything into g->u. fuse = 0 gives the
+ * unfused program, one unit per step in program order. Weight copies that an adamw_quantize unit
+ * writes move to TC_WCOPY. Returns 0 (a fusion it cannot place is run unfused and counted). */
+int sch_build(Arena *a, Graph *g, int fuse);
+/* Every dependency of the program order (write before read, read before overwrite, write order)
+ * holds in the schedule's order. 0, or -1 with the first violation in err. */
+int sch_verify(const Graph *g, char *err, size_t errlen);
 int op_arg_count(OpKind op);
-const char *op_arg_name(OpKind op, int i, char *buf, size_t n); /* without '+'/'?' marks */
+const char *op_arg_name(OpKind op, int i, char *buf, size_t n); /* without its marks */
+int op_out_count(OpKind op);                  /* arguments before the '|' */
+int op_arg_writes(OpKind op, int i);          /* argument i is an output */
+/* Argument i is read by the step: an input, or an output read before it is written ('+', '&', and
+ * '~' when ints (the step's int attributes; NULL: assume so) has accumulate != 0). */
+int op_arg_reads(OpKind op, int i, const int64_t *ints);
 int op_int_count(OpKind op);
 const char *op_int_name(OpKind op, int i, char *buf, size_t n);
 int op_float_count(OpKind op);
@@ -463,18 +512,6 @@ typedef struct {
     int grid[3], block[3];
     int smem;             /* dynamic shared memory bytes */
 } CgEntry;
-
-typedef enum {
-    FUSE_NONE,            /* one step */
-    FUSE_CAST_TRANSPOSE,  /* (a) quantize row + quantize col of one input (+ amax) */
-    FUSE_NORM_QUANT,      /* (b) rmsnorm/layernorm fwd + row quantize of its output */
-    FUSE_ACT_QUANT,       /* (c) swiglu/gelu/gate fwd + row quantize of its output */
-    FUSE_ADAMW_QUANT,     /* (d) adamw + param cast + weight quantize, both orientations */
-    FUSE_SCALE_UPDATE,    /* (e) every scale_update step in one launch */
-    FUSE_XENT,            /* (f) crossentropy fwd + bwd */
-    FUSE_ROPE_ATTENTION,  /* rope_fwd(q), rope_fwd(k), attention_fwd / attention_bwd + rope_bwd x2 */
-    FUSE_COUNT
-} FuseKind;
 
 /* The steps one kernel instance covers, in program order (indices into Graph.s). */
 typedef struct {
@@ -503,6 +540,10 @@ typedef struct {
 /* A generator fills k for group grp, or returns -1 with a message in err (a combination its
  * template cannot do). Generators live in cg_<family>.c. */
 typedef int (*CgGenFn)(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);
+
+/* 0 if the group's family generator accepts it (schedule.c asks before placing a fusion); -1 and
+ * the reason otherwise. */
+int cg_check_group(const Graph *g, const CgGroup *grp, char *err, size_t errlen);
 
 /* Helpers for generators (codegen.c). */
 const char *cg_ctype(TensorDtype t);            /* "float", "bf16", "f16", "u8", "int" */
@@ -548,14 +589,13 @@ int cg_gen_scale_update(const Graph *g, const CgGroup *grp, CgKernel *k, char *e
 int cg_gen_attention(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);  /* attention fwd/bwd, FUSE_ROPE_ATTENTION */
 int cg_gen_gemm(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);       /* qgemm (generated FP8 GEMM) */
 
-/* One launch of a kernel instance over a group of steps, with the group's tensor bindings. */
+/* One launch of a kernel instance: the kernel of one schedule unit, with its tensor bindings. */
 typedef struct {
     FuseKind kind;
-    int *steps, nsteps;   /* indices into Graph.s, program order */
+    int *steps, nsteps;   /* the unit's members (indices into Graph.s) */
     int kernel;           /* index into CgPlan.kernels */
     int bind[CG_MAX_PARAMS]; /* per param: tensor id, or -1 - c for the base of class c */
-    int refresh;          /* a standalone weight quantize kept fresh by a FUSE_ADAMW_QUANT launch:
-                             the GPU runs it only while the weights' codes are stale */
+    int refresh;          /* the unit is a refresh (see SUnit) */
 } CgLaunch;
 
 typedef struct {
@@ -563,19 +603,17 @@ typedef struct {
     int nk, capk;
     CgLaunch *launches;
     int nl, capl;
-    int *step_launch;     /* per step: the launch that computes it (leader or member), -1: none */
-    int *step_refresh;    /* per step: its standalone refresh launch, -1: none */
+    int *unit_launch;     /* per schedule unit: its launch, -1: none (a cuBLASLt GEMM or a memset) */
     int **mods_of;        /* per kernel: module ids using it (deduplicated) */
     int *nmods_of;
     const char *gemm;     /* "cublaslt" or "generated": how the GPU runs qgemm steps */
-    int nfused[FUSE_COUNT];
-    int nrejected;        /* proposed fusions a generator refused (then run unfused) */
     int nmissing;         /* --target cpu: steps no template runs (the GPU backend refuses the plan) */
 } CgPlan;
 
 extern const char *const fuse_names[FUSE_COUNT];
-/* Group, instantiate and deduplicate. Errors (a step no template can run) go to d with the
- * module's name. adamw betas/eps come from the model's training config. */
+/* A kernel instance per schedule unit (g->u, after memory planning: constants include offsets),
+ * deduplicated. A step no template can run is a warning with the module's name (the GPU backend
+ * refuses such a plan). adamw betas/eps come from the model's training config. */
 int cg_codegen(Arena *a, Diag *d, const Resolution *r, const Graph *g, const char *gemm, CgPlan *cp);
 /* The text of kernels/NAME.cu: header comment, common.cuh, the family template, the body. */
 void cg_kernel_source(Buf *b, const Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp, int kernel);

@@ -547,6 +547,5 @@ int low_lower(Arena *a, Diag *d, const Resolution *r, Graph *g) {
             if (g->s[i].sec == (Section)sec) sorted[k++] = g->s[i];
     memcpy(g->s, sorted, (size_t)g->ns * sizeof *sorted);
     free(sorted);
-    mem_plan(g);
     return 0;
 }

@@ -32,6 +32,8 @@ static const char usage[] =
     "  --strict                      patterns that match no module are errors, not warnings\n"
     "  --gemm cublaslt|generated     how the GPU runs FP8 GEMMs (default cublaslt; the generated\n"
     "                                mma.sync kernel is always emitted for comparison and fallback)\n"
+    "  --no-fuse                     (compile, train) no fused kernels: the plan runs the lowered\n"
+    "                                program one step per launch, for debugging a fusion\n"
     "\n"
     "\n"
     "options (train, run):\n"
@@ -56,6 +58,7 @@ typedef struct {
     Target target;
     int target_given;
     int strict;
+    int no_fuse;          /* --no-fuse: the unfused schedule */
     const char *gemm;     /* --gemm cublaslt|generated */
     const char *arch;     /* build --arch */
     TrainOpts train;
@@ -91,7 +94,7 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out
 static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
                                           "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
                                           "--eval-batches", "--debug-inject-nan", "--gemm", "--arch"};
-static const char *const plain_flags[] = {"--strict", "--help", "--check"};
+static const char *const plain_flags[] = {"--strict", "--help", "--check", "--no-fuse"};
 #define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
 
 static int set_flag(Args *a, const char *flag, const char *val) {
@@ -138,6 +141,10 @@ static int parse_args(int argc, char **argv, Args *a) {
         }
         if (!strcmp(s, "--check")) {
             a->train.check = 1;
+            continue;
+        }
+        if (!strcmp(s, "--no-fuse")) {
+            a->no_fuse = 1;
             continue;
         }
         if (!strcmp(s, "-h") || !strcmp(s, "--help")) {
@@ -207,14 +214,22 @@ static int finish(Compilation *c, int rc) {
     return rc;
 }
 
-/* lower -> fuse/codegen -> emit into dir. EXIT_OK, EXIT_BAD_INPUT (a kernel the target cannot
- * have) or EXIT_RUNTIME (the directory could not be written). */
+/* lower -> fuse/schedule -> memory (verified) -> codegen -> emit into dir. EXIT_OK,
+ * EXIT_BAD_INPUT (a kernel the target cannot have) or EXIT_RUNTIME (the directory could not be
+ * written, or a verifier found a compiler bug). */
 static int lower_and_emit(Compilation *c, const Args *a, const char *dir, int *nkernels) {
     Graph g;
-    CgPlan cp;
+    CgPlan cp = {0};
     low_lower(&c->arena, &c->diag, &c->res, &g);
+    sch_build(&c->arena, &g, !a->no_fuse);
+    mem_plan(&g);
     int rc = EXIT_OK;
-    if (cg_codegen(&c->arena, &c->diag, &c->res, &g, a->gemm, &cp)) rc = EXIT_BAD_INPUT;
+    char err[1024];
+    int64_t n = 0;
+    if (sch_verify(&g, err, sizeof err) || mem_verify(&g, err, sizeof err, &n)) {
+        fprintf(stderr, "fp8c: internal error: the plan's schedule or memory failed verification (%lld problems): %s\n", (long long)n, err);
+        rc = EXIT_RUNTIME;
+    } else if (cg_codegen(&c->arena, &c->diag, &c->res, &g, a->gemm, &cp)) rc = EXIT_BAD_INPUT;
     else if (emit_output_dir(&c->diag, &c->res, &g, &cp, dir)) rc = EXIT_RUNTIME;
     *nkernels = cp.nk;
     cg_free(&cp);

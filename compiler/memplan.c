@@ -1,7 +1,11 @@
-/* memplan.c: byte offsets of every tensor in its class's single allocation. Activations
- * (forward values kept for backward, backward gradients, quantized copies) share memory by
- * liveness over the forward + backward program: two tensors may overlap only if no step lies
- * between the first and last use of both. Every other class is packed in plan order. */
+/* memplan.c: byte offsets of every tensor in its class's single allocation, and the verifier
+ * that proves them. Activations (forward values kept for backward, backward gradients, quantized
+ * copies) share memory by liveness over the launch schedule (schedule.c), the order both
+ * backends run: a unit is one point in time (a fused kernel may read any input after writing any
+ * output), so every tensor a unit touches is live at its position, and two activations may
+ * overlap only if no unit lies in the live range of both. Every other class is packed in plan
+ * order: parameters, gradients, optimizer state, scales and the weights' FP8 copies that persist
+ * across steps (TC_WCOPY) never share bytes. */
 #include "fp8c.h"
 
 #include <stdlib.h>
@@ -23,19 +27,34 @@ static int by_start(const void *a, const void *b) {
     return x[0] < y[0] ? -1 : x[0] > y[0];
 }
 
-void mem_plan(Graph *g) {
-    for (int i = 0; i < g->nt; i++) g->t[i].first = g->t[i].last = -1;
-    /* liveness over forward + backward (a training step without the optimizer) */
-    for (int si = 0; si < g->ns; si++) {
-        const GStep *s = &g->s[si];
-        if (s->sec != SEC_FORWARD && s->sec != SEC_BACKWARD) continue;
-        for (int a = 0; a < OP_MAX_ARGS; a++) {
-            int t = s->args[a];
-            if (t < 0) continue;
-            if (g->t[t].first < 0) g->t[t].first = si;
-            g->t[t].last = si;
+/* first/last unit touching each tensor, over the whole schedule (forward, backward, optimizer,
+ * scale updates, in the order a training step runs them). The losses are read by the host after
+ * the forward section: they stay live to its end. */
+static void liveness(const Graph *g, int *first, int *last) {
+    for (int i = 0; i < g->nt; i++) first[i] = last[i] = -1;
+    int end_fwd = -1;
+    for (int u = 0; u < g->nu; u++) {
+        const SUnit *su = &g->u[u];
+        if (su->sec == SEC_FORWARD) end_fwd = u;
+        for (int m = 0; m < su->nsteps; m++) {
+            const GStep *s = &g->s[su->steps[m]];
+            for (int a = 0; a < OP_MAX_ARGS; a++) {
+                int t = s->args[a];
+                if (t < 0) continue;
+                if (first[t] < 0) first[t] = u;
+                last[t] = u;
+            }
         }
     }
+    if (g->losses >= 0 && g->losses < g->nt && first[g->losses] >= 0 && last[g->losses] < end_fwd) last[g->losses] = end_fwd;
+}
+
+void mem_plan(Graph *g) {
+    int *first = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int)), *last = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int));
+    liveness(g, first, last);
+    for (int i = 0; i < g->nt; i++) g->t[i].first = first[i], g->t[i].last = last[i];
+    free(first);
+    free(last);
     memset(g->class_bytes, 0, sizeof g->class_bytes);
     int *order = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof *order), n = 0;
     for (int i = 0; i < g->nt; i++) {
@@ -81,4 +100,73 @@ void mem_plan(Graph *g) {
     g->class_bytes[TC_ACT] = peak;
     free(order);
     free(placed);
+}
+
+/* ---- the verifier ---------------------------------------------------------------------------- */
+
+typedef struct {
+    int id;
+    int64_t lo, hi; /* bytes [lo, hi) in its class */
+} Span;
+
+static int by_class_offset(const void *a, const void *b) {
+    const Span *x = a, *y = b;
+    if (x->lo != y->lo) return x->lo < y->lo ? -1 : 1;
+    return x->id - y->id;
+}
+
+int mem_verify(const Graph *g, char *err, size_t errlen, int64_t *count) {
+    int nt = g->nt ? g->nt : 1;
+    int *first = xmalloc((size_t)nt * sizeof(int)), *last = xmalloc((size_t)nt * sizeof(int));
+    liveness(g, first, last);
+    int64_t bad = 0;
+    err[0] = 0;
+    /* an activation's first access in the step must write it: nothing survives in the arena */
+    char *written = calloc((size_t)nt, 1);
+    for (int u = 0; u < g->nu; u++)
+        for (int m = 0; m < g->u[u].nsteps; m++) {
+            const GStep *s = &g->s[g->u[u].steps[m]];
+            int na = op_arg_count(s->op);
+            for (int k = 0; k < na && k < OP_MAX_ARGS; k++) {
+                int t = s->args[k];
+                if (t < 0 || g->t[t].cls != TC_ACT) continue;
+                if (op_arg_reads(s->op, k, s->ints) && !written[t]) {
+                    if (!bad++) snprintf(err, errlen, "activation %s is read (unit %d, %s) before any unit of the step writes it", g->t[t].name, u,
+                                         fp8c_op_info[s->op].name);
+                }
+            }
+            for (int k = 0; k < na && k < OP_MAX_ARGS; k++)
+                if (s->args[k] >= 0 && op_arg_writes(s->op, k)) written[s->args[k]] = 1;
+        }
+    free(written);
+    for (int c = 0; c < TC_COUNT; c++) {
+        Span *sp = xmalloc((size_t)nt * sizeof *sp);
+        int n = 0;
+        for (int i = 0; i < g->nt; i++) {
+            const GTensor *t = &g->t[i];
+            if (t->cls != (TensorClass)c || t->bytes == 0 || (c == TC_ACT && first[i] < 0)) continue;
+            if (t->offset < 0 || t->offset + t->bytes > g->class_bytes[c]) {
+                if (!bad++) snprintf(err, errlen, "%s [%lld, %lld) lies outside its class (%s, %lld bytes)", t->name, (long long)t->offset,
+                                     (long long)(t->offset + t->bytes), fp8c_tensor_class_names[c], (long long)g->class_bytes[c]);
+                continue;
+            }
+            sp[n++] = (Span){i, t->offset, t->offset + t->bytes};
+        }
+        qsort(sp, (size_t)n, sizeof *sp, by_class_offset);
+        for (int i = 0; i < n; i++)
+            for (int j = i + 1; j < n && sp[j].lo < sp[i].hi; j++) {
+                int a = sp[i].id, b = sp[j].id;
+                if (c == TC_ACT && (last[a] < first[b] || last[b] < first[a])) continue; /* never live together */
+                if (bad++) continue;
+                char live[96] = "";
+                if (c == TC_ACT) snprintf(live, sizeof live, " while both are live (units %d-%d and %d-%d)", first[a], last[a], first[b], last[b]);
+                snprintf(err, errlen, "%s [%lld, %lld) and %s [%lld, %lld) share bytes of %s%s", g->t[a].name, (long long)sp[i].lo,
+                         (long long)sp[i].hi, g->t[b].name, (long long)sp[j].lo, (long long)sp[j].hi, fp8c_tensor_class_names[c], live);
+            }
+        free(sp);
+    }
+    free(first);
+    free(last);
+    if (count) *count = bad;
+    return bad ? -1 : 0;
 }

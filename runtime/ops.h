@@ -6,9 +6,15 @@
  * these names, the plan writer prints them, the plan reader (runtime/plan.c) maps the names
  * back, and each backend dispatches on the enum: nothing can drift apart.
  *
- * Argument lists are comma-separated names; a leading '+' marks an output that the op
- * accumulates into (+=) rather than overwrites; '?' marks an optional argument (may be absent).
- * Outputs are the arguments before the '|'.
+ * Argument lists are comma-separated names; '?' marks an optional argument (may be absent).
+ * Outputs are the arguments before the '|'. An output's leading mark says whether the op reads
+ * it before writing it (what a test harness must upload instead of poisoning, and what the
+ * memory planner must keep live from an earlier writer):
+ *   (none)  overwritten: every element written, none read first;
+ *   '+'     accumulated into (+=);
+ *   '&'     updated in place (read, then written: optimizer state, amax histories, scales);
+ *   '~'     read first only when the op's int attribute `accumulate` is nonzero (qgemm's out).
+ * compiler/opnames.c reads these marks (op_arg_reads, op_arg_writes); nothing else parses them.
  */
 #ifndef FP8C_OPS_H
 #define FP8C_OPS_H
@@ -25,7 +31,7 @@
     X(MATMUL_BWD_DATA,   "matmul_bwd_data",   "+dinp|dout,w",                                  "M,K,N",                      "")           \
     X(MATMUL_BWD_WEIGHT, "matmul_bwd_weight", "+dw,+?dbias|dout,inp",                          "M,K,N",                      "")           \
     X(QUANTIZE,          "quantize",          "codes,scale_inv,?amax|inp,?scale",              "R,C,tile_r,tile_c,format,mx,transpose", "") \
-    X(QGEMM,             "qgemm",             "out|a,a_scale_inv,b,b_scale_inv,?bias",         "P,Q,R,accumulate,a_tile_r,a_tile_c,a_format,b_tile_r,b_tile_c,b_format,mx", "") \
+    X(QGEMM,             "qgemm",             "~out|a,a_scale_inv,b,b_scale_inv,?bias",         "P,Q,R,accumulate,a_tile_r,a_tile_c,a_format,b_tile_r,b_tile_c,b_format,mx", "") \
     X(BIAS_BWD,          "bias_bwd",          "+dbias|dout",                                   "M,N",                        "")           \
     X(ROPE_FWD,          "rope_fwd",          "out|inp",                                       "B,T,H,hd",                   "theta")      \
     X(ROPE_BWD,          "rope_bwd",          "dinp|dout",                                     "B,T,H,hd",                   "theta")      \
@@ -42,8 +48,8 @@
     X(ZERO,              "zero",              "dst|",                                          "",                           "")           \
     X(XENT_FWD,          "crossentropy_fwd",  "losses|logits,targets",                         "N,V",                        "")           \
     X(XENT_BWD,          "crossentropy_bwd",  "dlogits|logits,targets",                        "N,V",                        "")           \
-    X(ADAMW,             "adamw",             "param,?master,m,v|grad",                        "n,param_dtype,state_dtype",  "weight_decay") \
-    X(SCALE_UPDATE,      "scale_update",      "history,scale|amax",                            "len,algo,margin,interval,format", "")
+    X(ADAMW,             "adamw",             "&param,&?master,&m,&v|grad",                        "n,param_dtype,state_dtype",  "weight_decay") \
+    X(SCALE_UPDATE,      "scale_update",      "&history,&scale|amax",                            "len,algo,margin,interval,format", "")
 
 typedef enum {
 #define X(e, name, args, ints, floats) OP_##e,
@@ -72,9 +78,12 @@ static const char *const fp8c_tensor_dtype_names[] = {"f32", "bf16", "f16", "u8"
 static const int fp8c_tensor_dtype_bytes[] = {4, 2, 2, 1, 4};
 
 /* Tensor classes: one allocation each at run time, carved by the plan's offsets. */
-typedef enum { TC_PARAM, TC_GRAD, TC_MASTER, TC_OPT, TC_ACT, TC_SCALE, TC_INPUT, TC_COUNT } TensorClass;
+/* TC_ACT is the one class shared by liveness (compiler/memplan.c); TC_WCOPY holds the weights' FP8
+ * copies that an adamw_quantize unit writes in the optimizer for the next step's forward and
+ * backward: they persist across steps, so they cannot share the activation arena. */
+typedef enum { TC_PARAM, TC_GRAD, TC_MASTER, TC_OPT, TC_ACT, TC_SCALE, TC_INPUT, TC_WCOPY, TC_COUNT } TensorClass;
 static const char *const fp8c_tensor_class_names[] = {"parameters", "gradients", "master_weights", "optimizer_state",
-                                                      "activations", "scales", "inputs"};
+                                                      "activations", "scales", "inputs", "weight_copies"};
 
 /* Program sections the training loop runs in order (eval runs forward only). */
 typedef enum { SEC_FORWARD, SEC_BACKWARD, SEC_OPTIMIZER, SEC_SCALE_UPDATE, SEC_COUNT } Section;

@@ -305,17 +305,25 @@ static int kernel_index(const Plan *p, const char *name) {
     return -1;
 }
 
-/* The "gpu" object of a step: what the CUDA backend does for it. */
-static int read_gpu(R *r, const YamlNode *n, RtStep *s) {
-    GpuStep *g = &s->gpu;
+/* The "gpu" object of a unit: what the CUDA backend does for it. first is the unit's first op. */
+static int read_gpu(R *r, const YamlNode *n, const RtStep *first, GpuStep *g) {
+    memset(g, 0, sizeof *g);
     g->kernel = -1;
     if (!n) {
-        if (s->op != OP_MATMUL_FWD && s->op != OP_MATMUL_BWD_DATA && s->op != OP_MATMUL_BWD_WEIGHT) r->p->nmissing++;
+        if (first->op != OP_MATMUL_FWD && first->op != OP_MATMUL_BWD_DATA && first->op != OP_MATMUL_BWD_WEIGHT) r->p->nmissing++;
         return 0;
     }
-    if (yml_expect(r->d, n, YN_MAP, "a step's gpu object")) return -1;
+    if (yml_expect(r->d, n, YN_MAP, "a unit's gpu object")) return -1;
+    static const char *const keys[] = {"memset", "gemm", "kernel", "params"};
+    if (yml_check_keys(r->d, n, "a unit's gpu object", keys, 4)) return -1;
     const YamlNode *v;
-    if ((v = yml_get(n, "memset"))) g->action = GPU_MEMSET;
+    if ((v = yml_get(n, "memset"))) {
+        if (first->op != OP_ZERO) {
+            diag_error(r->d, v->mark, NULL, "plan: only a zero step runs as a memset, not '%s'", fp8c_op_info[first->op].name);
+            return -1;
+        }
+        g->action = GPU_MEMSET;
+    }
     if ((v = yml_get(n, "gemm"))) {
         if (yml_expect(r->d, v, YN_SCALAR, "gpu.gemm")) return -1;
         if (!strcmp(v->str, "cublaslt")) g->gemm = 1;
@@ -323,24 +331,6 @@ static int read_gpu(R *r, const YamlNode *n, RtStep *s) {
         else {
             diag_error(r->d, v->mark, NULL, "plan: gpu.gemm is 'cublaslt' or 'generated', not '%s'", v->str);
             return -1;
-        }
-    }
-    if (yml_get(n, "fused_into")) g->action = GPU_FUSED;
-    if ((v = yml_get(n, "refresh"))) g->refresh = 1;
-    if ((v = yml_get(n, "fusion")) && v->kind == YN_SCALAR && !strcmp(v->str, "adamw_quantize") && s->op == OP_ADAMW) g->adamw_quant = 1;
-    if ((v = yml_get(n, "covers")) && v->kind == YN_SEQ) {
-        for (int i = 0; i < v->n && i < 8; i++) {
-            const YamlNode *c = v->items[i];
-            char sec[32];
-            int idx = -1, si = -1;
-            if (c->kind != YN_SCALAR || sscanf(c->str, "%31[a-z_]:%d", sec, &idx) != 2) continue;
-            for (int k = 0; k < SEC_COUNT; k++)
-                if (!strcmp(sec, fp8c_section_names[k])) si = k;
-            if (si < 0 || idx < 0) {
-                diag_error(r->d, c->mark, NULL, "plan: '%s' is not SECTION:INDEX", c->str);
-                return -1;
-            }
-            g->cover_sec[g->ncovers] = si, g->cover_idx[g->ncovers++] = idx;
         }
     }
     if ((v = yml_get(n, "kernel"))) {
@@ -490,12 +480,73 @@ static int read_step(R *r, const YamlNode *n, RtStep *s) {
         if (get_int(r, ints, op_int_name(s->op, k, nm, sizeof nm), 0, (int64_t)1 << 40, &s->ints[k])) return -1;
     for (int k = 0; k < nf; k++)
         if (get_float(r, floats, op_float_name(s->op, k, nm, sizeof nm), -1e30, 1e30, &s->floats[k])) return -1;
-    if (read_gpu(r, yml_get(n, "gpu"), s)) return -1;
     const char *why = check_step(r->p, s);
     if (why) {
         diag_error(r->d, n->mark, NULL, "plan: invalid '%s' step: %s", fp8c_op_info[op].name, why);
         return -1;
     }
+    return 0;
+}
+
+/* A unit is a step object (with "gpu" and an optional "refresh"), or a fused group:
+ * {"fusion": KIND, "ops": [step, ...], "gpu": {...}}. */
+static int read_unit(R *r, const YamlNode *n, Section sec, RtUnit *u, int *nops) {
+    Plan *p = r->p;
+    if (yml_expect(r->d, n, YN_MAP, "a program unit")) return -1;
+    memset(u, 0, sizeof *u);
+    u->mark = n->mark;
+    u->first = p->nsteps[sec];
+    const YamlNode *ops = yml_get(n, "ops"), *fu = yml_get(n, "fusion"), *rf = yml_get(n, "refresh");
+    if (ops) {
+        static const char *const keys[] = {"fusion", "ops", "gpu"};
+        if (yml_check_keys(r->d, n, "a fused unit", keys, 3) || yml_expect(r->d, ops, YN_SEQ, "a fused unit's ops")) return -1;
+        int kind = -1;
+        if (!fu || yml_enum(r->d, fu, fuse_names, FUSE_COUNT, &kind)) {
+            if (!fu) diag_error(r->d, n->mark, NULL, "plan: a fused unit names its \"fusion\"");
+            return -1;
+        }
+        if (kind == FUSE_NONE || ops->n < 1) {
+            diag_error(r->d, ops->mark, NULL, "plan: a fused unit has a fusion kind and at least one op");
+            return -1;
+        }
+        u->fusion = (FuseKind)kind;
+        u->n = ops->n;
+    } else {
+        u->n = 1;
+        if (rf && (rf->kind != YN_SCALAR || strcmp(rf->str, "true"))) {
+            diag_error(r->d, rf->mark, NULL, "plan: \"refresh\" is true or absent");
+            return -1;
+        }
+        u->refresh = rf != NULL;
+    }
+    if (p->nsteps[sec] + u->n > *nops) {
+        *nops = 2 * (p->nsteps[sec] + u->n);
+        RtStep *grown = arena_alloc(r->a, (size_t)*nops * sizeof(RtStep));
+        memcpy(grown, p->steps[sec], (size_t)p->nsteps[sec] * sizeof(RtStep));
+        p->steps[sec] = grown;
+    }
+    for (int i = 0; i < u->n; i++) {
+        RtStep *s = &p->steps[sec][p->nsteps[sec]];
+        memset(s, 0, sizeof *s);
+        if (read_step(r, ops ? ops->items[i] : n, s)) return -1;
+        p->nsteps[sec]++;
+    }
+    if (u->refresh && p->steps[sec][u->first].op != OP_QUANTIZE) {
+        diag_error(r->d, rf->mark, NULL, "plan: only a weight-copy quantize is a refresh unit");
+        return -1;
+    }
+    return read_gpu(r, yml_get(n, "gpu"), &p->steps[sec][u->first], &u->gpu);
+}
+
+static int read_section(R *r, Section sec, const YamlNode *list) {
+    Plan *p = r->p;
+    int nops = list->n + 16;
+    p->nunits[sec] = list->n;
+    p->units[sec] = arena_alloc(r->a, (size_t)(list->n ? list->n : 1) * sizeof(RtUnit));
+    p->steps[sec] = arena_alloc(r->a, (size_t)nops * sizeof(RtStep));
+    p->nsteps[sec] = 0;
+    for (int i = 0; i < list->n; i++)
+        if (read_unit(r, list->items[i], sec, &p->units[sec][i], &nops)) return -1;
     return 0;
 }
 
@@ -546,10 +597,7 @@ int plan_load(Arena *a, Diag *d, const char *dir, Plan *p) {
     for (int sec = 0; sec < SEC_COUNT; sec++) {
         const YamlNode *list = need(&r, prog, fp8c_section_names[sec], YN_SEQ);
         if (!list) goto out;
-        p->nsteps[sec] = list->n;
-        p->steps[sec] = arena_alloc(a, (size_t)(list->n ? list->n : 1) * sizeof(RtStep));
-        for (int i = 0; i < list->n; i++)
-            if (read_step(&r, list->items[i], &p->steps[sec][i])) goto out;
+        if (read_section(&r, (Section)sec, list)) goto out;
     }
     rc = d->errors > errors0 ? -1 : 0;
 out:

@@ -24,19 +24,15 @@ typedef struct {
     int weight_decay;
 } RtTensor;
 
-/* How the CUDA backend runs a step (the plan's per-step "gpu" object). */
+/* How the CUDA backend runs a unit (the plan's per-unit "gpu" object). */
 #define RT_MAX_KPARAMS 16
-typedef enum { GPU_NONE, GPU_KERNEL, GPU_FUSED, GPU_MEMSET } GpuAction;
+typedef enum { GPU_NONE, GPU_KERNEL, GPU_MEMSET } GpuAction;
 typedef struct {
     GpuAction action;
     int kernel;                  /* index into Plan.kernels (GPU_KERNEL, or the dbias/fallback kernel) */
     int params[RT_MAX_KPARAMS];  /* tensor ids; -1 - c: base of class c */
     int nparams;
     int gemm;                    /* 0: not a GEMM, 1: cuBLASLt, 2: the generated kernel */
-    int refresh;                 /* run only while the weights' FP8 copies are stale */
-    int adamw_quant;             /* this (adamw) launch also refreshes weight copies */
-    int ncovers;                 /* a fused launch: the steps it computes (itself first) */
-    int cover_sec[8], cover_idx[8];
 } GpuStep;
 
 typedef struct {
@@ -57,12 +53,21 @@ typedef struct {
 
 typedef struct {
     OpKind op;
-    GpuStep gpu;
     int args[OP_MAX_ARGS];
     int64_t ints[OP_MAX_INTS];
     double floats[OP_MAX_FLOATS];
     Mark mark;           /* where in plan.json, for runtime errors */
 } RtStep;
+
+/* One unit of the launch schedule: one launch (kernel, GEMM or memset) on the GPU, its ops in
+ * order on the CPU. Both backends run a section's units in order (compiler/schedule.c). */
+typedef struct {
+    int first, n;        /* its ops: Plan.steps[sec][first .. first + n) */
+    FuseKind fusion;     /* FUSE_NONE: a single op */
+    int refresh;         /* run only while the weights' FP8 copies are stale (see SUnit) */
+    GpuStep gpu;
+    Mark mark;
+} RtUnit;
 
 typedef struct {
     char dir[1024];
@@ -75,8 +80,10 @@ typedef struct {
     int64_t ls_interval;
     RtTensor *t;
     int nt;
-    RtStep *steps[SEC_COUNT];
+    RtStep *steps[SEC_COUNT];   /* every unit's ops, in schedule order */
     int nsteps[SEC_COUNT];
+    RtUnit *units[SEC_COUNT];   /* the launch schedule */
+    int nunits[SEC_COUNT];
     int64_t class_bytes[TC_COUNT]; /* recomputed from the tensors, never trusted */
     int tokens, targets, losses;
     RtKernel *kernels;   /* the plan's "kernels" (empty for plans without generated code) */
@@ -106,6 +113,7 @@ typedef struct {
     int factor[TC_COUNT]; /* CPU bytes per plan byte: float storage for 16-bit tensors */
     float *ws;            /* dequantization / transpose scratch */
     size_t ws_floats;
+    int copies_fresh;     /* the weights' FP8 copies match the parameters: refresh units are skipped */
     int profile;          /* FP8C_PROFILE=1: time every op kind */
     double op_seconds[OP_COUNT_];
     int64_t op_calls[OP_COUNT_];
@@ -114,8 +122,13 @@ typedef struct {
 int cpu_init(CpuBackend *b, const Plan *p, char *err, size_t errlen);
 void cpu_free(CpuBackend *b);
 void *cpu_ptr(const CpuBackend *b, int tensor);
+/* Run a section's units in order (refresh units only while the copies are stale). */
 void cpu_run(CpuBackend *b, Section sec, const RunState *st);
-void cpu_run_step(CpuBackend *b, Section sec, int i, const RunState *st); /* one step (tests/gpu) */
+/* One unit, refresh or not (tests/gpu's stand-in device and harness). */
+void cpu_run_unit(CpuBackend *b, Section sec, int u, const RunState *st);
+/* The parameters were written from outside the program (init, checkpoint, upload): the weights'
+ * FP8 copies are stale until the refresh units or an adamw_quantize unit rewrite them. */
+void cpu_params_changed(CpuBackend *b);
 void cpu_print_profile(const CpuBackend *b, FILE *out);
 
 /* ---------------------------------------------------------------- cuda/kbuild.c */

@@ -46,6 +46,7 @@ static uint64_t name_seed(uint64_t seed, const char *name) {
 }
 
 int rt_init_params(CpuBackend *b, char *err, size_t errlen) {
+    cpu_params_changed(b);
     const Plan *p = b->p;
     for (int i = 0; i < p->nt; i++) {
         const RtTensor *t = &p->t[i];
@@ -150,6 +151,7 @@ bad:
 /* Validate everything first, then copy: a bad checkpoint is refused, never half-loaded. */
 static int load_checkpoint(CpuBackend *b, TrainState *s, const char *path, char *err, size_t errlen) {
     const Plan *p = b->p;
+    cpu_params_changed(b);
     StFile *f = st_read(path, err, errlen);
     if (!f) return -1;
     int rc = -1;
@@ -312,8 +314,8 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         double total = 0;
         for (int c = 0; c < TC_COUNT; c++) total += (double)p.class_bytes[c];
         printf("%s: plan for %s x %s is valid: %d tensors, %d/%d/%d/%d steps (forward/backward/optimizer/scale_update), "
-               "%.1f MB in the plan's dtypes\n", plan_dir, p.model_name, p.policy_name, p.nt, p.nsteps[SEC_FORWARD],
-               p.nsteps[SEC_BACKWARD], p.nsteps[SEC_OPTIMIZER], p.nsteps[SEC_SCALE_UPDATE], total / 1e6);
+               "%.1f MB in the plan's dtypes\n", plan_dir, p.model_name, p.policy_name, p.nt, p.nunits[SEC_FORWARD],
+               p.nunits[SEC_BACKWARD], p.nunits[SEC_OPTIMIZER], p.nunits[SEC_SCALE_UPDATE], total / 1e6);
         rc = EXIT_OK;
         goto done;
     }

@@ -36,6 +36,7 @@ run test_front "$B/tests/test_front"
 run test_fp8 "$B/tests/test_fp8" --stride $stride
 run test_quant "$B/tests/test_quant"
 run test_lt "$B/tests/test_lt"
+run cuda_header_checks "$B/tests/check_cuda_headers"
 run test_jit "$B/tests/test_jit"
 run test_safetensors "$B/tests/test_safetensors"
 run test_data "$B/tests/test_data"

@@ -214,10 +214,9 @@ static double now_s(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-void cpu_run(CpuBackend *b, Section sec, const RunState *st) {
-    const Plan *p = b->p;
-    for (int i = 0; i < p->nsteps[sec]; i++) {
-        const RtStep *s = &p->steps[sec][i];
+static void run_unit(CpuBackend *b, Section sec, const RtUnit *u, const RunState *st) {
+    for (int i = u->first; i < u->first + u->n; i++) {
+        const RtStep *s = &b->p->steps[sec][i];
         double t0 = b->profile ? now_s() : 0;
         step_one(b, s, st);
         if (b->profile) {
@@ -227,7 +226,25 @@ void cpu_run(CpuBackend *b, Section sec, const RunState *st) {
     }
 }
 
-void cpu_run_step(CpuBackend *b, Section sec, int i, const RunState *st) { step_one(b, &b->p->steps[sec][i], st); }
+/* The launch schedule, unit by unit, exactly as the CUDA backend launches it: a refresh unit
+ * runs only while the weights' FP8 copies are stale, and an adamw_quantize unit leaves them
+ * fresh, so the CPU also proves that the copies the optimizer writes are the ones the next
+ * forward and backward read. */
+void cpu_run(CpuBackend *b, Section sec, const RunState *st) {
+    const Plan *p = b->p;
+    int wrote_copies = 0;
+    for (int u = 0; u < p->nunits[sec]; u++) {
+        const RtUnit *unit = &p->units[sec][u];
+        if (unit->refresh && b->copies_fresh) continue;
+        run_unit(b, sec, unit, st);
+        wrote_copies |= unit->fusion == FUSE_ADAMW_QUANT;
+    }
+    if (wrote_copies) b->copies_fresh = 1;
+}
+
+void cpu_run_unit(CpuBackend *b, Section sec, int u, const RunState *st) { run_unit(b, sec, &b->p->units[sec][u], st); }
+
+void cpu_params_changed(CpuBackend *b) { b->copies_fresh = 0; }
 
 void cpu_print_profile(const CpuBackend *b, FILE *out) {
     double total = 0;

@@ -23,53 +23,10 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "cuda_abi.h"
 #include "fp8.h"
 #include "jit.h"
 #include "lt.h"
-
-/* ---- the driver ABI we use (types from cuda.h, declared here so no CUDA header is needed) ---- */
-
-typedef int CUresult;
-typedef int CUdevice;
-typedef unsigned long long CUdeviceptr;
-typedef void *CUcontext, *CUmodule, *CUfunction, *CUstream, *CUgraph, *CUgraphExec;
-
-enum { CU_DEVICE_ATTRIBUTE_CC_MAJOR = 75, CU_DEVICE_ATTRIBUTE_CC_MINOR = 76, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES = 8 };
-#define CU_STREAM_NON_BLOCKING 1
-#define CU_STREAM_CAPTURE_MODE_THREAD_LOCAL 1
-
-typedef struct {
-    CUresult (*Init)(unsigned);
-    CUresult (*DeviceGetCount)(int *);
-    CUresult (*DeviceGet)(CUdevice *, int);
-    CUresult (*DeviceGetName)(char *, int, CUdevice);
-    CUresult (*DeviceGetAttribute)(int *, int, CUdevice);
-    CUresult (*DevicePrimaryCtxRetain)(CUcontext *, CUdevice);
-    CUresult (*DevicePrimaryCtxRelease)(CUdevice);
-    CUresult (*CtxSetCurrent)(CUcontext);
-    CUresult (*DriverGetVersion)(int *);
-    CUresult (*MemAlloc)(CUdeviceptr *, size_t);
-    CUresult (*MemFree)(CUdeviceptr);
-    CUresult (*MemcpyHtoD)(CUdeviceptr, const void *, size_t);
-    CUresult (*MemcpyDtoH)(void *, CUdeviceptr, size_t);
-    CUresult (*MemcpyHtoDAsync)(CUdeviceptr, const void *, size_t, CUstream);
-    CUresult (*MemsetD8Async)(CUdeviceptr, unsigned char, size_t, CUstream);
-    CUresult (*StreamCreate)(CUstream *, unsigned);
-    CUresult (*StreamDestroy)(CUstream);
-    CUresult (*StreamSynchronize)(CUstream);
-    CUresult (*ModuleLoadData)(CUmodule *, const void *);
-    CUresult (*ModuleUnload)(CUmodule);
-    CUresult (*ModuleGetFunction)(CUfunction *, CUmodule, const char *);
-    CUresult (*FuncSetAttribute)(CUfunction, int, int);
-    CUresult (*LaunchKernel)(CUfunction, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, unsigned, CUstream, void **, void **);
-    CUresult (*StreamBeginCapture)(CUstream, int);
-    CUresult (*StreamEndCapture)(CUstream, CUgraph *);
-    CUresult (*GraphInstantiate)(CUgraphExec *, CUgraph, unsigned long long);
-    CUresult (*GraphLaunch)(CUgraphExec, CUstream);
-    CUresult (*GraphDestroy)(CUgraph);
-    CUresult (*GraphExecDestroy)(CUgraphExec);
-    CUresult (*GetErrorName)(CUresult, const char **);
-} Drv;
 
 struct CudaBackend {
     void *lib;
@@ -110,8 +67,6 @@ static const char *cu_err(CudaBackend *b, CUresult r) {
         }                                                                                         \
     } while (0)
 
-typedef CUresult (*GetProc)(const char *, void **, int, unsigned long long, int *);
-
 /* Resolve every entry point at the ABI of CUDA 12.0 (cuGetProcAddress semantics, notes 3.1). */
 static int load_driver(CudaBackend *b, char *err, size_t errlen) {
     b->lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL); /* never libcuda.so: the toolkit stub */
@@ -119,7 +74,9 @@ static int load_driver(CudaBackend *b, char *err, size_t errlen) {
         snprintf(err, errlen, "no CUDA driver on this machine (libcuda.so.1: %s)", dlerror());
         return -1;
     }
-    GetProc gp = (GetProc)dlsym(b->lib, "cuGetProcAddress_v2");
+    DrvGetProc gp;
+    void *f = dlsym(b->lib, "cuGetProcAddress_v2");
+    memcpy(&gp, &f, sizeof gp); /* POSIX: a dlsym result converts to a function pointer */
     if (!gp) {
         snprintf(err, errlen, "the CUDA driver is older than 12.0 (no cuGetProcAddress_v2): fp8c needs an R525+ driver");
         return -1;
@@ -127,31 +84,18 @@ static int load_driver(CudaBackend *b, char *err, size_t errlen) {
     struct {
         const char *name;
         void **slot;
-        int ver;
     } syms[] = {
-#define S(field, name, ver) {name, (void **)&b->d.field, ver}
-        S(Init, "cuInit", 2000), S(DeviceGetCount, "cuDeviceGetCount", 2000), S(DeviceGet, "cuDeviceGet", 2000),
-        S(DeviceGetName, "cuDeviceGetName", 2000), S(DeviceGetAttribute, "cuDeviceGetAttribute", 2000),
-        S(DevicePrimaryCtxRetain, "cuDevicePrimaryCtxRetain", 7000), S(DevicePrimaryCtxRelease, "cuDevicePrimaryCtxRelease", 11000),
-        S(CtxSetCurrent, "cuCtxSetCurrent", 4000), S(DriverGetVersion, "cuDriverGetVersion", 2020),
-        S(MemAlloc, "cuMemAlloc", 3020), S(MemFree, "cuMemFree", 3020), S(MemcpyHtoD, "cuMemcpyHtoD", 3020),
-        S(MemcpyDtoH, "cuMemcpyDtoH", 3020), S(MemcpyHtoDAsync, "cuMemcpyHtoDAsync", 3020), S(MemsetD8Async, "cuMemsetD8Async", 3020),
-        S(StreamCreate, "cuStreamCreate", 2000), S(StreamDestroy, "cuStreamDestroy", 4000),
-        S(StreamSynchronize, "cuStreamSynchronize", 2000), S(ModuleLoadData, "cuModuleLoadData", 2000),
-        S(ModuleUnload, "cuModuleUnload", 2000), S(ModuleGetFunction, "cuModuleGetFunction", 2000),
-        S(FuncSetAttribute, "cuFuncSetAttribute", 9000), S(LaunchKernel, "cuLaunchKernel", 4000),
-        S(StreamBeginCapture, "cuStreamBeginCapture", 10010), S(StreamEndCapture, "cuStreamEndCapture", 10000),
-        S(GraphInstantiate, "cuGraphInstantiateWithFlags", 11040), S(GraphLaunch, "cuGraphLaunch", 10000),
-        S(GraphDestroy, "cuGraphDestroy", 10000), S(GraphExecDestroy, "cuGraphExecDestroy", 10000),
-        S(GetErrorName, "cuGetErrorName", 6000),
+#define S(field, name, ver) {#name, (void **)&b->d.field},
+        DRV_ENTRY_POINTS(S)
 #undef S
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
-        int status = 0;
-        /* ask at 12.0 so that renamed entry points (_v2) come back with their current ABI */
-        CUresult r = gp(syms[i].name, syms[i].slot, 12000, 0, &status);
-        if (r || !*syms[i].slot) {
-            snprintf(err, errlen, "the CUDA driver lacks %s (cuGetProcAddress status %d, result %d)", syms[i].name, status, r);
+        CUdriverProcAddressQueryResult status = CU_GET_PROC_ADDRESS_SUCCESS;
+        /* ask at 12.0 so that renamed entry points (_v2) come back with their current ABI, the
+         * version DRV_ENTRY_POINTS names (checked against cudaTypedefs.h) */
+        CUresult r = gp(syms[i].name, syms[i].slot, DRV_ABI_VERSION, CU_GET_PROC_ADDRESS_DEFAULT, &status);
+        if (r != CUDA_SUCCESS || status != CU_GET_PROC_ADDRESS_SUCCESS || !*syms[i].slot) {
+            snprintf(err, errlen, "the CUDA driver lacks %s (cuGetProcAddress status %d, result %d)", syms[i].name, (int)status, (int)r);
             return -1;
         }
     }
@@ -163,7 +107,9 @@ static int open_device(CudaBackend *b, char *err, size_t errlen) {
     CUresult r = b->d.Init(0);
     if (r) {
         snprintf(err, errlen, "cuInit failed: %s (%d)%s", cu_err(b, r), r,
-                 r == 100 ? ": the driver sees no CUDA GPU" : r == 34 ? ": that is the toolkit's stub library, not a driver" : "");
+                 r == CUDA_ERROR_NO_DEVICE      ? ": the driver sees no CUDA GPU"
+                 : r == CUDA_ERROR_STUB_LIBRARY ? ": that is the toolkit's stub library, not a driver"
+                                                : "");
         return -1;
     }
     int n = 0;
@@ -175,8 +121,8 @@ static int open_device(CudaBackend *b, char *err, size_t errlen) {
     CK(b->d.DeviceGet(&b->dev, 0));
     CK(b->d.DeviceGetName(b->name, sizeof b->name, b->dev));
     int maj = 0, min = 0;
-    CK(b->d.DeviceGetAttribute(&maj, CU_DEVICE_ATTRIBUTE_CC_MAJOR, b->dev));
-    CK(b->d.DeviceGetAttribute(&min, CU_DEVICE_ATTRIBUTE_CC_MINOR, b->dev));
+    CK(b->d.DeviceGetAttribute(&maj, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR, b->dev));
+    CK(b->d.DeviceGetAttribute(&min, CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MINOR, b->dev));
     b->sm = maj * 10 + min;
     if (b->sm < 89) {
         snprintf(err, errlen, "%s is compute capability %d.%d; fp8c's kernels need FP8 (sm_89 or later)", b->name, maj, min);
@@ -203,10 +149,15 @@ int cu_probe(char *why, size_t n) {
 static int load_kernels(CudaBackend *b, char *err, size_t errlen) {
     const Plan *p = b->p;
     int nk = p->nkernels;
+    int rc = -1;
     b->mods = calloc((size_t)(nk ? nk : 1), sizeof *b->mods);
     b->fn = calloc((size_t)(nk ? nk : 1), sizeof *b->fn);
     JitJob *jobs = calloc((size_t)(nk ? nk : 1), sizeof *jobs);
     int *need = calloc((size_t)(nk ? nk : 1), sizeof *need), nneed = 0;
+    if (!b->mods || !b->fn || !jobs || !need) {
+        snprintf(err, errlen, "out of host memory loading %d kernels", nk);
+        goto done;
+    }
     for (int i = 0; i < nk; i++) {
         char path[2300];
         snprintf(path, sizeof path, "%s/cubin/%s.%s.cubin", p->dir, p->kernels[i].name, b->arch);
@@ -217,7 +168,7 @@ static int load_kernels(CudaBackend *b, char *err, size_t errlen) {
         jobs[i].src = jit_read_file(path, NULL);
         if (!jobs[i].src) {
             snprintf(err, errlen, "cannot read %s (the plan's kernel source)", path);
-            goto fail;
+            goto done;
         }
         need[nneed++] = i;
     }
@@ -227,9 +178,14 @@ static int load_kernels(CudaBackend *b, char *err, size_t errlen) {
         if (!j) {
             snprintf(err, errlen, "%d kernels are not prebuilt for %s and %s (run `fp8c build %s --arch %s` where NVRTC exists)", nneed,
                      b->arch, jerr, p->dir, b->arch);
-            goto fail;
+            goto done;
         }
         JitJob *sub = calloc((size_t)nneed, sizeof *sub);
+        if (!sub) {
+            jit_close(j);
+            snprintf(err, errlen, "out of host memory compiling %d kernels", nneed);
+            goto done;
+        }
         for (int k = 0; k < nneed; k++) sub[k] = jobs[need[k]];
         fprintf(stderr, "fp8c: compiling %d kernels for %s with NVRTC...\n", nneed, b->arch);
         int failed = jit_compile_all(j, sub, nneed, b->arch, jit_cache_dir(cbuf, sizeof cbuf), 0, rt_debug_level());
@@ -242,41 +198,42 @@ static int load_kernels(CudaBackend *b, char *err, size_t errlen) {
                     snprintf(err, errlen, "NVRTC failed on %s/%s:\n%s", p->dir, p->kernels[i].file, jobs[i].err);
                     break;
                 }
-            goto fail;
+            goto done;
         }
     }
     for (int i = 0; i < nk; i++) {
         CUresult r = b->d.ModuleLoadData(&b->mods[i], jobs[i].cubin);
         if (r) {
             snprintf(err, errlen, "cuModuleLoadData(%s, %s) failed: %s (%d)", p->kernels[i].name, b->arch, cu_err(b, r), r);
-            goto fail;
+            goto done;
         }
         for (int e = 0; e < p->kernels[i].ne; e++) {
             r = b->d.ModuleGetFunction(&b->fn[i][e], b->mods[i], p->kernels[i].e[e].symbol);
             if (r) {
                 snprintf(err, errlen, "kernel %s has no entry %s: %s", p->kernels[i].name, p->kernels[i].e[e].symbol, cu_err(b, r));
-                goto fail;
+                goto done;
             }
-            if (p->kernels[i].e[e].smem > 48 * 1024)
-                b->d.FuncSetAttribute(b->fn[i][e], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, p->kernels[i].e[e].smem);
+            /* above 48 KiB of dynamic shared memory a launch needs the opt-in, else it fails later */
+            if (p->kernels[i].e[e].smem > 48 * 1024) {
+                r = b->d.FuncSetAttribute(b->fn[i][e], CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, p->kernels[i].e[e].smem);
+                if (r) {
+                    snprintf(err, errlen, "kernel %s entry %s: cuFuncSetAttribute(MAX_DYNAMIC_SHARED_SIZE_BYTES, %d) failed on %s: %s (%d)",
+                             p->kernels[i].name, p->kernels[i].e[e].symbol, p->kernels[i].e[e].smem, b->arch, cu_err(b, r), r);
+                    goto done;
+                }
+            }
         }
         if ((size_t)p->kernels[i].scratch > b->scratch_bytes) b->scratch_bytes = (size_t)p->kernels[i].scratch;
     }
-    for (int i = 0; i < nk; i++) {
+    rc = 0;
+done: /* the modules loaded so far stay in b->mods for cu_free */
+    for (int i = 0; jobs && i < nk; i++) {
         jit_job_free(&jobs[i]);
         free((char *)jobs[i].src);
     }
     free(jobs);
     free(need);
-    return 0;
-fail:
-    for (int i = 0; i < nk; i++) {
-        jit_job_free(&jobs[i]);
-        free((char *)jobs[i].src);
-    }
-    free(jobs);
-    free(need);
-    return -1;
+    return rc;
 }
 
 static CUdeviceptr tensor_ptr(const CudaBackend *b, int id) {
@@ -308,14 +265,14 @@ static int build_call(CudaBackend *b, const RtStep *st, LtCall *c, char *lerr, s
     return 0;
 }
 
-/* cuBLASLt for the GEMM steps; an FP8 step it refuses runs on the plan's generated kernel if
+/* cuBLASLt for the GEMM units; an FP8 GEMM it refuses runs on the plan's generated kernel if
  * there is one, and the refusal is reported. */
 static int setup_gemms(CudaBackend *b, char *err, size_t errlen) {
     const Plan *p = b->p;
     char lerr[512];
     int any = 0;
     for (int s = 0; s < SEC_COUNT; s++)
-        for (int i = 0; i < p->nsteps[s]; i++) any |= p->steps[s][i].gpu.gemm == 1;
+        for (int i = 0; i < p->nunits[s]; i++) any |= p->units[s][i].gpu.gemm == 1;
     if (!any) return 0;
     if (lt_open(&b->lt, lerr, sizeof lerr) || lt_create_handle(b->lt, &b->lt_handle, lerr, sizeof lerr)) {
         snprintf(err, errlen, "cuBLASLt: %s", lerr);
@@ -324,19 +281,24 @@ static int setup_gemms(CudaBackend *b, char *err, size_t errlen) {
     b->lt_ws_bytes = b->sm >= 90 ? (32u << 20) : (4u << 20);
     CK(b->d.MemAlloc(&b->lt_ws, b->lt_ws_bytes));
     for (int s = 0; s < SEC_COUNT; s++) {
-        b->lt_calls[s] = calloc((size_t)(p->nsteps[s] ? p->nsteps[s] : 1), sizeof(LtCall *));
-        for (int i = 0; i < p->nsteps[s]; i++) {
-            RtStep *st = &p->steps[s][i];
-            if (st->gpu.gemm != 1) continue;
+        b->lt_calls[s] = calloc((size_t)(p->nunits[s] ? p->nunits[s] : 1), sizeof(LtCall *));
+        if (!b->lt_calls[s]) {
+            snprintf(err, errlen, "out of host memory for the GEMM descriptors");
+            return -1;
+        }
+        for (int i = 0; i < p->nunits[s]; i++) {
+            RtUnit *u = &p->units[s][i];
+            const RtStep *st = &p->steps[s][u->first];
+            if (u->gpu.gemm != 1) continue;
             LtCall *c = calloc(1, sizeof *c);
-            if (build_call(b, st, c, lerr, sizeof lerr)) {
+            if (!c || build_call(b, st, c, lerr, sizeof lerr)) {
                 free(c);
-                if (st->op == OP_QGEMM && st->gpu.kernel >= 0) {
-                    fprintf(stderr, "fp8c: note: %s step %d runs on the generated FP8 GEMM: %s\n", fp8c_section_names[s], i, lerr);
-                    st->gpu.gemm = 2;
+                if (st->op == OP_QGEMM && u->gpu.kernel >= 0) {
+                    fprintf(stderr, "fp8c: note: %s unit %d runs on the generated FP8 GEMM: %s\n", fp8c_section_names[s], i, lerr);
+                    u->gpu.gemm = 2;
                     continue;
                 }
-                snprintf(err, errlen, "%s step %d (%s): %s", fp8c_section_names[s], i, fp8c_op_info[st->op].name, lerr);
+                snprintf(err, errlen, "%s unit %d (%s): %s", fp8c_section_names[s], i, fp8c_op_info[st->op].name, lerr);
                 return -1;
             }
             b->lt_calls[s][i] = c;
@@ -347,6 +309,10 @@ static int setup_gemms(CudaBackend *b, char *err, size_t errlen) {
 
 CudaBackend *cu_init(const Plan *p, char *err, size_t errlen) {
     CudaBackend *b = calloc(1, sizeof *b);
+    if (!b) {
+        snprintf(err, errlen, "out of host memory");
+        return NULL;
+    }
     b->p = p;
     b->no_graphs = getenv("FP8C_NO_GRAPHS") != NULL;
     if (open_device(b, err, errlen)) goto fail;
@@ -387,32 +353,38 @@ fail:
     return NULL;
 }
 
+/* Teardown in the reverse order of creation (cu_init, then the graphs cu_run captures), all of
+ * it while the primary context is retained and current: cublasLtDestroy, the module unloads and
+ * the frees need it. Results are not checked: nothing can be done about a failure here. */
 void cu_free(CudaBackend *b) {
     if (!b) return;
     if (b->ctx) {
-        for (int s = 0; s < SEC_COUNT; s++) {
+        b->d.CtxSetCurrent(b->ctx);
+        if (b->stream) b->d.StreamSynchronize(b->stream); /* nothing in flight reads what is freed below */
+        for (int s = 0; s < SEC_COUNT; s++)
             for (int f = 0; f < 2; f++)
                 if (b->graph[s][f]) b->d.GraphExecDestroy(b->graph[s][f]);
+        for (int s = 0; s < SEC_COUNT; s++) {
             if (b->lt_calls[s])
-                for (int i = 0; i < b->p->nsteps[s]; i++)
+                for (int i = 0; i < b->p->nunits[s]; i++)
                     if (b->lt_calls[s][i]) {
                         lt_call_free(b->lt, b->lt_calls[s][i]);
                         free(b->lt_calls[s][i]);
                     }
             free(b->lt_calls[s]);
         }
-        for (int i = 0; b->mods && i < b->p->nkernels; i++)
-            if (b->mods[i]) b->d.ModuleUnload(b->mods[i]);
-        for (int c = 0; c < TC_COUNT; c++)
-            if (b->base[c]) b->d.MemFree(b->base[c]);
-        if (b->scratch) b->d.MemFree(b->scratch);
         if (b->lt_ws) b->d.MemFree(b->lt_ws);
+        if (b->lt_handle) lt_destroy_handle(b->lt, b->lt_handle);
+        lt_close(b->lt);
+        if (b->scratch) b->d.MemFree(b->scratch);
+        for (int i = b->p->nkernels - 1; b->mods && i >= 0; i--)
+            if (b->mods[i]) b->d.ModuleUnload(b->mods[i]);
         if (b->rs) b->d.MemFree(b->rs);
+        for (int c = TC_COUNT - 1; c >= 0; c--)
+            if (b->base[c]) b->d.MemFree(b->base[c]);
         if (b->stream) b->d.StreamDestroy(b->stream);
         b->d.DevicePrimaryCtxRelease(b->dev);
     }
-    if (b->lt_handle) lt_destroy_handle(b->lt, b->lt_handle);
-    if (b->lt) lt_close(b->lt);
     free(b->mods);
     free(b->fn);
     if (b->lib) dlclose(b->lib);
@@ -423,42 +395,54 @@ const char *cu_device_name(const CudaBackend *b) { return b->name; }
 
 /* ---- host mirror <-> device ---------------------------------------------------------------------- */
 
-/* One tensor between the CPU backend's float mirror and the device's plan dtype. */
+/* One tensor between the CPU backend's float mirror and the device's plan dtype. The copy goes on
+ * the backend's stream, so it is ordered after the kernels that wrote the tensor (a copy on the
+ * legacy stream would not be: the stream is CU_STREAM_NON_BLOCKING), and the stream is drained
+ * before the host memory is read, reused or freed. */
 static int xfer(CudaBackend *b, const CpuBackend *h, int id, int to_device, char *err, size_t errlen) {
     const RtTensor *t = &b->p->t[id];
     CUdeviceptr d = tensor_ptr(b, id);
     void *host = cpu_ptr(h, id);
     if (t->dtype != TD_BF16 && t->dtype != TD_F16) {
         size_t bytes = (size_t)t->n * (size_t)fp8c_tensor_dtype_bytes[t->dtype];
-        if (to_device) CK(b->d.MemcpyHtoD(d, host, bytes));
-        else CK(b->d.MemcpyDtoH(host, d, bytes));
+        if (to_device) CK(b->d.MemcpyHtoDAsync(d, host, bytes, b->stream));
+        else CK(b->d.MemcpyDtoHAsync(host, d, bytes, b->stream));
+        CK(b->d.StreamSynchronize(b->stream));
         return 0;
     }
-    uint16_t *tmp = malloc((size_t)t->n * 2);
+    uint16_t *tmp = malloc((size_t)t->n * 2); /* (n) bf16/f16 staging */
     if (!tmp) {
         snprintf(err, errlen, "out of host memory staging %s", t->name);
         return -1;
     }
     float *f = host;
-    int rc = 0;
+    const char *call = to_device ? "cuMemcpyHtoDAsync" : "cuMemcpyDtoHAsync";
+    CUresult r;
     if (to_device) {
         for (int64_t i = 0; i < t->n; i++) tmp[i] = t->dtype == TD_BF16 ? fp8c_f32_to_bf16(f[i]) : fp8c_f32_to_f16(f[i]);
-        CUresult r = b->d.MemcpyHtoD(d, tmp, (size_t)t->n * 2);
-        if (r) rc = -1, snprintf(err, errlen, "cuMemcpyHtoD(%s) failed: %s", t->name, cu_err(b, r));
+        r = b->d.MemcpyHtoDAsync(d, tmp, (size_t)t->n * 2, b->stream);
     } else {
-        CUresult r = b->d.MemcpyDtoH(tmp, d, (size_t)t->n * 2);
-        if (r) rc = -1, snprintf(err, errlen, "cuMemcpyDtoH(%s) failed: %s", t->name, cu_err(b, r));
-        else
-            for (int64_t i = 0; i < t->n; i++) f[i] = t->dtype == TD_BF16 ? fp8c_bf16_to_f32(tmp[i]) : fp8c_f16_to_f32(tmp[i]);
+        r = b->d.MemcpyDtoHAsync(tmp, d, (size_t)t->n * 2, b->stream);
     }
+    if (!r) {
+        call = "cuStreamSynchronize";
+        r = b->d.StreamSynchronize(b->stream); /* tmp is read or freed next */
+    }
+    if (r) {
+        snprintf(err, errlen, "%s(%s) failed: %s (%d)", call, t->name, cu_err(b, r), (int)r);
+        free(tmp);
+        return -1;
+    }
+    if (!to_device)
+        for (int64_t i = 0; i < t->n; i++) f[i] = t->dtype == TD_BF16 ? fp8c_bf16_to_f32(tmp[i]) : fp8c_f16_to_f32(tmp[i]);
     free(tmp);
-    return rc;
+    return 0;
 }
 
 int cu_upload(CudaBackend *b, const CpuBackend *h, TensorClass c, char *err, size_t errlen) {
+    if (c == TC_PARAM) b->weights_fresh = 0; /* new weights (even partly): their FP8 copies must be recomputed */
     for (int i = 0; i < b->p->nt; i++)
         if (b->p->t[i].cls == c && xfer(b, h, i, 1, err, errlen)) return -1;
-    if (c == TC_PARAM) b->weights_fresh = 0; /* new weights: their FP8 copies must be recomputed */
     return 0;
 }
 
@@ -471,6 +455,8 @@ int cu_download(CudaBackend *b, CpuBackend *h, TensorClass c, char *err, size_t 
 int cu_upload_tensor(CudaBackend *b, const CpuBackend *h, int id, char *err, size_t errlen) { return xfer(b, h, id, 1, err, errlen); }
 int cu_download_tensor(CudaBackend *b, CpuBackend *h, int id, char *err, size_t errlen) { return xfer(b, h, id, 0, err, errlen); }
 
+/* On the stream, so ordered with the kernels and copies around it; no host memory is involved,
+ * so nothing waits here (a failure of the memset itself shows at the next synchronization). */
 int cu_zero_class(CudaBackend *b, TensorClass c, char *err, size_t errlen) {
     CK(b->d.MemsetD8Async(b->base[c], 0, (size_t)b->p->class_bytes[c], b->stream));
     return 0;
@@ -478,8 +464,7 @@ int cu_zero_class(CudaBackend *b, TensorClass c, char *err, size_t errlen) {
 
 /* ---- execution ------------------------------------------------------------------------------------ */
 
-static int launch(CudaBackend *b, const RtStep *s, char *err, size_t errlen) {
-    const GpuStep *g = &s->gpu;
+static int launch(CudaBackend *b, const GpuStep *g, char *err, size_t errlen) {
     const RtKernel *K = &b->p->kernels[g->kernel];
     CUdeviceptr ptrs[RT_MAX_KPARAMS + 2];
     void *args[RT_MAX_KPARAMS + 2];
@@ -507,39 +492,41 @@ static int launch(CudaBackend *b, const RtStep *s, char *err, size_t errlen) {
     return 0;
 }
 
-static int run_gemm(CudaBackend *b, Section sec, int i, const RtStep *s, char *err, size_t errlen) {
-    LtCall *c = b->lt_calls[sec][i];
-    const LtGemm *g = &c->g;
-    if (lt_run(b->lt, b->lt_handle, c, ptr_or_null(b, g->a), ptr_or_null(b, g->b), ptr_or_null(b, g->c), (void *)ptr_or_null(b, g->d),
-               ptr_or_null(b, g->bias), ptr_or_null(b, g->a_scale), ptr_or_null(b, g->b_scale), (void *)(uintptr_t)b->lt_ws,
-               b->lt_ws_bytes, b->stream, err, errlen))
-        return -1;
-    /* matmul_bwd_weight's dbias is a generated column-sum kernel after the GEMM */
-    if (s->gpu.kernel >= 0 && s->op == OP_MATMUL_BWD_WEIGHT) return launch(b, s, err, errlen);
+/* One unit of the schedule on the backend's stream: its memset, cuBLASLt GEMM (plus the dbias
+ * kernel of matmul_bwd_weight), or kernel launch. */
+static int enqueue_unit(CudaBackend *b, Section sec, int i, char *err, size_t errlen) {
+    const Plan *p = b->p;
+    const RtUnit *u = &p->units[sec][i];
+    const RtStep *s = &p->steps[sec][u->first];
+    const GpuStep *g = &u->gpu;
+    if (g->action == GPU_MEMSET) {
+        const RtTensor *t = &p->t[s->args[0]];
+        CUresult r = b->d.MemsetD8Async(tensor_ptr(b, s->args[0]), 0, (size_t)t->n * (size_t)fp8c_tensor_dtype_bytes[t->dtype], b->stream);
+        if (r) {
+            snprintf(err, errlen, "cuMemsetD8Async(%s) failed: %s", t->name, cu_err(b, r));
+            return -1;
+        }
+        return 0;
+    }
+    if (g->gemm == 1) {
+        LtCall *c = b->lt_calls[sec][i];
+        const LtGemm *lg = &c->g;
+        if (lt_run(b->lt, b->lt_handle, c, ptr_or_null(b, lg->a), ptr_or_null(b, lg->b), ptr_or_null(b, lg->c), (void *)ptr_or_null(b, lg->d),
+                   ptr_or_null(b, lg->bias), ptr_or_null(b, lg->a_scale), ptr_or_null(b, lg->b_scale), (void *)(uintptr_t)b->lt_ws,
+                   b->lt_ws_bytes, b->stream, err, errlen))
+            return -1;
+        /* matmul_bwd_weight's dbias is a generated column-sum kernel after the GEMM */
+        if (g->kernel >= 0 && s->op == OP_MATMUL_BWD_WEIGHT) return launch(b, g, err, errlen);
+        return 0;
+    }
+    if (g->kernel >= 0) return launch(b, g, err, errlen);
     return 0;
 }
 
 static int enqueue(CudaBackend *b, Section sec, char *err, size_t errlen) {
-    const Plan *p = b->p;
-    for (int i = 0; i < p->nsteps[sec]; i++) {
-        const RtStep *s = &p->steps[sec][i];
-        const GpuStep *g = &s->gpu;
-        if (g->action == GPU_FUSED) continue;
-        if (g->refresh && b->weights_fresh) continue;
-        if (g->action == GPU_MEMSET) {
-            const RtTensor *t = &p->t[s->args[0]];
-            CUresult r = b->d.MemsetD8Async(tensor_ptr(b, s->args[0]), 0, (size_t)t->n * (size_t)fp8c_tensor_dtype_bytes[t->dtype], b->stream);
-            if (r) {
-                snprintf(err, errlen, "cuMemsetD8Async(%s) failed: %s", t->name, cu_err(b, r));
-                return -1;
-            }
-            continue;
-        }
-        if (g->gemm == 1) {
-            if (run_gemm(b, sec, i, s, err, errlen)) return -1;
-            continue;
-        }
-        if (g->kernel >= 0 && launch(b, s, err, errlen)) return -1;
+    for (int i = 0; i < b->p->nunits[sec]; i++) {
+        if (b->p->units[sec][i].refresh && b->weights_fresh) continue;
+        if (enqueue_unit(b, sec, i, err, errlen)) return -1;
     }
     return 0;
 }
@@ -554,19 +541,16 @@ static DevRunState dev_run_state(const RunState *st) {
     return (DevRunState){st->dloss, st->lr, st->grad_scale, 0, (int)st->opt_step, (int)st->amax_step, 0, 0};
 }
 
-int cu_run_step(CudaBackend *b, Section sec, int i, const RunState *st, char *err, size_t errlen) {
+int cu_run_unit(CudaBackend *b, Section sec, int i, const RunState *st, char *err, size_t errlen) {
     DevRunState rs = dev_run_state(st);
-    CK(b->d.MemcpyHtoD(b->rs, &rs, sizeof rs));
-    const RtStep *s = &b->p->steps[sec][i];
-    if (s->gpu.action == GPU_MEMSET) {
-        const RtTensor *t = &b->p->t[s->args[0]];
-        CK(b->d.MemsetD8Async(tensor_ptr(b, s->args[0]), 0, (size_t)t->n * (size_t)fp8c_tensor_dtype_bytes[t->dtype], b->stream));
-    } else if (s->gpu.gemm == 1) {
-        if (run_gemm(b, sec, i, s, err, errlen)) return -1;
-    } else if (s->gpu.kernel >= 0) {
-        if (launch(b, s, err, errlen)) return -1;
+    CK(b->d.MemcpyHtoDAsync(b->rs, &rs, sizeof rs, b->stream));
+    int rc = enqueue_unit(b, sec, i, err, errlen);
+    CUresult r = b->d.StreamSynchronize(b->stream); /* also before rs leaves scope on failure */
+    if (rc) return -1;
+    if (r) {
+        snprintf(err, errlen, "%s unit %d failed on the device: %s (%d)", fp8c_section_names[sec], i, cu_err(b, r), r);
+        return -1;
     }
-    CK(b->d.StreamSynchronize(b->stream));
     return 0;
 }
 
@@ -580,29 +564,42 @@ int cu_poison_tensor(CudaBackend *b, int id, char *err, size_t errlen) {
 int cu_run(CudaBackend *b, Section sec, const RunState *st, char *err, size_t errlen) {
     DevRunState rs = dev_run_state(st);
     CK(b->d.MemcpyHtoDAsync(b->rs, &rs, sizeof rs, b->stream));
-    int fresh = b->weights_fresh;
+    int fresh = b->weights_fresh, rc = 0;
+    CUresult r = 0;
     if (b->graph[sec][fresh]) {
-        CK(b->d.GraphLaunch(b->graph[sec][fresh], b->stream));
+        r = b->d.GraphLaunch(b->graph[sec][fresh], b->stream);
+        if (r) snprintf(err, errlen, "launching the %s graph failed: %s (%d)", fp8c_section_names[sec], cu_err(b, r), r), rc = -1;
     } else if (!b->no_graphs && ++b->eager_runs[sec][fresh] > 2) {
         /* the section's work is the same every step from here on: capture it once */
-        CUgraph g;
-        CK(b->d.StreamBeginCapture(b->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL));
-        int rc = enqueue(b, sec, err, errlen);
-        CUresult r = b->d.StreamEndCapture(b->stream, &g);
-        if (rc) return -1;
+        CUgraph g = NULL;
+        r = b->d.StreamBeginCapture(b->stream, CU_STREAM_CAPTURE_MODE_THREAD_LOCAL);
         if (r) {
-            snprintf(err, errlen, "capturing the %s section as a CUDA graph failed: %s (set FP8C_NO_GRAPHS=1 to run eagerly)",
-                     fp8c_section_names[sec], cu_err(b, r));
-            return -1;
+            snprintf(err, errlen, "cuStreamBeginCapture failed: %s (%d)", cu_err(b, r), r);
+            rc = -1;
+        } else {
+            rc = enqueue(b, sec, err, errlen);
+            r = b->d.StreamEndCapture(b->stream, &g); /* always end the capture, and free what it made */
+            if (!rc && r) {
+                snprintf(err, errlen, "capturing the %s section as a CUDA graph failed: %s (set FP8C_NO_GRAPHS=1 to run eagerly)",
+                         fp8c_section_names[sec], cu_err(b, r));
+                rc = -1;
+            }
+            if (!rc && (r = b->d.GraphInstantiate(&b->graph[sec][fresh], g, 0)))
+                snprintf(err, errlen, "cuGraphInstantiate failed: %s (%d)", cu_err(b, r), r), rc = -1;
+            if (g) b->d.GraphDestroy(g);
+            if (!rc && (r = b->d.GraphLaunch(b->graph[sec][fresh], b->stream)))
+                snprintf(err, errlen, "launching the %s graph failed: %s (%d)", fp8c_section_names[sec], cu_err(b, r), r), rc = -1;
         }
-        CK(b->d.GraphInstantiate(&b->graph[sec][fresh], g, 0));
-        b->d.GraphDestroy(g);
-        CK(b->d.GraphLaunch(b->graph[sec][fresh], b->stream));
-    } else if (enqueue(b, sec, err, errlen)) {
+    } else {
+        rc = enqueue(b, sec, err, errlen);
+    }
+    r = b->d.StreamSynchronize(b->stream); /* the host reads results next; rs must outlive its copy */
+    if (rc) return -1;
+    if (r) {
+        snprintf(err, errlen, "the %s section failed on the device: %s (%d)", fp8c_section_names[sec], cu_err(b, r), r);
         return -1;
     }
-    for (int i = 0; sec == SEC_OPTIMIZER && i < b->p->nsteps[sec]; i++)
-        if (b->p->steps[sec][i].gpu.adamw_quant) b->weights_fresh = 1;
-    CK(b->d.StreamSynchronize(b->stream));
+    for (int i = 0; i < b->p->nunits[sec]; i++)
+        if (b->p->units[sec][i].fusion == FUSE_ADAMW_QUANT) b->weights_fresh = 1;
     return 0;
 }

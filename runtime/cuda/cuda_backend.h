@@ -24,8 +24,8 @@ int cu_zero_class(CudaBackend *b, TensorClass c, char *err, size_t errlen);
 /* Run one section; synchronous (returns when the GPU is done). */
 int cu_run(CudaBackend *b, Section sec, const RunState *st, char *err, size_t errlen);
 
-/* One step (its fused launch, GEMM or memset), synchronous; for tests/gpu. */
-int cu_run_step(CudaBackend *b, Section sec, int i, const RunState *st, char *err, size_t errlen);
+/* One unit of the schedule (its launch, GEMM or memset), refresh or not, synchronous; for tests/gpu. */
+int cu_run_unit(CudaBackend *b, Section sec, int i, const RunState *st, char *err, size_t errlen);
 /* Fill a tensor with 0xFF bytes (NaN for floats, 0xFF codes) so unwritten elements show. */
 int cu_poison_tensor(CudaBackend *b, int id, char *err, size_t errlen);
 

@@ -13,27 +13,9 @@
 #include <unistd.h>
 
 #include "fp8c.h"
+#include "nvrtc_abi.h"
 
 #define JIT_CACHE_FORMAT 1
-
-typedef int nvrtcResult;
-typedef struct _nvrtcProgram *nvrtcProgram;
-
-struct JitLib {
-    void *h;
-    int major, minor;
-    nvrtcResult (*Version)(int *, int *);
-    nvrtcResult (*CreateProgram)(nvrtcProgram *, const char *, const char *, int, const char *const *, const char *const *);
-    nvrtcResult (*CompileProgram)(nvrtcProgram, int, const char *const *);
-    nvrtcResult (*GetPTXSize)(nvrtcProgram, size_t *);
-    nvrtcResult (*GetPTX)(nvrtcProgram, char *);
-    nvrtcResult (*GetCUBINSize)(nvrtcProgram, size_t *);
-    nvrtcResult (*GetCUBIN)(nvrtcProgram, char *);
-    nvrtcResult (*GetProgramLogSize)(nvrtcProgram, size_t *);
-    nvrtcResult (*GetProgramLog)(nvrtcProgram, char *);
-    nvrtcResult (*DestroyProgram)(nvrtcProgram *);
-    const char *(*GetErrorString)(nvrtcResult);
-};
 
 static void *open_first(const char *const *names, int n, char *why, size_t whylen) {
     for (int i = 0; i < n; i++) {
@@ -60,27 +42,23 @@ JitLib *jit_open(char *err, size_t errlen) {
     }
     if (access(b1, R_OK) == 0) dlopen(b1, RTLD_NOW | RTLD_GLOBAL);
     JitLib *j = calloc(1, sizeof *j);
+    if (!j) {
+        dlclose(h);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     j->h = h;
+    /* one block per NVRTC_ENTRY_POINTS row (nvrtc_abi.h) */
 #define SYM(field, name)                                                                        \
-    do {                                                                                        \
-        *(void **)&j->field = dlsym(h, name);                                                   \
+    {                                                                                           \
+        *(void **)&j->field = dlsym(h, #name);                                                  \
         if (!j->field) {                                                                        \
-            snprintf(err, errlen, "libnvrtc has no %s: an NVRTC older than CUDA 11.1?", name); \
-            jit_close(j);                                                               \
+            snprintf(err, errlen, "libnvrtc has no %s: an NVRTC older than CUDA 11.1?", #name); \
+            jit_close(j);                                                                       \
             return NULL;                                                                        \
         }                                                                                       \
-    } while (0)
-    SYM(Version, "nvrtcVersion");
-    SYM(CreateProgram, "nvrtcCreateProgram");
-    SYM(CompileProgram, "nvrtcCompileProgram");
-    SYM(GetPTXSize, "nvrtcGetPTXSize");
-    SYM(GetPTX, "nvrtcGetPTX");
-    SYM(GetCUBINSize, "nvrtcGetCUBINSize");
-    SYM(GetCUBIN, "nvrtcGetCUBIN");
-    SYM(GetProgramLogSize, "nvrtcGetProgramLogSize");
-    SYM(GetProgramLog, "nvrtcGetProgramLog");
-    SYM(DestroyProgram, "nvrtcDestroyProgram");
-    SYM(GetErrorString, "nvrtcGetErrorString");
+    }
+    NVRTC_ENTRY_POINTS(SYM)
 #undef SYM
     j->Version(&j->major, &j->minor);
     return j;

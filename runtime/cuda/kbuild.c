@@ -58,8 +58,8 @@ static int kset_load(Kset *k, const char *dir, const char *arch) {
     k->jobs = calloc((size_t)k->plan.nkernels, sizeof *k->jobs);
     k->uses = calloc((size_t)k->plan.nkernels, sizeof *k->uses);
     for (int s = 0; s < SEC_COUNT; s++)
-        for (int i = 0; i < k->plan.nsteps[s]; i++)
-            if (k->plan.steps[s][i].gpu.kernel >= 0) k->uses[k->plan.steps[s][i].gpu.kernel]++;
+        for (int u = 0; u < k->plan.nunits[s]; u++)
+            if (k->plan.units[s][u].gpu.kernel >= 0) k->uses[k->plan.units[s][u].gpu.kernel]++;
     for (int i = 0; i < k->plan.nkernels; i++) {
         char path[2200];
         snprintf(path, sizeof path, "%s/%s", dir, k->plan.kernels[i].file);

@@ -44,19 +44,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#ifdef FP8C_CHECK_CUDA_HEADERS
-/* Build once with -DFP8C_CHECK_CUDA_HEADERS -I$CUDA_HOME/include to prove the copied values. */
-#include <cublasLt.h>
-#define SAME(a, b) ((int)(a) == (int)(b)) /* the enums differ in type: -Wenum-compare */
-_Static_assert(SAME(LT_R_32F, CUDA_R_32F) && SAME(LT_R_16F, CUDA_R_16F) && SAME(LT_R_16BF, CUDA_R_16BF), "cudaDataType_t");
-_Static_assert(SAME(LT_R_8F_E4M3, CUDA_R_8F_E4M3) && SAME(LT_R_8F_E5M2, CUDA_R_8F_E5M2), "cudaDataType_t fp8");
-_Static_assert(SAME(LT_OP_N, CUBLAS_OP_N) && SAME(LT_OP_T, CUBLAS_OP_T) && SAME(LT_COMPUTE_32F, CUBLAS_COMPUTE_32F), "cublas enums");
-_Static_assert(SAME(LT_SCALE_SCALAR_32F, CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F) &&
-                   SAME(LT_SCALE_VEC128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F) &&
-                   SAME(LT_SCALE_BLK128x128_32F, CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F),
-               "scale modes");
-_Static_assert(SAME(LT_EPI_DEFAULT, CUBLASLT_EPILOGUE_DEFAULT) && SAME(LT_EPI_BIAS, CUBLASLT_EPILOGUE_BIAS), "epilogues");
-#endif
+#include "lt_abi.h"
 
 #define MIB (1024ull * 1024ull)
 
@@ -111,19 +99,12 @@ const char *lt_scale_mode_name(int mode) {
     }
 }
 
-/* cublasStatus_t, cublas_api.h:90-99. */
+/* cublasStatus_t, cublas_api.h:90-99 (LT_STATUSES in lt_abi.h). */
 const char *lt_status_name(int status) {
     switch (status) {
-    case 0: return "CUBLAS_STATUS_SUCCESS";
-    case 1: return "CUBLAS_STATUS_NOT_INITIALIZED";
-    case 3: return "CUBLAS_STATUS_ALLOC_FAILED";
-    case 7: return "CUBLAS_STATUS_INVALID_VALUE";
-    case 8: return "CUBLAS_STATUS_ARCH_MISMATCH";
-    case 11: return "CUBLAS_STATUS_MAPPING_ERROR";
-    case 13: return "CUBLAS_STATUS_EXECUTION_FAILED";
-    case 14: return "CUBLAS_STATUS_INTERNAL_ERROR";
-    case 15: return "CUBLAS_STATUS_NOT_SUPPORTED";
-    case 16: return "CUBLAS_STATUS_LICENSE_ERROR";
+#define NAME(name, value) case value: return #name;
+        LT_STATUSES(NAME)
+#undef NAME
     default: return "unknown cuBLAS status";
     }
 }
@@ -431,100 +412,6 @@ void lt_unfuse_bias(LtGemm *g) {
 
 /* ---- the library ---------------------------------------------------------------------------- */
 
-/* Attribute values (cublasLt.h line numbers): matmul descriptor :1274-1567, layout :1113-1147,
- * preference :2088-2133. Value types are in each table's comment; a wrong size is INVALID_VALUE. */
-enum {
-    DESC_COMPUTE_TYPE = 0,   /* int32_t */
-    DESC_SCALE_TYPE = 1,     /* int32_t */
-    DESC_TRANSA = 3,         /* int32_t */
-    DESC_TRANSB = 4,         /* int32_t */
-    DESC_EPILOGUE = 7,       /* uint32_t */
-    DESC_BIAS_POINTER = 8,   /* const void * */
-    DESC_A_SCALE_POINTER = 17, /* const void * */
-    DESC_B_SCALE_POINTER = 18, /* const void * */
-    DESC_FAST_ACCUM = 25,    /* int8_t */
-    DESC_BIAS_DATA_TYPE = 26, /* int32_t */
-    DESC_A_SCALE_MODE = 31,  /* int32_t */
-    DESC_B_SCALE_MODE = 32,  /* int32_t */
-    LAYOUT_TYPE = 0,         /* uint32_t */
-    LAYOUT_ROWS = 2,         /* uint64_t */
-    LAYOUT_COLS = 3,         /* uint64_t */
-    LAYOUT_LD = 4,           /* int64_t */
-    PREF_MAX_WORKSPACE_BYTES = 1, /* uint64_t */
-    PREF_MIN_ALIGNMENT_A_BYTES = 5, /* uint32_t, then B, C, D at 6, 7, 8 */
-};
-
-#ifdef FP8C_CHECK_CUDA_HEADERS
-_Static_assert(SAME(DESC_TRANSA, CUBLASLT_MATMUL_DESC_TRANSA) && SAME(DESC_EPILOGUE, CUBLASLT_MATMUL_DESC_EPILOGUE) &&
-                   SAME(DESC_BIAS_POINTER, CUBLASLT_MATMUL_DESC_BIAS_POINTER) &&
-                   SAME(DESC_A_SCALE_POINTER, CUBLASLT_MATMUL_DESC_A_SCALE_POINTER) &&
-                   SAME(DESC_B_SCALE_POINTER, CUBLASLT_MATMUL_DESC_B_SCALE_POINTER) &&
-                   SAME(DESC_FAST_ACCUM, CUBLASLT_MATMUL_DESC_FAST_ACCUM) &&
-                   SAME(DESC_BIAS_DATA_TYPE, CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE) &&
-                   SAME(DESC_A_SCALE_MODE, CUBLASLT_MATMUL_DESC_A_SCALE_MODE) &&
-                   SAME(DESC_B_SCALE_MODE, CUBLASLT_MATMUL_DESC_B_SCALE_MODE) &&
-                   SAME(DESC_COMPUTE_TYPE, CUBLASLT_MATMUL_DESC_COMPUTE_TYPE) &&
-                   SAME(DESC_SCALE_TYPE, CUBLASLT_MATMUL_DESC_SCALE_TYPE) && SAME(DESC_TRANSB, CUBLASLT_MATMUL_DESC_TRANSB),
-               "matmul descriptor attributes");
-_Static_assert(SAME(LAYOUT_TYPE, CUBLASLT_MATRIX_LAYOUT_TYPE) && SAME(LAYOUT_ROWS, CUBLASLT_MATRIX_LAYOUT_ROWS) &&
-                   SAME(LAYOUT_COLS, CUBLASLT_MATRIX_LAYOUT_COLS) && SAME(LAYOUT_LD, CUBLASLT_MATRIX_LAYOUT_LD),
-               "layout attributes");
-_Static_assert(SAME(PREF_MAX_WORKSPACE_BYTES, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES) &&
-                   SAME(PREF_MIN_ALIGNMENT_A_BYTES, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES) &&
-                   SAME(PREF_MIN_ALIGNMENT_A_BYTES + 3, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES),
-               "preference attributes");
-#endif
-
-/* cublasLtMatmulHeuristicResult_t (cublasLt.h:2221-2247): 96 bytes on LP64. */
-typedef struct {
-    uint64_t algo[8];
-    size_t workspace_size;
-    int state;
-    float waves_count;
-    int reserved[4];
-} HeurResult;
-_Static_assert(sizeof(HeurResult) == 96, "cublasLtMatmulHeuristicResult_t layout");
-#ifdef FP8C_CHECK_CUDA_HEADERS
-_Static_assert(sizeof(HeurResult) == sizeof(cublasLtMatmulHeuristicResult_t), "heuristic result");
-_Static_assert(offsetof(HeurResult, state) == offsetof(cublasLtMatmulHeuristicResult_t, state), "heuristic state");
-#endif
-
-/* The entry points, with enums as int and handles as void * (same ABI). */
-typedef int (*FnCreate)(void **);
-typedef int (*FnDestroy)(void *);
-typedef size_t (*FnVersion)(void);
-typedef int (*FnDescCreate)(void **, int compute, int scale_type);
-typedef int (*FnSetAttr)(void *, int attr, const void *buf, size_t size);
-typedef int (*FnGetAttr)(void *, int attr, void *buf, size_t size, size_t *written);
-typedef int (*FnLayoutCreate)(void **, int type, uint64_t rows, uint64_t cols, int64_t ld);
-typedef int (*FnHeuristic)(void *handle, void *op, void *Ad, void *Bd, void *Cd, void *Dd, void *pref, int requested,
-                           HeurResult *results, int *returned);
-typedef int (*FnMatmul)(void *handle, void *op, const void *alpha, const void *A, void *Ad, const void *B, void *Bd,
-                        const void *beta, const void *C, void *Cd, void *D, void *Dd, const void *algo, void *ws,
-                        size_t ws_bytes, void *stream);
-
-struct LtLib {
-    void *dl;
-    int version;
-    FnCreate create;
-    FnDestroy destroy;
-    FnVersion get_version;
-    FnDescCreate desc_create;
-    FnDestroy desc_destroy;
-    FnSetAttr desc_set;
-    FnGetAttr desc_get;
-    FnLayoutCreate layout_create;
-    FnDestroy layout_destroy;
-    FnSetAttr layout_set;
-    FnGetAttr layout_get;
-    FnCreate pref_create;
-    FnDestroy pref_destroy;
-    FnSetAttr pref_set;
-    FnGetAttr pref_get;
-    FnHeuristic heuristic;
-    FnMatmul matmul;
-};
-
 static const char *desc_attr_name(int attr) {
     switch (attr) {
     case DESC_COMPUTE_TYPE: return "COMPUTE_TYPE";
@@ -563,7 +450,7 @@ static const char *pref_attr_name(int attr) {
 
 /* "<call>(<what>): CUBLAS_STATUS_X (n)". */
 static int status_fail(char *err, size_t n, const char *call, const char *what, int st) {
-    const char *hint = st == 1 ? ": no usable CUDA driver or GPU" : "";
+    const char *hint = st == CUBLAS_STATUS_NOT_INITIALIZED ? ": no usable CUDA driver or GPU" : "";
     if (what && *what) return fail(err, n, "%s(%s): %s (%d)%s", call, what, lt_status_name(st), st, hint);
     return fail(err, n, "%s: %s (%d)%s", call, lt_status_name(st), st, hint);
 }
@@ -595,23 +482,9 @@ int lt_open(LtLib **out, char *err, size_t errlen) {
         const char *name;
         void **slot;
     } syms[] = {
-        {"cublasLtCreate", (void **)&lib->create},
-        {"cublasLtDestroy", (void **)&lib->destroy},
-        {"cublasLtGetVersion", (void **)&lib->get_version},
-        {"cublasLtMatmulDescCreate", (void **)&lib->desc_create},
-        {"cublasLtMatmulDescDestroy", (void **)&lib->desc_destroy},
-        {"cublasLtMatmulDescSetAttribute", (void **)&lib->desc_set},
-        {"cublasLtMatmulDescGetAttribute", (void **)&lib->desc_get},
-        {"cublasLtMatrixLayoutCreate", (void **)&lib->layout_create},
-        {"cublasLtMatrixLayoutDestroy", (void **)&lib->layout_destroy},
-        {"cublasLtMatrixLayoutSetAttribute", (void **)&lib->layout_set},
-        {"cublasLtMatrixLayoutGetAttribute", (void **)&lib->layout_get},
-        {"cublasLtMatmulPreferenceCreate", (void **)&lib->pref_create},
-        {"cublasLtMatmulPreferenceDestroy", (void **)&lib->pref_destroy},
-        {"cublasLtMatmulPreferenceSetAttribute", (void **)&lib->pref_set},
-        {"cublasLtMatmulPreferenceGetAttribute", (void **)&lib->pref_get},
-        {"cublasLtMatmulAlgoGetHeuristic", (void **)&lib->heuristic},
-        {"cublasLtMatmul", (void **)&lib->matmul},
+#define SYM(field, symbol) {#symbol, (void **)&lib->field},
+        LT_ENTRY_POINTS(SYM)
+#undef SYM
     };
     for (size_t i = 0; i < sizeof syms / sizeof syms[0]; i++) {
         /* POSIX guarantees a data pointer from dlsym converts to a function pointer. */
@@ -636,12 +509,11 @@ void lt_close(LtLib *lib) {
 int lt_version(const LtLib *lib) { return lib ? lib->version : 0; }
 
 int lt_create_handle(LtLib *lib, void **handle, char *err, size_t errlen) {
+    cublasLtHandle_t h = NULL;
     *handle = NULL;
-    int st = lib->create(handle);
-    if (st) {
-        *handle = NULL;
-        return status_fail(err, errlen, "cublasLtCreate", NULL, st);
-    }
+    int st = lib->create(&h);
+    if (st) return status_fail(err, errlen, "cublasLtCreate", NULL, st);
+    *handle = h;
     return 0;
 }
 
@@ -681,20 +553,19 @@ static int set_ptr(LtLib *lib, LtCall *c, int attr, const void *ptr, char *err, 
 
 static int make_layout(LtLib *lib, void **out, const char *which, int type, int64_t rows, int64_t cols, int64_t ld,
                        char *err, size_t errlen) {
-    int st = lib->layout_create(out, type, (uint64_t)rows, (uint64_t)cols, ld);
-    if (st) {
-        *out = NULL;
-        return status_fail(err, errlen, "cublasLtMatrixLayoutCreate", which, st);
-    }
+    cublasLtMatrixLayout_t layout = NULL;
+    *out = NULL;
+    int st = lib->layout_create(&layout, type, (uint64_t)rows, (uint64_t)cols, ld);
+    if (st) return status_fail(err, errlen, "cublasLtMatrixLayoutCreate", which, st);
+    *out = layout;
     return 0;
 }
 
 static int build(LtLib *lib, const LtGemm *g, LtCall *c, char *err, size_t errlen) {
-    int st = lib->desc_create(&c->op, g->compute, g->scale_type);
-    if (st) {
-        c->op = NULL;
-        return status_fail(err, errlen, "cublasLtMatmulDescCreate", NULL, st);
-    }
+    cublasLtMatmulDesc_t op = NULL;
+    int st = lib->desc_create(&op, g->compute, g->scale_type);
+    if (st) return status_fail(err, errlen, "cublasLtMatmulDescCreate", NULL, st);
+    c->op = op;
     int32_t ta = g->transa, tb = g->transb;
     if (set_desc(lib, c, DESC_TRANSA, &ta, sizeof ta, err, errlen) || set_desc(lib, c, DESC_TRANSB, &tb, sizeof tb, err, errlen))
         return -1;
@@ -721,11 +592,10 @@ static int build(LtLib *lib, const LtGemm *g, LtCall *c, char *err, size_t errle
         make_layout(lib, &c->Bd, "B", g->type_b, g->rows_b, g->cols_b, g->ldb, err, errlen) ||
         make_layout(lib, &c->Dd, "D", g->type_d, g->m, g->n, g->ldd, err, errlen))
         return -1;
-    st = lib->pref_create(&c->pref);
-    if (st) {
-        c->pref = NULL;
-        return status_fail(err, errlen, "cublasLtMatmulPreferenceCreate", NULL, st);
-    }
+    cublasLtMatmulPreference_t pref = NULL;
+    st = lib->pref_create(&pref);
+    if (st) return status_fail(err, errlen, "cublasLtMatmulPreferenceCreate", NULL, st);
+    c->pref = pref;
     uint64_t ws = g->ws_bytes;
     if (set_pref(lib, c, PREF_MAX_WORKSPACE_BYTES, &ws, sizeof ws, err, errlen)) return -1;
     const uint32_t al[4] = {g->align_a, g->align_b, g->align_c, g->align_d};
@@ -752,7 +622,7 @@ int lt_build(LtLib *lib, const LtGemm *g, LtCall *c, const void *bias, const voi
 }
 
 int lt_heuristic(LtLib *lib, void *handle, LtCall *c, char *err, size_t errlen) {
-    HeurResult res[8];
+    cublasLtMatmulHeuristicResult_t res[8];
     int got = 0;
     memset(res, 0, sizeof res);
     int st = lib->heuristic(handle, c->op, c->Ad, c->Bd, c->Dd, c->Dd, c->pref, 8, res, &got);
@@ -760,9 +630,9 @@ int lt_heuristic(LtLib *lib, void *handle, LtCall *c, char *err, size_t errlen) 
     lt_format(&c->g, what, sizeof what);
     if (st) return status_fail(err, errlen, "cublasLtMatmulAlgoGetHeuristic", what, st);
     for (int i = 0; i < got; i++) {
-        if (res[i].state != 0 || res[i].workspace_size > c->g.ws_bytes) continue;
-        memcpy(c->algo, res[i].algo, sizeof c->algo);
-        c->algo_ws = res[i].workspace_size;
+        if (res[i].state != CUBLAS_STATUS_SUCCESS || res[i].workspaceSize > c->g.ws_bytes) continue;
+        memcpy(c->algo, &res[i].algo, sizeof c->algo); /* same 64 bytes (check_cuda_headers.c) */
+        c->algo_ws = res[i].workspaceSize;
         c->have_algo = 1;
         return 0;
     }
@@ -821,8 +691,9 @@ int lt_run(LtLib *lib, void *handle, LtCall *c, const void *A, const void *B, co
         if (!bias) return fail(err, errlen, "the BIAS epilogue needs a bias pointer");
         if (repoint(lib, c, DESC_BIAS_POINTER, &c->bias, bias, err, errlen)) return -1;
     }
-    int st = lib->matmul(handle, c->op, &g->alpha, A, c->Ad, B, c->Bd, &g->beta, C, c->Dd, D, c->Dd, c->algo, workspace,
-                         ws_bytes, stream);
+    /* c->algo holds the cublasLtMatmulAlgo_t the heuristic chose, word for word */
+    int st = lib->matmul(handle, c->op, &g->alpha, A, c->Ad, B, c->Bd, &g->beta, C, c->Dd, D, c->Dd, (const void *)c->algo,
+                         workspace, ws_bytes, stream);
     if (st) {
         char what[400];
         lt_format(g, what, sizeof what);

@@ -15,8 +15,9 @@
  * plan's offsets on that assumption and lt_run checks them on the real pointers.
  *
  * Must not: include CUDA headers (the enum values below are copied from the CUDA 13.0 headers,
- * each with its line, and lt.c checks them when built with -DFP8C_CHECK_CUDA_HEADERS), touch
- * device memory, keep global state, print, or exit.
+ * each with its line; tests/unit/check_cuda_headers.c asserts them against those headers in
+ * `ninja test`, and lt_abi.h holds the rest of what lt.c copies), touch device memory, keep
+ * global state, print, or exit.
  */
 #ifndef FP8C_RUNTIME_CUDA_LT_H
 #define FP8C_RUNTIME_CUDA_LT_H

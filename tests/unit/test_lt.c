@@ -3,8 +3,10 @@
  *
  *   1. lt_describe on small plans built here in memory, one per step kind and dtype. Every
  *      expected m/n/k, op, leading dimension, type, scale mode and binding is derived by hand
- *      in a comment and written as a literal; the code under test never makes its own
- *      expectation.
+ *      in a comment and written as a literal, or for cuBLAS's enums as the CUDA headers' own
+ *      name (CUDA_R_16BF, CUBLASLT_EPILOGUE_BIAS: this file is compiled against cublasLt.h, so
+ *      a wrong copy in lt.h fails here); the code under test never makes its own expectation.
+ *      Without cublasLt.h those names fall back to lt.h's copies and case_header_names fails.
  *   2. The mapping in numbers: the float GEMMs run through a column-major emulation of
  *      cublasLtMatmul's definition (written here from the cuBLAS docs, not lt.c) on the
  *      LtGemm's bindings and leading dimensions, against runtime/cpu's reference GEMMs.
@@ -33,6 +35,29 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+
+#if __has_include(<cublasLt.h>)
+#include <cublasLt.h>
+#define HAVE_CUBLASLT_H 1
+#else
+/* lt.h's own copies: they make the cases below compile, and prove nothing about the copies */
+#define CUDA_R_32F LT_R_32F
+#define CUDA_R_16F LT_R_16F
+#define CUDA_R_16BF LT_R_16BF
+#define CUDA_R_8F_E4M3 LT_R_8F_E4M3
+#define CUDA_R_8F_E5M2 LT_R_8F_E5M2
+#define CUBLAS_OP_N LT_OP_N
+#define CUBLAS_OP_T LT_OP_T
+#define CUBLAS_COMPUTE_32F LT_COMPUTE_32F
+#define CUBLASLT_EPILOGUE_DEFAULT LT_EPI_DEFAULT
+#define CUBLASLT_EPILOGUE_BIAS LT_EPI_BIAS
+#define CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F LT_SCALE_SCALAR_32F
+#define CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F LT_SCALE_VEC128_32F
+#define CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F LT_SCALE_BLK128x128_32F
+#define CUBLAS_STATUS_NOT_INITIALIZED 1
+#define CUBLAS_STATUS_INVALID_VALUE 7
+#define CUBLAS_STATUS_NOT_SUPPORTED 15
+#endif
 
 #define U (1.0 / 16777216.0) /* 2^-24: float's unit roundoff */
 #define MIB (1024ull * 1024ull)
@@ -138,14 +163,14 @@ static void case_fwd_f32_bias(void) {
     int rc = lt_describe(&plan, &s, 90, &g, err, sizeof err);
     CHECKF(rc == 0, "%s", err);
     CHECK(g.m == 48 && g.n == 64 && g.k == 96);
-    CHECK(g.transa == LT_OP_T && g.transb == LT_OP_N);
+    CHECK(g.transa == CUBLAS_OP_T && g.transb == CUBLAS_OP_N);
     CHECK(g.rows_a == 96 && g.cols_a == 48 && g.rows_b == 96 && g.cols_b == 64);
     CHECK(g.lda == 96 && g.ldb == 96 && g.ldc == 48 && g.ldd == 48);
-    CHECK(g.type_a == 0 && g.type_b == 0 && g.type_c == 0 && g.type_d == 0); /* CUDA_R_32F */
-    CHECK(g.compute == 68 && g.scale_type == 0);                               /* COMPUTE_32F, R_32F */
+    CHECK(g.type_a == CUDA_R_32F && g.type_b == CUDA_R_32F && g.type_c == CUDA_R_32F && g.type_d == CUDA_R_32F);
+    CHECK(g.compute == CUBLAS_COMPUTE_32F && g.scale_type == CUDA_R_32F);
     CHECK(g.alpha == 1.0f && g.beta == 0.0f);
     CHECK(g.a == s.args[2] && g.b == s.args[1] && g.c == s.args[0] && g.d == s.args[0]);
-    CHECK(g.epilogue == 4 && g.bias == s.args[3] && g.bias_type == 0); /* EPILOGUE_BIAS, f32 */
+    CHECK(g.epilogue == CUBLASLT_EPILOGUE_BIAS && g.bias == s.args[3] && g.bias_type == CUDA_R_32F);
     CHECK(g.post_bias == -1 && g.post_dbias == -1);
     CHECK(!g.fp8 && g.a_scale == -1 && g.b_scale == -1 && g.a_scale_mode == -1 && g.b_scale_mode == -1);
     CHECK(g.ws_bytes == 32 * MIB);
@@ -162,8 +187,8 @@ static void case_fwd_bf16_bias_left_over(void) {
     char err[512] = "";
     CHECKF(lt_describe(&plan, &s, 89, &g, err, sizeof err) == 0, "%s", err);
     CHECK(g.m == 16 && g.n == 32 && g.k == 64 && g.lda == 64 && g.ldb == 64 && g.ldd == 16);
-    CHECK(g.type_a == 14 && g.type_b == 14 && g.type_d == 14); /* CUDA_R_16BF */
-    CHECK(g.epilogue == 1 && g.bias == -1 && g.bias_type == -1 && g.post_bias == s.args[3]);
+    CHECK(g.type_a == CUDA_R_16BF && g.type_b == CUDA_R_16BF && g.type_d == CUDA_R_16BF);
+    CHECK(g.epilogue == CUBLASLT_EPILOGUE_DEFAULT && g.bias == -1 && g.bias_type == -1 && g.post_bias == s.args[3]);
     CHECK(g.ws_bytes == 4 * MIB);
 }
 
@@ -174,7 +199,8 @@ static void case_fwd_f16_bias(void) {
     LtGemm g;
     char err[512] = "";
     CHECKF(lt_describe(&plan, &s, 80, &g, err, sizeof err) == 0, "%s", err);
-    CHECK(g.type_a == 2 && g.type_b == 2 && g.type_d == 2 && g.epilogue == 4 && g.bias_type == 2);
+    CHECK(g.type_a == CUDA_R_16F && g.type_b == CUDA_R_16F && g.type_d == CUDA_R_16F && g.epilogue == CUBLASLT_EPILOGUE_BIAS &&
+          g.bias_type == CUDA_R_16F);
 }
 
 static void case_bwd_data_bf16(void) {
@@ -192,12 +218,12 @@ static void case_bwd_data_bf16(void) {
     char err[512] = "";
     CHECKF(lt_describe(&plan, &s, 90, &g, err, sizeof err) == 0, "%s", err);
     CHECK(g.m == 96 && g.n == 64 && g.k == 48);
-    CHECK(g.transa == LT_OP_N && g.transb == LT_OP_N);
+    CHECK(g.transa == CUBLAS_OP_N && g.transb == CUBLAS_OP_N);
     CHECK(g.rows_a == 96 && g.cols_a == 48 && g.rows_b == 48 && g.cols_b == 64);
     CHECK(g.lda == 96 && g.ldb == 48 && g.ldc == 96 && g.ldd == 96);
-    CHECK(g.type_a == 14 && g.type_b == 14 && g.type_c == 0 && g.type_d == 0);
+    CHECK(g.type_a == CUDA_R_16BF && g.type_b == CUDA_R_16BF && g.type_c == CUDA_R_32F && g.type_d == CUDA_R_32F);
     CHECK(g.a == s.args[2] && g.b == s.args[1] && g.c == s.args[0] && g.d == s.args[0]);
-    CHECK(g.alpha == 1.0f && g.beta == 1.0f && g.epilogue == 1);
+    CHECK(g.alpha == 1.0f && g.beta == 1.0f && g.epilogue == CUBLASLT_EPILOGUE_DEFAULT);
 }
 
 static void case_bwd_weight_bf16(void) {
@@ -217,11 +243,11 @@ static void case_bwd_weight_bf16(void) {
     char err[512] = "";
     CHECKF(lt_describe(&plan, &s, 90, &g, err, sizeof err) == 0, "%s", err);
     CHECK(g.m == 96 && g.n == 48 && g.k == 64);
-    CHECK(g.transa == LT_OP_N && g.transb == LT_OP_T);
+    CHECK(g.transa == CUBLAS_OP_N && g.transb == CUBLAS_OP_T);
     CHECK(g.rows_a == 96 && g.cols_a == 64 && g.rows_b == 48 && g.cols_b == 64);
     CHECK(g.lda == 96 && g.ldb == 48 && g.ldc == 96 && g.ldd == 96);
     CHECK(g.a == s.args[3] && g.b == s.args[2] && g.d == s.args[0] && g.c == s.args[0]);
-    CHECK(g.beta == 1.0f && g.epilogue == 1 && g.bias == -1 && g.post_dbias == s.args[1] && g.post_bias == -1);
+    CHECK(g.beta == 1.0f && g.epilogue == CUBLASLT_EPILOGUE_DEFAULT && g.bias == -1 && g.post_dbias == s.args[1] && g.post_bias == -1);
 }
 
 static void case_qgemm_fwd_vec_blk(void) {
@@ -242,17 +268,17 @@ static void case_qgemm_fwd_vec_blk(void) {
     char err[512] = "";
     CHECKF(lt_describe(&plan, &s, 90, &g, err, sizeof err) == 0, "%s", err);
     CHECK(g.fp8 && g.m == 256 && g.n == 64 && g.k == 640);
-    CHECK(g.transa == LT_OP_T && g.transb == LT_OP_N);
+    CHECK(g.transa == CUBLAS_OP_T && g.transb == CUBLAS_OP_N);
     CHECK(g.rows_a == 640 && g.cols_a == 256 && g.rows_b == 640 && g.cols_b == 64);
     CHECK(g.lda == 640 && g.ldb == 640 && g.ldc == 256 && g.ldd == 256);
-    CHECK(g.type_a == 28 && g.type_b == 29 && g.type_c == 14 && g.type_d == 14);
+    CHECK(g.type_a == CUDA_R_8F_E4M3 && g.type_b == CUDA_R_8F_E5M2 && g.type_c == CUDA_R_16BF && g.type_d == CUDA_R_16BF);
     CHECK(g.a == s.args[3] && g.b == s.args[1] && g.c == s.args[0] && g.d == s.args[0]);
     CHECK(g.a_scale == s.args[4] && g.b_scale == s.args[2]);
-    CHECK(g.a_scale_mode == 5 && g.b_scale_mode == 4); /* BLK128x128_32F, VEC128_32F */
+    CHECK(g.a_scale_mode == CUBLASLT_MATMUL_MATRIX_SCALE_BLK128x128_32F && g.b_scale_mode == CUBLASLT_MATMUL_MATRIX_SCALE_VEC128_32F);
     CHECK(g.a_scale_count == 16 && g.b_scale_count == 320);
     CHECK(g.alpha == 1.0f && g.beta == 0.0f);
-    CHECK(g.epilogue == 4 && g.bias == s.args[5] && g.bias_type == 14 && g.post_bias == -1);
-    CHECK(g.compute == 68 && g.scale_type == 0 && g.ws_bytes == 32 * MIB);
+    CHECK(g.epilogue == CUBLASLT_EPILOGUE_BIAS && g.bias == s.args[5] && g.bias_type == CUDA_R_16BF && g.post_bias == -1);
+    CHECK(g.compute == CUBLAS_COMPUTE_32F && g.scale_type == CUDA_R_32F && g.ws_bytes == 32 * MIB);
 }
 
 static void case_qgemm_dgrad_per_tensor(void) {
@@ -271,9 +297,9 @@ static void case_qgemm_dgrad_per_tensor(void) {
     CHECKF(lt_describe(&plan, &s, 89, &g, err, sizeof err) == 0, "%s", err);
     CHECK(g.m == 64 && g.n == 32 && g.k == 48 && g.ldd == 64);
     CHECK(g.beta == 1.0f && g.c == g.d && g.d == s.args[0]);
-    CHECK(g.a_scale_mode == 0 && g.b_scale_mode == 0 && g.a_scale_count == 1 && g.b_scale_count == 1);
-    CHECK(g.type_a == 28 && g.type_b == 29 && g.type_d == 0);
-    CHECK(g.ws_bytes == 4 * MIB && g.epilogue == 1);
+    CHECK(g.a_scale_mode == CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F && g.b_scale_mode == CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F && g.a_scale_count == 1 && g.b_scale_count == 1);
+    CHECK(g.type_a == CUDA_R_8F_E4M3 && g.type_b == CUDA_R_8F_E5M2 && g.type_d == CUDA_R_32F);
+    CHECK(g.ws_bytes == 4 * MIB && g.epilogue == CUBLASLT_EPILOGUE_DEFAULT);
 }
 
 static void case_qgemm_f32_out_bias(void) {
@@ -285,19 +311,19 @@ static void case_qgemm_f32_out_bias(void) {
     LtGemm g;
     char err[512] = "";
     CHECKF(lt_describe(&plan, &s, 90, &g, err, sizeof err) == 0, "%s", err);
-    CHECK(g.epilogue == 4 && g.bias_type == 14 && g.type_d == 0);
+    CHECK(g.epilogue == CUBLASLT_EPILOGUE_BIAS && g.bias_type == CUDA_R_16BF && g.type_d == CUDA_R_32F);
     plan_reset();
     q.bias_dt = TD_F32;
     s = qgemm_step(&q);
     CHECKF(lt_describe(&plan, &s, 90, &g, err, sizeof err) == 0, "%s", err);
-    CHECK(g.epilogue == 1 && g.bias == -1 && g.post_bias == s.args[5]);
+    CHECK(g.epilogue == CUBLASLT_EPILOGUE_DEFAULT && g.bias == -1 && g.post_bias == s.args[5]);
     /* lt_unfuse_bias: what a caller does when the heuristic finds no kernel with the epilogue */
     plan_reset();
     q.bias_dt = TD_BF16;
     s = qgemm_step(&q);
     CHECKF(lt_describe(&plan, &s, 90, &g, err, sizeof err) == 0, "%s", err);
     lt_unfuse_bias(&g);
-    CHECK(g.epilogue == 1 && g.bias == -1 && g.bias_type == -1 && g.post_bias == s.args[5]);
+    CHECK(g.epilogue == CUBLASLT_EPILOGUE_DEFAULT && g.bias == -1 && g.bias_type == -1 && g.post_bias == s.args[5]);
 }
 
 /* ---- 2. the mapping in numbers ------------------------------------------------------------ */
@@ -530,9 +556,9 @@ static void case_check_rules_direct(void) {
 }
 
 static void case_names(void) {
-    CHECK(!strcmp(lt_status_name(15), "CUBLAS_STATUS_NOT_SUPPORTED"));
-    CHECK(!strcmp(lt_status_name(1), "CUBLAS_STATUS_NOT_INITIALIZED"));
-    CHECK(!strcmp(lt_status_name(7), "CUBLAS_STATUS_INVALID_VALUE"));
+    CHECK(!strcmp(lt_status_name(CUBLAS_STATUS_NOT_SUPPORTED), "CUBLAS_STATUS_NOT_SUPPORTED"));
+    CHECK(!strcmp(lt_status_name(CUBLAS_STATUS_NOT_INITIALIZED), "CUBLAS_STATUS_NOT_INITIALIZED"));
+    CHECK(!strcmp(lt_status_name(CUBLAS_STATUS_INVALID_VALUE), "CUBLAS_STATUS_INVALID_VALUE"));
     CHECK(!strcmp(lt_status_name(99), "unknown cuBLAS status"));
     CHECK(!strcmp(lt_type_name(LT_R_16BF), "bf16") && !strcmp(lt_type_name(LT_R_8F_E5M2), "e5m2"));
     CHECK(!strcmp(lt_scale_mode_name(LT_SCALE_BLK128x128_32F), "BLK128x128_32F"));
@@ -546,6 +572,26 @@ static void case_names(void) {
     CHECKF(!strcmp(line, "m=256 n=64 k=640 A=e4m3/T/lda=640 [BLK128x128_32F] B=e4m3/N/ldb=640 [VEC128_32F] "
                          "C=D=bf16/ldd=256 alpha=1 beta=0 epilogue=DEFAULT"),
            "%s", line);
+}
+
+/* Every cublasStatus_t of the header prints as its own name. */
+static void case_header_names(void) {
+#ifdef HAVE_CUBLASLT_H
+#define ST(s) {s, #s}
+    static const struct {
+        int status;
+        const char *name;
+    } want[] = {ST(CUBLAS_STATUS_SUCCESS),          ST(CUBLAS_STATUS_NOT_INITIALIZED), ST(CUBLAS_STATUS_ALLOC_FAILED),
+                ST(CUBLAS_STATUS_INVALID_VALUE),    ST(CUBLAS_STATUS_ARCH_MISMATCH),   ST(CUBLAS_STATUS_MAPPING_ERROR),
+                ST(CUBLAS_STATUS_EXECUTION_FAILED), ST(CUBLAS_STATUS_INTERNAL_ERROR),  ST(CUBLAS_STATUS_NOT_SUPPORTED),
+                ST(CUBLAS_STATUS_LICENSE_ERROR)};
+#undef ST
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++)
+        CHECKF(!strcmp(lt_status_name(want[i].status), want[i].name), "status %d prints as %s, cublas_api.h calls it %s",
+               want[i].status, lt_status_name(want[i].status), want[i].name);
+#else
+    CHECKF(0, "cublasLt.h was not found (build.ninja's cudainc): the cuBLAS values in this test are lt.h's own copies");
+#endif
 }
 
 /* ---- 4. the scale-layout contract ------------------------------------------------------------ */
@@ -727,7 +773,7 @@ static void build_and_read(const RtStep *s, int sm, const char *what, int nattr_
         lt_call_free(lib, &c);
         return;
     }
-    CHECKF(rb.compute == 68 && rb.scale_type == 0, "%s: compute %d scale type %d", what, rb.compute, rb.scale_type);
+    CHECKF(rb.compute == CUBLAS_COMPUTE_32F && rb.scale_type == CUDA_R_32F, "%s: compute %d scale type %d", what, rb.compute, rb.scale_type);
     CHECKF(rb.transa == g.transa && rb.transb == g.transb, "%s: trans %d%d", what, rb.transa, rb.transb);
     CHECKF((int)rb.epilogue == g.epilogue, "%s: epilogue %u", what, rb.epilogue);
     CHECKF(rb.bias == bias, "%s: bias pointer", what);
@@ -738,7 +784,7 @@ static void build_and_read(const RtStep *s, int sm, const char *what, int nattr_
         CHECKF(rb.a_scale == as && rb.b_scale == bs, "%s: scale pointers %p %p", what, rb.a_scale, rb.b_scale);
         CHECKF(rb.fast_accum == 0, "%s: fast accum %d", what, rb.fast_accum);
     } else {
-        CHECKF(rb.a_scale == NULL && rb.b_scale == NULL && rb.a_scale_mode == 0 && rb.b_scale_mode == 0,
+        CHECKF(rb.a_scale == NULL && rb.b_scale == NULL && rb.a_scale_mode == CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F && rb.b_scale_mode == CUBLASLT_MATMUL_MATRIX_SCALE_SCALAR_32F,
                "%s: scale attributes set on a float GEMM", what);
     }
     const int types[3] = {g.type_a, g.type_b, g.type_d};
@@ -891,6 +937,7 @@ int main(void) {
     RUN_CASE(case_plan_level_refusals);
     RUN_CASE(case_check_rules_direct);
     RUN_CASE(case_names);
+    RUN_CASE(case_header_names);
     RUN_CASE(case_scale_contract_vec_blk);
     RUN_CASE(case_scale_contract_blk_vec);
     RUN_CASE(case_scale_contract_vec_vec);
