@@ -42,9 +42,11 @@ run test_safetensors "$B/tests/test_safetensors"
 run test_data "$B/tests/test_data"
 run test_ops "$B/tests/test_ops"
 run test_model_grad "$B/tests/test_model_grad"
+run test_schedule "$B/tests/test_schedule"
 run golden python3 tests/golden/check.py "$B/fp8c"
 run bad_inputs sh tests/bad/run.sh "$B/fp8c"
 run e2e sh tests/e2e/run.sh "$B/fp8c"
+run schedule sh tests/schedule/run.sh "$B/fp8c" "$B/tests/gpu_ops"
 case $B in *asan*) ;; *) run nvrtc sh tests/nvrtc/run.sh "$B/fp8c" ;; esac
 # shellcheck disable=SC2046
 run fuzz_replay "$B/tests/fuzz_replay" $(ls policies/*.yaml examples/*/model.yaml tests/bad/*/*.yaml tests/fuzz/corpus/* 2>/dev/null)

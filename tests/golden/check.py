@@ -160,14 +160,14 @@ def main():
                 else:
                     with open(os.path.join(out, "plan.json")) as f:
                         plan = json.load(f)
-                    if plan["version"] != 1 or plan["target"] != exp["target"]:
+                    if plan["version"] != 2 or plan["target"] != exp["target"]:
                         fails.append("version/target: %s %s" % (plan["version"], plan["target"]))
                     check_model(plan, os.path.join(GOLDEN, "models", ex + ".txt"), fails)
                     check_policy(plan, exp, fails)
                     with open(os.path.join(out, "report.md")) as f:
                         report = f.read()
                     low = "**%d of %d modules run low-bit**" % (plan["summary"]["low_bit_modules"], len(plan["modules"]))
-                    for must in ("## Precision distribution", "## Memory layout", low, "| **Total** |"):
+                    for must in ("## Precision distribution", "## Memory layout", "## Memory plan", low, "| **Total** |"):
                         if must not in report:
                             fails.append("report.md lacks %r" % must)
                     c = subprocess.run([fp8c, "run", out, "--check"], cwd=ROOT, capture_output=True, text=True)
