@@ -48,6 +48,8 @@ run bad_inputs sh tests/bad/run.sh "$B/fp8c"
 run e2e sh tests/e2e/run.sh "$B/fp8c"
 run schedule sh tests/schedule/run.sh "$B/fp8c" "$B/tests/gpu_ops"
 case $B in *asan*) ;; *) run nvrtc sh tests/nvrtc/run.sh "$B/fp8c" ;; esac
+# the GPU tier's script itself, against the exact stand-in device (no GPU needed)
+case $B in *asan*) ;; *) FP8C_GPU_NO_BUILD=1 run gpu_script_standin sh tests/gpu/run.sh --stand-in ;; esac
 # shellcheck disable=SC2046
 run fuzz_replay "$B/tests/fuzz_replay" $(ls policies/*.yaml examples/*/model.yaml tests/bad/*/*.yaml tests/fuzz/corpus/* 2>/dev/null)
 
