@@ -4,11 +4,13 @@
  *
  * Memory: one allocation per tensor class, carved by the plan's offsets (16-bit tensors are
  * real bf16/f16 here, unlike the CPU backend's float mirror), plus the kernels' scratch, the
- * cuBLASLt workspace and the device copy of the run state. Execution: each step's "gpu" action
- * from the plan (a kernel launch, a cuBLASLt GEMM, a memset, or nothing because a fused kernel
- * covers it). After two eager runs of a section with the same state, the section is captured as
- * a CUDA graph and replayed; values that change between steps live in device memory (run state,
- * scales), so the graph stays valid.
+ * cuBLASLt workspace and the device copy of the run state. Execution: the plan's launch schedule,
+ * unit by unit, on one stream: each unit's "gpu" action (a kernel launch, a cuBLASLt GEMM or a
+ * memset); the CPU backend runs the same units over the same offsets (compiler/schedule.c). Every
+ * copy and memset goes on that stream too, synchronized where the host needs the data. After two
+ * eager runs of a section with the same state, the section is captured as a CUDA graph and
+ * replayed; values that change between steps live in device memory (run state, scales), so the
+ * graph stays valid.
  *
  * The training loop (train.c) keeps the CPU backend's host memory as the mirror it reads and
  * writes (data in, losses and gradients out, checkpoints): cu_upload / cu_download convert
