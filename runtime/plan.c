@@ -550,6 +550,49 @@ static int read_section(R *r, Section sec, const YamlNode *list) {
     return 0;
 }
 
+/* The compiler's memory verifier (compiler/memplan.c) over the plan as read: a hand-edited or
+ * damaged plan whose program would make two live tensors share bytes is refused, not run. */
+static void verify_memory(R *r, const YamlNode *prog) {
+    const Plan *p = r->p;
+    Graph g;
+    memset(&g, 0, sizeof g);
+    g.nt = p->nt;
+    g.t = calloc((size_t)(p->nt ? p->nt : 1), sizeof *g.t);
+    int ns = 0, nu = 0;
+    for (int sec = 0; sec < SEC_COUNT; sec++) ns += p->nsteps[sec], nu += p->nunits[sec];
+    g.s = calloc((size_t)(ns ? ns : 1), sizeof *g.s);
+    g.u = calloc((size_t)(nu ? nu : 1), sizeof *g.u);
+    int *ids = malloc((size_t)(ns ? ns : 1) * sizeof(int));
+    for (int i = 0; i < p->nt; i++) {
+        const RtTensor *t = &p->t[i];
+        g.t[i] = (GTensor){.name = t->name, .dtype = t->dtype, .cls = t->cls, .offset = t->offset,
+                           .bytes = t->n * fp8c_tensor_dtype_bytes[t->dtype]};
+    }
+    memcpy(g.class_bytes, p->class_bytes, sizeof g.class_bytes);
+    g.losses = p->losses, g.tokens = p->tokens, g.targets = p->targets;
+    for (int sec = 0, base = 0; sec < SEC_COUNT; base += p->nsteps[sec], sec++) {
+        for (int i = 0; i < p->nsteps[sec]; i++) {
+            GStep *gs = &g.s[base + i];
+            const RtStep *st = &p->steps[sec][i];
+            gs->op = st->op, gs->sec = (Section)sec, gs->module = -1;
+            memcpy(gs->args, st->args, sizeof gs->args);
+            memcpy(gs->ints, st->ints, sizeof gs->ints);
+            ids[base + i] = base + i;
+        }
+        g.ns += p->nsteps[sec];
+        for (int u = 0; u < p->nunits[sec]; u++) {
+            const RtUnit *ru = &p->units[sec][u];
+            g.u[g.nu++] = (SUnit){.kind = ru->fusion, .steps = ids + base + ru->first, .nsteps = ru->n, .sec = (Section)sec};
+        }
+    }
+    char err[1024];
+    if (mem_verify(&g, err, sizeof err, NULL)) diag_error(r->d, prog->mark, "recompile it with fp8c compile", "plan: memory: %s", err);
+    free(ids);
+    free(g.u);
+    free(g.s);
+    free(g.t);
+}
+
 int plan_load(Arena *a, Diag *d, const char *dir, Plan *p) {
     memset(p, 0, sizeof *p);
     snprintf(p->dir, sizeof p->dir, "%s", dir);
@@ -599,6 +642,7 @@ int plan_load(Arena *a, Diag *d, const char *dir, Plan *p) {
         if (!list) goto out;
         if (read_section(&r, (Section)sec, list)) goto out;
     }
+    if (d->errors == errors0) verify_memory(&r, prog);
     rc = d->errors > errors0 ? -1 : 0;
 out:
     free(r.hash_slots);

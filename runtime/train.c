@@ -313,7 +313,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     if (o->check) {
         double total = 0;
         for (int c = 0; c < TC_COUNT; c++) total += (double)p.class_bytes[c];
-        printf("%s: plan for %s x %s is valid: %d tensors, %d/%d/%d/%d steps (forward/backward/optimizer/scale_update), "
+        printf("%s: plan for %s x %s is valid: %d tensors, %d/%d/%d/%d launch units (forward/backward/optimizer/scale_update), "
                "%.1f MB in the plan's dtypes\n", plan_dir, p.model_name, p.policy_name, p.nt, p.nunits[SEC_FORWARD],
                p.nunits[SEC_BACKWARD], p.nunits[SEC_OPTIMIZER], p.nunits[SEC_SCALE_UPDATE], total / 1e6);
         rc = EXIT_OK;

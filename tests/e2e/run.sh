@@ -118,6 +118,9 @@ bad_plan size_mismatch "import re; i=s.index('\"program\": {'); s=s[:i]+re.sub(r
 bad_plan unknown_tensor "s=s.replace('\"inp\": \"blocks.0.attn_norm.out\"', '\"inp\": \"nope\"', 1)" "plan: unknown tensor 'nope'"
 bad_plan truncated "s=s[:len(s)//2]" "invalid YAML"
 bad_plan bytes "s=s.replace('\"bytes\": 131072', '\"bytes\": 131073', 1)" "plan: tensor"
+# two tensors that are live at the same unit given one offset: the memory verifier refuses it
+bad_plan live_overlap "import re, json; o={t['name']: t['offset'] for t in json.loads(s)['tensors']}; s=re.sub(r'(\{\"name\": \"blocks.0.attn_norm.out\".*?\"offset\": )\d+', lambda m: m.group(1)+str(o['embed.out']), s, count=1)" "plan: memory: .*share bytes"
+bad_plan unknown_fusion "s=s.replace('\"fusion\": \"norm_quantize\"', '\"fusion\": \"norm_quantise\"', 1)" "unknown value 'norm_quantise'"
 
 # 6. devices and data
 "$fp8c" run "$tmp/plan" --steps 1 --device cuda >"$tmp/out" 2>"$tmp/err"

@@ -32,6 +32,8 @@ static void one(const char *mtext, size_t mlen, const char *ptext, size_t plen, 
             Buf b = {0};
             Graph g;
             low_lower(&a, &d, &r, &g);
+            sch_build(&a, &g, 1);
+            mem_plan(&g);
             emit_plan_json(&b, &d, &r, &g, NULL);
             free(g.t);
             free(g.s);

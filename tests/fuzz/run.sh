@@ -17,10 +17,12 @@ for e in examples/*/model.yaml; do cp "$e" "build/fuzz/seeds/$(basename "$(dirna
 for f in tests/bad/*/*.yaml tests/fuzz/corpus/*; do
     [ -f "$f" ] && cp "$f" "build/fuzz/seeds/$(echo "$f" | tr / _)"
 done
+ninja build/gen/templates.c >/dev/null || exit 1 # the embedded templates (codegen checks fusions)
 clang -std=c11 -D_GNU_SOURCE -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
     -Icompiler tests/fuzz/fuzz_front.c compiler/util.c compiler/diag.c compiler/yaml.c compiler/model.c \
     compiler/recipes.c compiler/policy.c compiler/resolve.c compiler/emit.c compiler/explain.c \
-    compiler/lower.c compiler/memplan.c compiler/schedule.c compiler/opnames.c runtime/quant.c runtime/fp8.c -Iruntime -Iruntime/cpu \
+    compiler/lower.c compiler/memplan.c compiler/schedule.c compiler/opnames.c compiler/codegen.c compiler/cg_*.c build/gen/templates.c \
+    runtime/quant.c runtime/fp8.c -Iruntime -Iruntime/cpu \
     -Wl,-Bstatic -lyaml -Wl,-Bdynamic -lm -o build/fuzz/fuzz_front
 echo "fuzz: running for ${secs}s" >&2
 cd build/fuzz
