@@ -203,7 +203,7 @@ static int intern_kernel(CgPlan *cp, CgKernel *k) {
 }
 
 static int add_launch(CgPlan *cp, const SUnit *u, CgKernel *k) {
-    CgLaunch L = {.kind = u->kind, .nsteps = u->nsteps, .steps = u->steps, .refresh = u->refresh};
+    CgLaunch L = {.kind = u->kind, .nsteps = u->nsteps, .steps = u->steps};
     for (int i = 0; i < k->nparams; i++) L.bind[i] = k->param_tensor[i];
     L.kernel = intern_kernel(cp, k);
     if (cp->nl == cp->capl) {

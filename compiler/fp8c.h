@@ -409,7 +409,7 @@ typedef struct {
     const char *init;     /* parameters: "normal:STD", "ones", "zeros"; NULL otherwise */
     int weight_decay;     /* parameters: AdamW decays it (matrices, not norms or biases) */
     const char *desc;     /* what a quantized copy is: "row-wise e4m3 [1, 128] of ..." */
-    int first, last;      /* activations: first and last step (program order) that touch it */
+    int first, last;      /* first and last schedule unit that touches it (memplan.c) */
 } GTensor;
 
 typedef struct {
@@ -595,7 +595,6 @@ typedef struct {
     int *steps, nsteps;   /* the unit's members (indices into Graph.s) */
     int kernel;           /* index into CgPlan.kernels */
     int bind[CG_MAX_PARAMS]; /* per param: tensor id, or -1 - c for the base of class c */
-    int refresh;          /* the unit is a refresh (see SUnit) */
 } CgLaunch;
 
 typedef struct {

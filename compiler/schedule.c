@@ -284,6 +284,68 @@ static void build_units(Arena *a, Graph *g, const Fuser *f, const char *enabled,
     free(refresh);
 }
 
+/* ---- the dependency verifier -------------------------------------------------------------------- */
+
+/* As sch_verify; bad[0], bad[1]: the two units of the first broken dependency (-1: none). */
+static int verify(const Graph *g, char *err, size_t errlen, int *bad) {
+    bad[0] = bad[1] = -1;
+    /* unit of each step (its primary unit: the adamw_quantize copies' own refresh units count) */
+    int *unit = xmalloc((size_t)(g->ns ? g->ns : 1) * sizeof(int));
+    for (int i = 0; i < g->ns; i++) unit[i] = -1;
+    int rc = 0;
+    for (int u = 0; u < g->nu; u++)
+        for (int i = 0; i < g->u[u].nsteps; i++) {
+            int s = g->u[u].steps[i];
+            if (g->u[u].kind == FUSE_ADAMW_QUANT && i > 0) continue;
+            if (unit[s] >= 0) {
+                snprintf(err, errlen, "step %d is in unit %d and unit %d", s, unit[s], u);
+                bad[0] = unit[s], bad[1] = u, rc = -1;
+            }
+            unit[s] = u;
+        }
+    for (int i = 0; i < g->ns && !rc; i++)
+        if (unit[i] < 0) snprintf(err, errlen, "step %d (%s) is in no unit", i, fp8c_op_info[g->s[i].op].name), rc = -1;
+    /* per tensor, in program order: the last writer's unit and the latest unit of any access */
+    int *last_w = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int)), *last_any = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int));
+    int *last_w_step = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int)), *last_any_step = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int));
+    for (int t = 0; t < g->nt; t++) last_w[t] = last_any[t] = -1;
+    for (int s = 0; s < g->ns && !rc; s++) {
+        const GStep *st = &g->s[s];
+        int u = unit[s], na = op_arg_count(st->op);
+        for (int k = 0; k < na && k < OP_MAX_ARGS && !rc; k++) {
+            int t = st->args[k];
+            if (t < 0) continue;
+            int w = op_arg_writes(st->op, k), r = op_arg_reads(st->op, k, st->ints);
+            if (r && last_w[t] > u) {
+                snprintf(err, errlen, "unit %d reads %s before unit %d writes it (program order: step %d after step %d)", u, g->t[t].name,
+                         last_w[t], s, last_w_step[t]);
+                bad[0] = u, bad[1] = last_w[t], rc = -1;
+            } else if (w && last_any[t] > u) {
+                snprintf(err, errlen, "unit %d overwrites %s before unit %d is done with it (program order: step %d after step %d)", u,
+                         g->t[t].name, last_any[t], s, last_any_step[t]);
+                bad[0] = u, bad[1] = last_any[t], rc = -1;
+            }
+        }
+        for (int k = 0; k < na && k < OP_MAX_ARGS; k++) {
+            int t = st->args[k];
+            if (t < 0) continue;
+            if (op_arg_writes(st->op, k) && u > last_w[t]) last_w[t] = u, last_w_step[t] = s;
+            if (u > last_any[t]) last_any[t] = u, last_any_step[t] = s;
+        }
+    }
+    free(last_w);
+    free(last_any);
+    free(last_w_step);
+    free(last_any_step);
+    free(unit);
+    return rc;
+}
+
+int sch_verify(const Graph *g, char *err, size_t errlen) {
+    int bad[2];
+    return verify(g, err, errlen, bad);
+}
+
 int sch_build(Arena *a, Graph *g, int fuse) {
     Fuser f = {.g = g, .a = a, .taken = calloc((size_t)(g->ns ? g->ns : 1), 1)};
     if (fuse) propose_all(&f);
@@ -295,16 +357,17 @@ int sch_build(Arena *a, Graph *g, int fuse) {
         if (!enabled[k]) f.nrejected++;
     }
     char err[512];
+    int bad[2];
     for (;;) {
         build_units(a, g, &f, enabled, gpos);
-        if (!sch_verify(g, err, sizeof err)) break;
-        /* groups interact in a way the per-group check missed: drop the last enabled group that a
-         * failing dependency names and try again (terminates: groups only go) */
+        if (!verify(g, err, sizeof err, bad)) break;
+        /* groups interact in a way the per-group check missed: drop the fused one of the two
+         * units the broken dependency names and try again (terminates: groups only go) */
         int dropped = 0;
-        for (int u = g->nu - 1; u >= 0 && !dropped; u--) {
-            if (g->u[u].kind == FUSE_NONE || !strstr(err, arena_printf(a, "unit %d ", u))) continue;
+        for (int i = 0; i < 2 && !dropped; i++) {
+            if (bad[i] < 0 || g->u[bad[i]].kind == FUSE_NONE) continue;
             for (int k = 0; k < f.ng; k++)
-                if (enabled[k] && f.groups[k].step_ids == g->u[u].steps) enabled[k] = 0, dropped = 1, f.nrejected++;
+                if (enabled[k] && f.groups[k].step_ids == g->u[bad[i]].steps) enabled[k] = 0, dropped = 1, f.nrejected++;
         }
         FP8C_ASSERT(dropped); /* the unfused program is always a valid schedule */
     }
@@ -326,57 +389,3 @@ int sch_build(Arena *a, Graph *g, int fuse) {
     return 0;
 }
 
-/* ---- the dependency verifier -------------------------------------------------------------------- */
-
-int sch_verify(const Graph *g, char *err, size_t errlen) {
-    /* unit of each step (its primary unit: the adamw_quantize copies' own refresh units count) */
-    int *unit = xmalloc((size_t)(g->ns ? g->ns : 1) * sizeof(int));
-    for (int i = 0; i < g->ns; i++) unit[i] = -1;
-    int rc = 0;
-    for (int u = 0; u < g->nu; u++)
-        for (int i = 0; i < g->u[u].nsteps; i++) {
-            int s = g->u[u].steps[i];
-            if (g->u[u].kind == FUSE_ADAMW_QUANT && i > 0) continue;
-            if (unit[s] >= 0) {
-                snprintf(err, errlen, "step %d is in unit %d and unit %d ", s, unit[s], u);
-                rc = -1;
-            }
-            unit[s] = u;
-        }
-    for (int i = 0; i < g->ns && !rc; i++)
-        if (unit[i] < 0) snprintf(err, errlen, "step %d (%s) is in no unit", i, fp8c_op_info[g->s[i].op].name), rc = -1;
-    /* per tensor, in program order: the last writer's unit and the latest unit of any access */
-    int *last_w = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int)), *last_any = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int));
-    int *last_w_step = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int)), *last_any_step = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int));
-    for (int t = 0; t < g->nt; t++) last_w[t] = last_any[t] = -1;
-    for (int s = 0; s < g->ns && !rc; s++) {
-        const GStep *st = &g->s[s];
-        int u = unit[s], na = op_arg_count(st->op);
-        for (int k = 0; k < na && k < OP_MAX_ARGS && !rc; k++) {
-            int t = st->args[k];
-            if (t < 0) continue;
-            int w = op_arg_writes(st->op, k), r = op_arg_reads(st->op, k, st->ints);
-            if (r && last_w[t] > u) {
-                snprintf(err, errlen, "unit %d reads %s before unit %d writes it (program order: step %d after step %d)", u, g->t[t].name,
-                         last_w[t], s, last_w_step[t]);
-                rc = -1;
-            } else if (w && last_any[t] > u) {
-                snprintf(err, errlen, "unit %d overwrites %s before unit %d is done with it (program order: step %d after step %d)", u,
-                         g->t[t].name, last_any[t], s, last_any_step[t]);
-                rc = -1;
-            }
-        }
-        for (int k = 0; k < na && k < OP_MAX_ARGS; k++) {
-            int t = st->args[k];
-            if (t < 0) continue;
-            if (op_arg_writes(st->op, k) && u > last_w[t]) last_w[t] = u, last_w_step[t] = s;
-            if (u > last_any[t]) last_any[t] = u, last_any_step[t] = s;
-        }
-    }
-    free(last_w);
-    free(last_any);
-    free(last_w_step);
-    free(last_any_step);
-    free(unit);
-    return rc;
-}

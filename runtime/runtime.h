@@ -122,6 +122,7 @@ typedef struct {
 int cpu_init(CpuBackend *b, const Plan *p, char *err, size_t errlen);
 void cpu_free(CpuBackend *b);
 void *cpu_ptr(const CpuBackend *b, int tensor);
+size_t cpu_tensor_bytes(const CpuBackend *b, int tensor); /* its bytes here (16-bit values held as floats) */
 /* Run a section's units in order (refresh units only while the copies are stale). */
 void cpu_run(CpuBackend *b, Section sec, const RunState *st);
 /* One unit, refresh or not (tests/gpu's stand-in device and harness). */

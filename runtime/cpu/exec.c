@@ -80,6 +80,11 @@ void *cpu_ptr(const CpuBackend *b, int tensor) {
     return b->base[t->cls] + (size_t)t->offset * (size_t)b->factor[t->cls];
 }
 
+size_t cpu_tensor_bytes(const CpuBackend *b, int tensor) {
+    const RtTensor *t = &b->p->t[tensor];
+    return (size_t)t->n * (is_value(t->dtype) ? sizeof(float) : (size_t)fp8c_tensor_dtype_bytes[t->dtype]);
+}
+
 #define F(k) ((float *)cpu_ptr(b, s->args[k]))
 #define I(k) ((const int32_t *)cpu_ptr(b, s->args[k]))
 #define U(k) ((uint8_t *)cpu_ptr(b, s->args[k]))
@@ -181,11 +186,7 @@ static void step_one(CpuBackend *b, const RtStep *s, const RunState *st) {
     case OP_GELU_BWD: ref_gelu_bwd(F(0), F(1), F(2), v[0]); break;
     case OP_ADD_FWD: ref_add_fwd(F(0), F(1), F(2), v[0]); break;
     case OP_ACCUMULATE: ref_accumulate(F(0), F(1), v[0]); break;
-    case OP_ZERO: {
-        const RtTensor *t = &p->t[s->args[0]];
-        memset(cpu_ptr(b, s->args[0]), 0, (size_t)t->n * (is_value(t->dtype) ? sizeof(float) : (size_t)fp8c_tensor_dtype_bytes[t->dtype]));
-        break;
-    }
+    case OP_ZERO: memset(cpu_ptr(b, s->args[0]), 0, cpu_tensor_bytes(b, s->args[0])); break;
     case OP_XENT_FWD: ref_crossentropy_fwd(F(0), F(1), I(2), (int)v[0], (int)v[1]); break;
     case OP_XENT_BWD: ref_crossentropy_bwd(F(0), F(1), I(2), st->dloss, (int)v[0], (int)v[1]); break;
     case OP_ADAMW: {

@@ -67,7 +67,6 @@
     X(DriverGetVersion, cuDriverGetVersion, 2020)                                                 \
     X(MemAlloc, cuMemAlloc, 3020)                                                                 \
     X(MemFree, cuMemFree, 3020)                                                                   \
-    X(MemcpyHtoD, cuMemcpyHtoD, 3020)                                                             \
     X(MemcpyHtoDAsync, cuMemcpyHtoDAsync, 3020)                                                   \
     X(MemcpyDtoHAsync, cuMemcpyDtoHAsync, 3020)                                                   \
     X(MemsetD8Async, cuMemsetD8Async, 3020)                                                       \
@@ -116,7 +115,6 @@ typedef struct {
     CUresult (*DriverGetVersion)(int *version);
     CUresult (*MemAlloc)(CUdeviceptr *dptr, size_t bytes);
     CUresult (*MemFree)(CUdeviceptr dptr);
-    CUresult (*MemcpyHtoD)(CUdeviceptr dst, const void *src, size_t bytes);
     CUresult (*MemcpyHtoDAsync)(CUdeviceptr dst, const void *src, size_t bytes, CUstream stream);
     CUresult (*MemcpyDtoHAsync)(void *dst, CUdeviceptr src, size_t bytes, CUstream stream);
     CUresult (*MemsetD8Async)(CUdeviceptr dst, unsigned char value, size_t n, CUstream stream);

@@ -62,26 +62,19 @@ static int cu_pois(Device *d, int id, char *err, size_t n) { return cu_poison_te
 static int cu_unit(Device *d, Section sec, int u, const RunState *st, char *err, size_t n) { return cu_run_unit(d->cu, sec, u, st, err, n); }
 static void cu_close(Device *d) { cu_free(d->cu); }
 
-/* Bytes of tensor id in a CPU backend's memory (16-bit values are held as floats there). */
-static size_t mirror_bytes(const Plan *p, int id) {
-    const RtTensor *t = &p->t[id];
-    int value = t->dtype == TD_F32 || t->dtype == TD_BF16 || t->dtype == TD_F16;
-    return (size_t)t->n * (value ? sizeof(float) : (size_t)fp8c_tensor_dtype_bytes[t->dtype]);
-}
-
 static int si_up(Device *d, const CpuBackend *h, int id, char *err, size_t n) {
     (void)err, (void)n;
-    memcpy(cpu_ptr(&d->cpu, id), cpu_ptr(h, id), mirror_bytes(d->cpu.p, id));
+    memcpy(cpu_ptr(&d->cpu, id), cpu_ptr(h, id), cpu_tensor_bytes(&d->cpu, id));
     return 0;
 }
 static int si_down(Device *d, CpuBackend *h, int id, char *err, size_t n) {
     (void)err, (void)n;
-    memcpy(cpu_ptr(h, id), cpu_ptr(&d->cpu, id), mirror_bytes(d->cpu.p, id));
+    memcpy(cpu_ptr(h, id), cpu_ptr(&d->cpu, id), cpu_tensor_bytes(&d->cpu, id));
     return 0;
 }
 static int si_pois(Device *d, int id, char *err, size_t n) {
     (void)err, (void)n;
-    memset(cpu_ptr(&d->cpu, id), 0xFF, mirror_bytes(d->cpu.p, id));
+    memset(cpu_ptr(&d->cpu, id), 0xFF, cpu_tensor_bytes(&d->cpu, id));
     return 0;
 }
 /* --fault: every output the unit writes comes back perturbed (a float made 1% larger plus 1, a
@@ -172,7 +165,7 @@ static int compare(const Plan *p, const Touch *tc, const float *ref, const float
     const RtTensor *t = &p->t[tc->id];
     if (t->dtype == TD_U8 || t->dtype == TD_I32) {
         const unsigned char *a = (const unsigned char *)ref, *b = (const unsigned char *)got;
-        size_t bytes = mirror_bytes(p, tc->id);
+        size_t bytes = (size_t)t->n * (size_t)fp8c_tensor_dtype_bytes[t->dtype]; /* u8, i32: as stored */
         for (size_t i = 0; i < bytes; i++)
             if (a[i] != b[i]) {
                 snprintf(why, n, "%s: byte %zu is 0x%02x, the reference has 0x%02x (exact)", t->name, i, b[i], a[i]);
