@@ -53,6 +53,12 @@ void buf_puts(Buf *b, const char *s);
 void buf_free(Buf *b);
 /* Remove a directory tree, best effort (temporary outputs). */
 void fs_remove_tree(const char *dir);
+/* The one strict number parser for text fp8c is given outside YAML (command-line values,
+ * environment variables, checkpoint metadata, plan init strings): the whole string is one
+ * decimal number (no sign for "+", no spaces, nothing after it), it does not overflow, and it
+ * lies in [lo, hi] (str_to_f64: finite too). 0, or -1 leaving *out unchanged. */
+int str_to_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+int str_to_f64(const char *s, double lo, double hi, double *out);
 
 int edit_distance(const char *a, const char *b); /* Levenshtein, capped for long strings */
 /* The candidate closest to `word` if it is close enough to be a plausible typo, else NULL. */
@@ -115,14 +121,20 @@ struct YamlNode {
 };
 
 #define YAML_MAX_BYTES (4u << 20) /* a model or policy file is tiny; refuse anything huge */
+/* plan.json grows with the model (about 90 kB per FP8 layer of a 124M model); a 671B-class
+ * plan is tens of MB. The limit only stops a wrong path from being read into memory. */
+#define PLAN_MAX_BYTES ((size_t)1 << 30)
 #define YAML_MAX_DEPTH 32
 
 /* Parse one YAML document into a tree in the arena. Rejects duplicate keys, non-scalar keys,
  * aliases to unfinished anchors, more than one document, tags, and depth > YAML_MAX_DEPTH.
  * Returns the root or NULL after reporting an error on d. */
 YamlNode *yml_parse(Arena *a, Diag *d, int file, const char *text, size_t len);
-/* Read a file and parse it; the file is registered with d. */
+/* Read a file (a regular file of at most YAML_MAX_BYTES, opened without blocking) and parse
+ * it; the file is registered with d. */
 YamlNode *yml_load_file(Arena *a, Diag *d, const char *path);
+/* The same with another size limit (plan.json: PLAN_MAX_BYTES). */
+YamlNode *yml_load_file_max(Arena *a, Diag *d, const char *path, size_t max);
 YamlNode *yml_get(const YamlNode *map, const char *key); /* NULL if absent or not a map */
 const char *yml_kind_name(const YamlNode *n);
 

@@ -5,6 +5,9 @@
 #include <sys/stat.h>
 #include "fp8c.h"
 
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -196,3 +199,23 @@ static int rm_entry(const char *path, const struct stat *sb, int flag, struct FT
 }
 
 void fs_remove_tree(const char *dir) { nftw(dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+int str_to_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
+    if (!s || !(isdigit((unsigned char)*s) || (*s == '-' && isdigit((unsigned char)s[1])))) return -1;
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return -1;
+    *out = v;
+    return 0;
+}
+
+int str_to_f64(const char *s, double lo, double hi, double *out) {
+    if (!s || !*s || isspace((unsigned char)*s)) return -1;
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (end == s || *end || errno == ERANGE || !isfinite(v) || !(v >= lo && v <= hi)) return -1;
+    *out = v;
+    return 0;
+}

@@ -5,6 +5,7 @@
  * both under control: an alias may only name a finished anchor, depth is capped, duplicate
  * keys and non-scalar keys are errors. Nothing here knows what a model or a policy is. */
 #include "fp8c.h"
+#include "io.h"
 
 #include <errno.h>
 #include <math.h>
@@ -251,44 +252,21 @@ YamlNode *yml_parse(Arena *a, Diag *d, int file, const char *text, size_t len) {
     return b.root;
 }
 
-YamlNode *yml_load_file(Arena *a, Diag *d, const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        diag_plain(d, "cannot open '%s': %s", path, strerror(errno));
+YamlNode *yml_load_file_max(Arena *a, Diag *d, const char *path, size_t max) {
+    char *text, err[1200];
+    size_t len;
+    if (io_read_all(path, max, &text, &len, err, sizeof err)) {
+        diag_plain(d, "%s", err);
         return NULL;
     }
-    size_t cap = 4096, len = 0;
-    char *text = xmalloc(cap);
-    for (;;) {
-        if (len + 1 >= cap) {
-            if (cap > YAML_MAX_BYTES) break;
-            cap *= 2;
-            text = xrealloc(text, cap);
-        }
-        size_t got = fread(text + len, 1, cap - len - 1, f);
-        len += got;
-        if (got == 0) break;
-    }
-    int err = ferror(f);
-    fclose(f);
-    if (err) {
-        diag_plain(d, "cannot read '%s'", path);
-        free(text);
-        return NULL;
-    }
-    if (len > YAML_MAX_BYTES) {
-        diag_plain(d, "'%s' is larger than %u bytes; is it really a model or policy file?", path,
-                   YAML_MAX_BYTES);
-        free(text);
-        return NULL;
-    }
-    text[len] = 0;
     char *kept = arena_strndup(a, text, len); /* memchr-safe copy; NULs inside are caught by libyaml */
     memcpy(kept, text, len);
     free(text);
     int file = diag_add_file(d, arena_strdup(a, path), kept, len);
     return yml_parse(a, d, file, kept, len);
 }
+
+YamlNode *yml_load_file(Arena *a, Diag *d, const char *path) { return yml_load_file_max(a, d, path, YAML_MAX_BYTES); }
 
 YamlNode *yml_get(const YamlNode *map, const char *key) {
     if (!map || map->kind != YN_MAP) return NULL;

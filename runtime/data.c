@@ -22,6 +22,7 @@
  * extends a shorter one with the same seed.
  */
 #include "data.h"
+#include "io.h"
 #include "rng.h"
 
 #include <errno.h>
@@ -52,48 +53,12 @@ static uint32_t le32(const unsigned char *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The whole file, malloc'ed (at least 1 byte); NULL with a message. */
+/* The whole file, malloc'ed (at least 1 byte); NULL with a message. io.c opens it without
+ * blocking and refuses anything but a regular file (a FIFO as --data never hangs). */
 static unsigned char *read_file(const char *path, size_t *size, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-        return NULL;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return NULL;
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX / 8) {
-        set_err(err, errlen, "%s: too large to read into memory", path);
-        close(fd);
-        return NULL;
-    }
-    size_t n = (size_t)st.st_size, got = 0;
-    unsigned char *buf = malloc(n ? n : 1);
-    if (!buf) {
-        set_err(err, errlen, "%s: out of memory reading %zu bytes", path, n);
-        close(fd);
-        return NULL;
-    }
-    while (got < n) {
-        ssize_t r = read(fd, buf + got, n - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            set_err(err, errlen, "%s: read failed after %zu of %zu bytes: %s", path, got, n,
-                    r < 0 ? strerror(errno) : "file shrank");
-            free(buf);
-            close(fd);
-            return NULL;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
-    *size = n;
-    return buf;
+    char *data;
+    return io_read_all(path, SIZE_MAX / 8, &data, size, err, errlen) ? NULL : (unsigned char *)data;
 }
 
 /* An llm.c shard in buf (which starts with the magic) into d. */

@@ -98,7 +98,11 @@ static int read_train(R *r, const YamlNode *root) {
     bad |= get_float(r, o, "eps", 0, 1, &c->opt.eps);
     bad |= get_float(r, o, "weight_decay", 0, 10, &c->opt.weight_decay);
     const YamlNode *b = need(r, o, "betas", YN_SEQ);
-    if (!b || b->n != 2) return -1;
+    if (!b) return -1;
+    if (b->n != 2) {
+        diag_error(r->d, b->mark, "write [beta1, beta2]", "plan: 'betas' has 2 values, not %d", b->n);
+        return -1;
+    }
     bad |= yml_float(r->d, b->items[0], 0, 1, &c->opt.beta1) | yml_float(r->d, b->items[1], 0, 1, &c->opt.beta2);
     bad |= get_int(r, s, "warmup", 0, (int64_t)1 << 40, &c->warmup);
     int decay;
@@ -144,10 +148,28 @@ static int read_model(R *r, const YamlNode *root) {
     return bad ? -1 : 0;
 }
 
+/* The initialisers train.c knows: "normal:STD" (STD >= 0), "const:VALUE", "ones", "zeros"; only
+ * on tensors the CPU backend holds as floats. */
+static int check_init(R *r, const YamlNode *n, const RtTensor *t) {
+    const char *s = t->init, *why = NULL;
+    double v;
+    if (t->dtype != TD_F32 && t->dtype != TD_BF16 && t->dtype != TD_F16)
+        why = "only f32, bf16 and f16 tensors are initialised";
+    else if (!strncmp(s, "normal:", 7))
+        why = str_to_f64(s + 7, 0, 1e6, &v) ? "'normal:' takes a standard deviation in [0, 1e6]" : NULL;
+    else if (!strncmp(s, "const:", 6))
+        why = str_to_f64(s + 6, -3.4e38, 3.4e38, &v) ? "'const:' takes a finite float" : NULL;
+    else if (strcmp(s, "ones") && strcmp(s, "zeros"))
+        why = "an init is normal:STD, const:VALUE, ones or zeros";
+    if (why) diag_error(r->d, n->mark, NULL, "plan: tensor '%s' has init '%s': %s", t->name, s, why);
+    return why ? -1 : 0;
+}
+
 static int read_tensors(R *r, const YamlNode *root) {
     const YamlNode *ts = need(r, root, "tensors", YN_SEQ);
     if (!ts) return -1;
     Plan *p = r->p;
+    int64_t packed[TC_COUNT] = {0};
     p->nt = ts->n;
     p->t = arena_alloc(r->a, (size_t)(ts->n ? ts->n : 1) * sizeof *p->t);
     r->nslots = 2 * ts->n + 1;
@@ -190,12 +212,31 @@ static int read_tensors(R *r, const YamlNode *root) {
                        (long long)bytes, (long long)(t->n * fp8c_tensor_dtype_bytes[t->dtype]));
             return -1;
         }
+        if (t->offset % PLAN_ALIGN) {
+            diag_error(r->d, yml_get(n, "offset")->mark, "the compiler places tensors at multiples of 256",
+                       "plan: tensor '%s' has offset %lld, not a multiple of %d bytes", t->name, (long long)t->offset, PLAN_ALIGN);
+            return -1;
+        }
         const YamlNode *init = yml_get(n, "init"), *wd = yml_get(n, "weight_decay");
-        if (init && yml_str(r->d, init, &t->init)) return -1;
+        if (init && (yml_str(r->d, init, &t->init) || check_init(r, init, t))) return -1;
         if (wd && yml_bool(r->d, wd, &t->weight_decay)) return -1;
         int64_t end = t->offset + bytes;
         if (end > p->class_bytes[t->cls]) p->class_bytes[t->cls] = end;
         insert(r, i);
+        packed[t->cls] += (t->n * fp8c_tensor_dtype_bytes[t->dtype] + 255) / 256 * 256; /* memplan.c's ALIGN */
+    }
+    /* A class never needs more bytes than its tensors laid end to end (the compiler's placement,
+     * memplan.c, puts each tensor at the end of one already placed): an offset beyond that is a
+     * damaged plan, refused here rather than as an allocation of terabytes later. */
+    for (int i = 0; i < ts->n; i++) {
+        const RtTensor *t = &p->t[i];
+        if (t->offset + t->n * fp8c_tensor_dtype_bytes[t->dtype] > packed[t->cls]) {
+            diag_error(r->d, yml_get(ts->items[i], "offset")->mark, "recompile it with fp8c compile",
+                       "plan: tensor '%s' ends at byte %lld of the %s, beyond the %lld bytes all its tensors need", t->name,
+                       (long long)(t->offset + t->n * fp8c_tensor_dtype_bytes[t->dtype]), fp8c_tensor_class_names[t->cls],
+                       (long long)packed[t->cls]);
+            return -1;
+        }
     }
     return 0;
 }
@@ -299,6 +340,19 @@ static const char *check_step(const Plan *p, const RtStep *s) {
     return NULL;
 }
 
+int plan_relative_path(const char *f) {
+    if (!*f || *f == '/' || strlen(f) > 512) return 0;
+    for (const char *c = f; *c; c++)
+        if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || strchr("_-./", *c)))
+            return 0;
+    for (const char *c = f; c;) { /* no empty, "." or ".." component, no hidden file */
+        if (!*c || *c == '/' || *c == '.') return 0;
+        c = strchr(c, '/');
+        if (c) c++;
+    }
+    return 1;
+}
+
 static int kernel_index(const Plan *p, const char *name) {
     for (int i = 0; i < p->nkernels; i++)
         if (!strcmp(p->kernels[i].name, name)) return i;
@@ -374,9 +428,13 @@ static int read_gpu(R *r, const YamlNode *n, const RtStep *first, GpuStep *g) {
 /* The plan's "kernels": name, source file, entry points with launch shapes, params, audit. */
 static int read_kernels(R *r, const YamlNode *root) {
     const YamlNode *ks = yml_get(root, "kernels"), *gm = yml_get(root, "gemm");
-    r->p->gemm = gm && gm->kind == YN_SCALAR ? gm->str : "cublaslt";
+    static const char *const gemms[] = {"cublaslt", "generated"};
+    int which;
+    if (gm && yml_enum(r->d, gm, gemms, 2, &which)) return -1;
+    r->p->gemm = gm ? gemms[which] : "cublaslt";
     const YamlNode *tg = yml_get(root, "target");
-    r->p->target = tg && tg->kind == YN_SCALAR ? tg->str : "cpu";
+    if (tg && yml_enum(r->d, tg, target_names, TGT_COUNT, &which)) return -1;
+    r->p->target = tg ? target_names[which] : "cpu";
     if (!ks) return 0;
     if (yml_expect(r->d, ks, YN_SEQ, "plan 'kernels'")) return -1;
     r->p->nkernels = ks->n;
@@ -390,6 +448,11 @@ static int read_kernels(R *r, const YamlNode *root) {
                        *en = need(r, k, "entries", YN_SEQ), *ps = need(r, k, "params", YN_SEQ), *au = need(r, k, "audit", YN_SEQ);
         if (!nm || !fl || !tp || !en || !ps || !au) return -1;
         K->name = nm->str, K->file = fl->str, K->tmpl = tp->str;
+        if (!plan_relative_path(K->file)) {
+            diag_error(r->d, fl->mark, "kernel sources live under the plan directory, e.g. kernels/NAME.cu",
+                       "plan: kernel file '%s' is not a plain relative path inside the plan directory", K->file);
+            return -1;
+        }
         for (const char *c = K->name; *c; c++)
             if (!((*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || (*c >= '0' && *c <= '9') || *c == '_')) {
                 diag_error(r->d, nm->mark, NULL, "plan: kernel name '%s' is not an identifier", K->name);
@@ -593,16 +656,29 @@ static void verify_memory(R *r, const YamlNode *prog) {
     free(g.t);
 }
 
+static int read_plan(Arena *a, Diag *d, const YamlNode *root, const char *text, size_t len, const char *dir, Plan *p);
+
 int plan_load(Arena *a, Diag *d, const char *dir, Plan *p) {
     memset(p, 0, sizeof *p);
-    snprintf(p->dir, sizeof p->dir, "%s", dir);
     char path[1100];
     snprintf(path, sizeof path, "%s/plan.json", dir);
-    int errors0 = d->errors;
-    YamlNode *root = yml_load_file(a, d, path);
+    YamlNode *root = yml_load_file_max(a, d, path, PLAN_MAX_BYTES);
     if (!root) return -1;
     const SrcFile *f = &d->files[d->nfiles - 1];
-    p->hash = fnv1a(f->text, f->len);
+    return read_plan(a, d, root, f->text, f->len, dir, p);
+}
+
+int plan_parse(Arena *a, Diag *d, const char *name, const char *text, size_t len, Plan *p) {
+    memset(p, 0, sizeof *p);
+    int file = diag_add_file(d, name, text, len);
+    YamlNode *root = yml_parse(a, d, file, text, len);
+    return root ? read_plan(a, d, root, text, len, ".", p) : -1;
+}
+
+static int read_plan(Arena *a, Diag *d, const YamlNode *root, const char *text, size_t len, const char *dir, Plan *p) {
+    snprintf(p->dir, sizeof p->dir, "%s", dir);
+    int errors0 = d->errors;
+    p->hash = fnv1a(text, len);
     R r = {d, p, a, NULL, 0};
     int rc = -1;
     int64_t version;

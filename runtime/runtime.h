@@ -96,7 +96,13 @@ typedef struct {
 /* Read and validate DIR/plan.json: every op, argument, shape and offset is checked so that a
  * malformed plan is refused with file:line:col instead of running out of bounds. */
 int plan_load(Arena *a, Diag *d, const char *dir, Plan *p);
+/* The same checks on plan text in memory (registered with d as name; text must outlive p). */
+int plan_parse(Arena *a, Diag *d, const char *name, const char *text, size_t len, Plan *p);
 int plan_find(const Plan *p, const char *name);
+/* A kernel file name a plan may give: relative, [A-Za-z0-9_.-/], no empty, hidden, "." or ".."
+ * component (so it cannot leave the plan directory). 1 if so. */
+int plan_relative_path(const char *f);
+#define PLAN_ALIGN 16 /* every tensor offset is a multiple (the compiler writes multiples of 256) */
 
 /* ---------------------------------------------------------------- cpu/exec.c */
 

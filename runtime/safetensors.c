@@ -13,6 +13,7 @@
  * outnumber its encoded bytes plus its two quotes, so the arena cannot overflow.
  */
 #include "safetensors.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -904,47 +905,34 @@ static int check_layout(StFile *f, const Span *spans, size_t data_off, const cha
 
 /* ---- reader ------------------------------------------------------------------------ */
 
-/* The whole file into f->buf; 0 or -1 with a message. */
+/* The whole file into f->buf (io.c: opened without blocking, regular files only); 0 or -1. */
 static int read_whole(StFile *f, const char *path, char *err, size_t errlen)
 {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+    char *data;
+    if (io_read_all(path, SIZE_MAX / 2, &data, &f->size, err, errlen))
         return -1;
-    }
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: not a regular file", path);
-        close(fd);
-        return -1;
-    }
-    if ((uint64_t)st.st_size > SIZE_MAX - 1) {
-        set_err(err, errlen, "%s: too large to read into memory", path);
-        close(fd);
-        return -1;
-    }
-    f->size = (size_t)st.st_size;
-    f->buf = malloc(f->size ? f->size : 1);
-    if (!f->buf) {
-        set_err(err, errlen, "%s: out of memory reading %zu bytes", path, f->size);
-        close(fd);
-        return -1;
-    }
-    size_t got = 0;
-    while (got < f->size) {
-        ssize_t r = read(fd, f->buf + got, f->size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0) {
-            set_err(err, errlen, "%s: read failed after %zu of %zu bytes: %s", path, got, f->size,
-                    r < 0 ? strerror(errno) : "file shrank");
-            close(fd);
-            return -1;
-        }
-        got += (size_t)r;
-    }
-    close(fd);
+    f->buf = (unsigned char *)data;
     return 0;
+}
+
+static int parse_buf(StFile *f, const char *path, char *err, size_t errlen);
+
+StFile *st_parse(const void *data, size_t size, const char *name, char *err, size_t errlen)
+{
+    StFile *f = calloc(1, sizeof *f);
+    if (!f || !(f->buf = malloc(size ? size : 1))) {
+        free(f);
+        set_err(err, errlen, "%s: out of memory", name);
+        return NULL;
+    }
+    if (size)
+        memcpy(f->buf, data, size);
+    f->size = size;
+    if (parse_buf(f, name, err, errlen)) {
+        st_free(f);
+        return NULL;
+    }
+    return f;
 }
 
 StFile *st_read(const char *path, char *err, size_t errlen)
@@ -958,8 +946,15 @@ StFile *st_read(const char *path, char *err, size_t errlen)
         set_err(err, errlen, "%s: out of memory", path);
         return NULL;
     }
-    if (read_whole(f, path, err, errlen))
-        goto bad;
+    if (read_whole(f, path, err, errlen) || parse_buf(f, path, err, errlen)) {
+        st_free(f);
+        return NULL;
+    }
+    return f;
+}
+
+static int parse_buf(StFile *f, const char *path, char *err, size_t errlen)
+{
     if (f->size < 8) {
         set_err(err, errlen, "%s: truncated: %zu bytes, less than the 8-byte header length",
                 path, f->size);
@@ -996,10 +991,9 @@ StFile *st_read(const char *path, char *err, size_t errlen)
     free(top.spans);
     if (p.failed)
         goto bad;
-    return f;
+    return 0;
 bad:
-    st_free(f);
-    return NULL;
+    return -1;
 }
 
 const StTensor *st_find(const StFile *f, const char *name)

@@ -63,6 +63,8 @@ typedef struct StFile StFile;
  * the data does, names and metadata keys are unique. Returns NULL with a
  * message in err on any problem; never reads outside the file's bytes. */
 StFile *st_read(const char *path, char *err, size_t errlen);
+/* The same checks on size bytes in memory (copied; name is used in messages). */
+StFile *st_parse(const void *data, size_t size, const char *name, char *err, size_t errlen);
 
 const StTensor *st_find(const StFile *f, const char *name); /* NULL if absent */
 const char *st_meta(const StFile *f, const char *key);      /* NULL if absent */

@@ -52,6 +52,12 @@ case $B in *asan*) ;; *) run nvrtc sh tests/nvrtc/run.sh "$B/fp8c" ;; esac
 case $B in *asan*) ;; *) FP8C_GPU_NO_BUILD=1 run gpu_script_standin sh tests/gpu/run.sh --stand-in ;; esac
 # shellcheck disable=SC2046
 run fuzz_replay "$B/tests/fuzz_replay" $(ls policies/*.yaml examples/*/model.yaml tests/bad/*/*.yaml tests/fuzz/corpus/* 2>/dev/null)
+run test_io "$B/tests/test_io"
+# shellcheck disable=SC2046
+run fuzz_replay_plan "$B/tests/fuzz_replay_plan" $(ls tests/fuzz/corpus-plan/* 2>/dev/null)
+# shellcheck disable=SC2046
+run fuzz_replay_safetensors "$B/tests/fuzz_replay_safetensors" $(ls tests/fuzz/corpus-safetensors/* 2>/dev/null)
+run hardening sh tests/hardening/run.sh "$B/fp8c"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]

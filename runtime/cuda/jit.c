@@ -1,5 +1,6 @@
 /* jit.c: NVRTC through dlopen, parallel compilation and the disk cache (see jit.h). */
 #include "jit.h"
+#include "io.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -164,22 +165,8 @@ void jit_parse_ptxas(JitJob *job, const char *log) {
 /* ---- one compilation -------------------------------------------------------------------------- */
 
 char *jit_read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        if (len) *len = (size_t)n;
-    }
-    return b;
+    char *data, err[8];
+    return io_read_all(path, (size_t)1 << 30, &data, len, err, sizeof err) ? NULL : data;
 }
 
 int jit_write_atomic(const char *path, const void *data, size_t n) {
