@@ -2,6 +2,7 @@
  * built in a sibling temporary directory and swapped in with one rename, so a failed compile
  * never leaves a half-written or missing output directory behind. */
 #include "fp8c.h"
+#include "io.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -636,17 +637,28 @@ int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const CgPlan *
     size_t len = strlen(dir);
     while (len > 1 && dir[len - 1] == '/') dir[--len] = 0;
     struct stat st;
-    int exists = stat(dir, &st) == 0;
+    int exists = lstat(dir, &st) == 0;
+    if (exists && S_ISLNK(st.st_mode)) {
+        diag_plain(d, "'%s' is a symbolic link; refusing to replace it (give the directory it points to)", dir);
+        return -2;
+    }
     if (exists && (!S_ISDIR(st.st_mode) || !is_fp8c_output(dir))) {
         diag_plain(d, "'%s' exists and is not an fp8c output directory (no plan.json); refusing to replace it", dir);
-        return -1;
+        return -2;
     }
+    /* leftovers of a compile killed before its rename: DIR.tmp.PID.XXXXXX of a dead PID */
+    char parent[4000], base[4000];
+    const char *slash = strrchr(dir, '/');
+    snprintf(parent, sizeof parent, "%.*s", slash ? (int)(slash == dir ? 1 : slash - dir) : 1, slash ? dir : ".");
+    snprintf(base, sizeof base, "%s.tmp.", slash ? slash + 1 : dir);
+    if (!strchr(base, '*')) io_sweep_stale(parent, base);
     Buf plan = {0}, report = {0};
     emit_plan_json(&plan, d, r, g, cp);
     emit_report_md(&report, d, r);
     if (g) report_memory_plan(&report, g);
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", dir);
+    char tmp[4096], prefix[4050];
+    snprintf(prefix, sizeof prefix, "%s.tmp.", dir);
+    io_tmp_name(tmp, sizeof tmp, prefix);
     if (!mkdtemp(tmp)) {
         diag_plain(d, "cannot create a temporary directory next to '%s': %s", dir, strerror(errno));
         buf_free(&plan);

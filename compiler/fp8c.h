@@ -649,7 +649,9 @@ void emit_memory_summary(const Resolution *r, MemorySummary *ms);
 void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp); /* cp may be NULL */
 void emit_report_md(Buf *b, const Diag *d, const Resolution *r);
 /* Write plan.json and report.md to dir atomically (temp dir + rename). 0 or -1. */
-int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp, const char *dir); /* also kernels/ */
+/* Write DIR atomically (also kernels/). 0; -2 when DIR is something fp8c refuses to replace
+ * (a file, a symbolic link, a directory without plan.json: a bad argument); -1 on I/O failure. */
+int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const CgPlan *cp, const char *dir);
 
 /* ---------------------------------------------------------------- explain.c */
 

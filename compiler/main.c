@@ -3,6 +3,7 @@
  * only place that chooses an exit code: 0 success, 2 bad input, 1 internal or runtime failure. */
 #include "fp8c.h"
 #include "runtime.h"
+#include "io.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -80,14 +81,14 @@ static int parse_target(const char *s, Target *t) {
     return -1;
 }
 
+/* Counts on the command line: whole numbers in [lo, 2^40] (the plan's own limit on steps);
+ * overflow, signs, spaces and trailing junk are refused, never clamped (util.c). */
 static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out) {
-    char *end;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || x < lo) {
-        fprintf(stderr, "fp8c: error: %s needs a whole number >= %lld, got '%s'\n", flag, (long long)lo, v);
+    const int64_t hi = (int64_t)1 << 40;
+    if (str_to_i64(v, lo, hi, out)) {
+        fprintf(stderr, "fp8c: error: %s needs a whole number from %lld to %lld, got '%s'\n", flag, (long long)lo, (long long)hi, v);
         return -1;
     }
-    *out = x;
     return 0;
 }
 
@@ -230,7 +231,7 @@ static int lower_and_emit(Compilation *c, const Args *a, const char *dir, int *n
         fprintf(stderr, "fp8c: internal error: the plan's schedule or memory failed verification (%lld problems): %s\n", (long long)n, err);
         rc = EXIT_RUNTIME;
     } else if (cg_codegen(&c->arena, &c->diag, &c->res, &g, a->gemm, &cp)) rc = EXIT_BAD_INPUT;
-    else if (emit_output_dir(&c->diag, &c->res, &g, &cp, dir)) rc = EXIT_RUNTIME;
+    else if ((rc = emit_output_dir(&c->diag, &c->res, &g, &cp, dir))) rc = rc == -2 ? EXIT_BAD_INPUT : EXIT_RUNTIME;
     *nkernels = cp.nk;
     cg_free(&cp);
     free(g.t);
@@ -266,9 +267,13 @@ static int cmd_train(Args *a) {
     if (!a->target_given) a->target = TGT_CPU; /* the CPU backend emulates every format */
     Compilation c = {0};
     if (front_end(&c, a)) return finish(&c, EXIT_BAD_INPUT);
-    char tmp[] = "/tmp/fp8c-plan-XXXXXX";
+    char tmp[64];
     const char *dir = a->out;
     if (!dir) {
+        /* /tmp/fp8c-plan-PID.XXXXXX; plan directories (and their emit temporaries) of killed runs go */
+        io_sweep_stale("/tmp", "fp8c-plan-");
+        io_sweep_stale("/tmp", "fp8c-plan-*.*.tmp.");
+        io_tmp_name(tmp, sizeof tmp, "/tmp/fp8c-plan-");
         if (!mkdtemp(tmp)) {
             fprintf(stderr, "fp8c: error: cannot create a temporary plan directory\n");
             return finish(&c, EXIT_RUNTIME);

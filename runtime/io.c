@@ -167,14 +167,14 @@ int io_close(FILE *f, const char *path, char *err, size_t errlen) {
 
 void io_tmp_name(char *out, size_t n, const char *prefix) { snprintf(out, n, "%s%ld.XXXXXX", prefix, (long)getpid()); }
 
-/* name == base (where '*' stands for one or more of [A-Za-z0-9_-]) + digits + '.' + 6 chars of
+/* name == base (where '*' stands for one or more of [A-Za-z0-9_]) + digits + '.' + 6 chars of
  * mkstemp's alphabet; the pid in *pid. */
 static int matches(const char *name, const char *base, long *pid) {
     const char *n = name;
     for (const char *b = base; *b; b++) {
         if (*b == '*') {
             const char *s = n;
-            while (isalnum((unsigned char)*n) || *n == '_' || *n == '-') n++;
+            while (isalnum((unsigned char)*n) || *n == '_') n++;
             if (n == s) return 0;
             continue;
         }

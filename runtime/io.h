@@ -44,7 +44,8 @@ int io_check(FILE *f, const char *path, char *err, size_t errlen);
 void io_tmp_name(char *out, size_t n, const char *prefix);
 
 /* In directory dir, remove the entries named "<base><pid>.<6 chars>" whose pid is not a live
- * process (directories are removed with their contents). Only names of exactly that shape are
+ * process (directories are removed with their contents). In base, '*' stands for one or more of
+ * [A-Za-z0-9_]. Only names of exactly that shape are
  * touched. Returns how many were removed; best effort. */
 int io_sweep_stale(const char *dir, const char *base);
 

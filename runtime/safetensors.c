@@ -329,14 +329,15 @@ int st_write(const char *path, const StTensor *t, int nt, const StMeta *meta, in
         set_err(err, errlen, "%s: out of memory building the header", path);
         return -1;
     }
-    size_t tlen = strlen(path) + sizeof ".tmp.XXXXXX";
+    size_t tlen = strlen(path) + sizeof ".tmp.XXXXXX" + 24;
     char *tmp = malloc(tlen);
     if (!tmp) {
         free(hdr.p);
         set_err(err, errlen, "%s: out of memory", path);
         return -1;
     }
-    snprintf(tmp, tlen, "%s.tmp.XXXXXX", path);
+    /* PATH.tmp.PID.XXXXXX (io.h): a later run can tell a killed writer's leftover from a live one */
+    snprintf(tmp, tlen, "%s.tmp.%ld.XXXXXX", path, (long)getpid());
     int fd = mkstemp(tmp);
     if (fd < 0) {
         set_err(err, errlen, "%s: cannot create temporary file %s: %s", path, tmp,

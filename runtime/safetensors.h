@@ -46,7 +46,7 @@ size_t st_dtype_size(const char *dtype);
 
 /* Write nt tensors, in the given order, and nmeta metadata entries (nmeta 0:
  * no "__metadata__" object) to path, atomically: the file is written to
- * PATH.tmp.XXXXXX in the same directory, flushed, fsync'ed and renamed over
+ * PATH.tmp.PID.XXXXXX in the same directory, flushed, fsync'ed and renamed over
  * path. On any failure the temporary file is removed and path is untouched.
  * Names must be unique, valid UTF-8 and not "__metadata__".
  * Returns 0, or -1 with a message in err. */

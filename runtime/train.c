@@ -16,6 +16,7 @@
 #include "cuda_backend.h"
 #include "data.h"
 #include "fp8.h"
+#include "io.h"
 #include "ref.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -55,13 +56,14 @@ int rt_init_params(CpuBackend *b, char *err, size_t errlen) {
         uint64_t st = name_seed((uint64_t)p->train.seed, t->name);
         double stdv;
         float cval;
-        if (!strncmp(t->init, "normal:", 7) && sscanf(t->init + 7, "%lf", &stdv) == 1) {
+        if (!strncmp(t->init, "normal:", 7) && !str_to_f64(t->init + 7, 0, 1e6, &stdv)) {
             for (int64_t k = 0; k < t->n; k++) x[k] = (float)stdv * rng_normal(&st);
         } else if (!strcmp(t->init, "ones")) {
             for (int64_t k = 0; k < t->n; k++) x[k] = 1.0f;
         } else if (!strcmp(t->init, "zeros")) {
             memset(x, 0, (size_t)t->n * sizeof(float));
-        } else if (!strncmp(t->init, "const:", 6) && sscanf(t->init + 6, "%f", &cval) == 1) {
+        } else if (!strncmp(t->init, "const:", 6) && !str_to_f64(t->init + 6, -3.4e38, 3.4e38, &stdv)) {
+            cval = (float)stdv;
             for (int64_t k = 0; k < t->n; k++) x[k] = cval;
         } else {
             snprintf(err, errlen, "plan: tensor '%s' has an unknown init '%s'", t->name, t->init);
@@ -136,14 +138,7 @@ static int save_checkpoint(const CpuBackend *b, const TrainState *s, const char 
 
 static int meta_i64(const StFile *f, const char *key, int64_t *out, char *err, size_t errlen, const char *path) {
     const char *v = st_meta(f, key);
-    char *end;
-    if (!v || !*v) goto bad;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (*end || errno || x < 0) goto bad;
-    *out = x;
-    return 0;
-bad:
+    if (v && !str_to_i64(v, 0, (int64_t)1 << 62, out)) return 0;
     snprintf(err, errlen, "%s: checkpoint metadata '%s' is missing or not a count", path, key);
     return -1;
 }
@@ -169,13 +164,32 @@ static int load_checkpoint(CpuBackend *b, TrainState *s, const char *path, char 
         goto out;
     }
     TrainState ns;
-    char *end;
     if (meta_i64(f, "step", &ns.step, err, errlen, path) || meta_i64(f, "applied_steps", &ns.applied, err, errlen, path) ||
         meta_i64(f, "skipped_steps", &ns.skipped, err, errlen, path) || meta_i64(f, "growth_count", &ns.growth_count, err, errlen, path) ||
         meta_i64(f, "data_pos", &ns.data_pos, err, errlen, path))
         goto out;
-    if (!scale || (ns.loss_scale = strtod(scale, &end), *end) || !(ns.loss_scale > 0) || !isfinite(ns.loss_scale)) {
+    if (str_to_f64(scale, 1e-38, 3.4e38, &ns.loss_scale)) {
         snprintf(err, errlen, "%s: checkpoint metadata 'loss_scale' is missing or invalid", path);
+        goto out;
+    }
+    if (ns.step != ns.applied + ns.skipped || ns.growth_count > ns.applied) {
+        snprintf(err, errlen, "%s: checkpoint metadata is inconsistent: step %lld is not applied_steps %lld + skipped_steps %lld, "
+                 "or growth_count %lld exceeds the applied steps", path, (long long)ns.step, (long long)ns.applied,
+                 (long long)ns.skipped, (long long)ns.growth_count);
+        goto out;
+    }
+    /* exactly the plan's checkpointed tensors: an extra one (an unknown name, a gradient, a
+     * padding of empty tensors) means the file is not what this plan wrote */
+    int nwant = 0;
+    for (int i = 0; i < p->nt; i++) nwant += ckpt_class(p->t[i].cls);
+    if (st_count(f) != nwant) {
+        const char *extra = NULL;
+        for (int i = 0; !extra && i < st_count(f) && st_count(f) > nwant; i++) {
+            int id = plan_find(p, st_at(f, i)->name);
+            if (id < 0 || !ckpt_class(p->t[id].cls)) extra = st_at(f, i)->name;
+        }
+        snprintf(err, errlen, "%s: checkpoint has %d tensors, this plan checkpoints %d%s%s%s", path, st_count(f), nwant,
+                 extra ? " (it has '" : "", extra ? extra : "", extra ? "', which this plan does not checkpoint)" : "");
         goto out;
     }
     for (int pass = 0; pass < 2; pass++) {
@@ -207,6 +221,30 @@ static int load_checkpoint(CpuBackend *b, TrainState *s, const char *path, char 
 out:
     st_free(f);
     return rc;
+}
+
+/* A resumed state must fit the run, and a checkpoint named step_N.safetensors must say step N:
+ * the run writes step_M for M > step, so a file whose name and content disagree could be
+ * overwritten by the run resuming from it. */
+static int resume_name_check(const char *path, const TrainState *s, int64_t total, char *err, size_t errlen) {
+    if (s->step > total) {
+        snprintf(err, errlen, "%s: checkpoint is at step %lld, beyond this run's %lld steps (raise --steps)", path, (long long)s->step,
+                 (long long)total);
+        return -1;
+    }
+    const char *base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
+    char digits[32];
+    int64_t named;
+    size_t n = strlen(base), pre = strlen("step_"), suf = strlen(".safetensors");
+    if (n > pre + suf && n - pre - suf < sizeof digits && !strncmp(base, "step_", pre) && !strcmp(base + n - suf, ".safetensors")) {
+        snprintf(digits, sizeof digits, "%.*s", (int)(n - pre - suf), base + pre);
+        if (!str_to_i64(digits, 0, INT64_MAX, &named) && named != s->step) {
+            snprintf(err, errlen, "%s: its name says step %lld, its metadata says step %lld; refusing a checkpoint that lies about its step",
+                     path, (long long)named, (long long)s->step);
+            return -1;
+        }
+    }
+    return 0;
 }
 
 /* ---- device choice ---- */
@@ -290,6 +328,10 @@ static double evaluate(Run *r, int64_t batches) {
 
 static void fmt_eta(char *out, size_t n, double s) {
     if (s < 0 || !isfinite(s)) s = 0;
+    if (s >= 3600.0 * 1e6) { /* beyond int hours: no overflowing conversion */
+        snprintf(out, n, ">1e6h");
+        return;
+    }
     if (s >= 3600)
         snprintf(out, n, "%dh%02dm", (int)(s / 3600), (int)fmod(s / 60, 60));
     else
@@ -326,7 +368,8 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         fprintf(stderr, "fp8c: error: %s\n", err);
         goto done;
     }
-    b.profile = getenv("FP8C_PROFILE") && atoi(getenv("FP8C_PROFILE")) > 0;
+    int64_t prof = 0;
+    b.profile = getenv("FP8C_PROFILE") && !str_to_i64(getenv("FP8C_PROFILE"), 0, 9, &prof) && prof > 0;
     int64_t T = p.train.seq_len, B = p.train.micro_batch;
     if (o->data) {
         if (data_load(&ds, o->data, (int)p.vocab, err, sizeof err)) {
@@ -365,14 +408,21 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             rc = EXIT_BAD_INPUT;
             goto done;
         }
+        if (resume_name_check(o->resume, &s, total, err, sizeof err)) {
+            fprintf(stderr, "fp8c: error: %s\n", err);
+            rc = EXIT_BAD_INPUT;
+            goto done;
+        }
         fprintf(stderr, "fp8c: resumed from %s at step %lld\n", o->resume, (long long)s.step);
     }
     if (dev_sync(&run, 1)) {
         fprintf(stderr, "fp8c: error: %s\n", run.err);
         goto done;
     }
-    if (o->log && !(run.log = fopen(o->log, s.step ? "a" : "w"))) {
-        fprintf(stderr, "fp8c: error: cannot open log '%s': %s\n", o->log, strerror(errno));
+    int why = IO_FAIL;
+    if (o->log && !(run.log = io_open_write(o->log, s.step != 0, &why, err, sizeof err))) {
+        fprintf(stderr, "fp8c: error: --log: %s\n", err);
+        rc = why == IO_BAD ? EXIT_BAD_INPUT : EXIT_RUNTIME;
         goto done;
     }
     struct stat cst;
@@ -381,6 +431,8 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         rc = EXIT_BAD_INPUT;
         goto done;
     }
+    int swept = o->ckpt_dir ? io_sweep_stale(o->ckpt_dir, "step_*.safetensors.tmp.") : 0;
+    if (swept) fprintf(stderr, "fp8c: removed %d partial checkpoint%s left in %s by a killed run\n", swept, swept > 1 ? "s" : "", o->ckpt_dir);
     int64_t val_batches = o->eval_batches ? o->eval_batches : 8;
     int64_t val_avail = (run.val.n - 1) / (B * T);
     if (val_batches > val_avail) val_batches = val_avail > 0 ? val_avail : 1;
@@ -466,7 +518,10 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
                     (long long)s.step, loss, st.lr, isfinite(norm) ? norm : -1.0, s.loss_scale, tps, skipped ? "true" : "false");
             if (do_eval) fprintf(run.log, ", \"val_loss\": %.6f", vloss);
             fprintf(run.log, "}\n");
-            fflush(run.log);
+            if (io_check(run.log, o->log, err, sizeof err)) {
+                fprintf(stderr, "fp8c: error: --log: %s\n", err);
+                goto done;
+            }
         }
         int ckpt = o->ckpt_dir && ((o->ckpt_every && s.step % o->ckpt_every == 0) || s.step == total);
         if (ckpt) {
@@ -478,6 +533,12 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
                 goto done;
             }
         }
+    }
+    FILE *log = run.log;
+    run.log = NULL;
+    if (io_close(log, o->log, err, sizeof err) || io_check(stdout, "standard output", err, sizeof err)) {
+        fprintf(stderr, "fp8c: error: %s\n", err);
+        goto done;
     }
     if (b.profile) cpu_print_profile(&b, stderr);
     fprintf(stderr, "fp8c: done: %lld steps (%lld skipped) in %.1f s\n", (long long)(s.step - first), (long long)s.skipped, now_s() - t0);

@@ -16,7 +16,7 @@
 #include "fp8c.h"
 #include "nvrtc_abi.h"
 
-#define JIT_CACHE_FORMAT 1
+#define JIT_CACHE_FORMAT 2 /* 2: each entry has a .sum (sizes and checksums) written last */
 
 static void *open_first(const char *const *names, int n, char *why, size_t whylen) {
     for (int i = 0; i < n; i++) {
@@ -95,6 +95,8 @@ const char *jit_cache_dir(char *buf, size_t n) {
             *p = '/';
         }
     if (mkdir(buf, 0755) && errno != EEXIST) return NULL;
+    static const char *const kinds[] = {"*-*.cubin.tmp.", "*-*.ptx.tmp.", "*-*.log.tmp.", "*-*.sum.tmp."};
+    for (int i = 0; i < 4; i++) io_sweep_stale(buf, kinds[i]); /* entries a killed build was writing */
     return buf;
 }
 
@@ -171,7 +173,7 @@ char *jit_read_file(const char *path, size_t *len) {
 
 int jit_write_atomic(const char *path, const void *data, size_t n) {
     char tmp[4200];
-    snprintf(tmp, sizeof tmp, "%s.tmp.XXXXXX", path);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld.XXXXXX", path, (long)getpid()); /* io.h: a killed writer's leftover is swept */
     int fd = mkstemp(tmp);
     if (fd < 0) return -1;
     FILE *f = fdopen(fd, "wb");
@@ -181,10 +183,15 @@ int jit_write_atomic(const char *path, const void *data, size_t n) {
         return -1;
     }
     int ok = fwrite(data, 1, n, f) == n;
+    ok &= fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int saved = errno;
     ok &= fclose(f) == 0;
+    if (!ok && saved) errno = saved;
     if (ok) chmod(tmp, 0644);
     if (!ok || rename(tmp, path)) {
+        int e = errno;
         unlink(tmp);
+        errno = e; /* the caller names the reason */
         return -1;
     }
     return 0;
@@ -219,6 +226,20 @@ static void first_error(JitJob *job, const char *log) {
     snprintf(job->err, sizeof job->err, "%.*s%s", len > 1500 ? 1500 : len, ls, src);
 }
 
+static uint64_t fnv64(const void *p, size_t n) {
+    const unsigned char *s = p;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+/* A cache entry's .sum: the size and FNV-1a checksum of its cubin, PTX and log. */
+static void entry_sum(char *out, size_t n, const void *cubin, size_t ncubin, const char *ptx, size_t nptx, const char *log, size_t nlog) {
+    snprintf(out, n, "fp8c-cache %d\ncubin %zu %016llx\nptx %zu %016llx\nlog %zu %016llx\n", JIT_CACHE_FORMAT, cubin ? ncubin : 0,
+             (unsigned long long)(cubin ? fnv64(cubin, ncubin) : 0), ptx ? nptx : 0, (unsigned long long)(ptx ? fnv64(ptx, nptx) : 0),
+             log ? nlog : 0, (unsigned long long)(log ? fnv64(log, nlog) : 0));
+}
+
 static void compile_one(JitLib *j, JitJob *job, const char *arch, const char *cache_dir, int debug) {
     const char *opts[8];
     char archopt[64];
@@ -236,15 +257,24 @@ static void compile_one(JitLib *j, JitJob *job, const char *arch, const char *ca
     if (cache_dir) {
         snprintf(base, sizeof base, "%s/%016llx%016llx-%s", cache_dir, (unsigned long long)k.a, (unsigned long long)k.b, arch);
         char p[4300];
+        size_t nptx = 0, nlog = 0;
         snprintf(p, sizeof p, "%s.ptx", base);
-        job->ptx = jit_read_file(p, NULL);
+        job->ptx = jit_read_file(p, &nptx);
         snprintf(p, sizeof p, "%s.log", base);
-        job->log = jit_read_file(p, NULL);
+        job->log = jit_read_file(p, &nlog);
         if (!strncmp(arch, "sm_", 3)) {
             snprintf(p, sizeof p, "%s.cubin", base);
             job->cubin = jit_read_file(p, &job->cubin_len);
         }
-        if (job->ptx && job->log && (job->cubin || strncmp(arch, "sm_", 3))) {
+        char want[256], *have;
+        entry_sum(want, sizeof want, job->cubin, job->cubin_len, job->ptx, nptx, job->log, nlog);
+        snprintf(p, sizeof p, "%s.sum", base);
+        have = jit_read_file(p, NULL);
+        /* served only when every file is there and matches the sizes and checksums written with
+         * it: a truncated or damaged entry (a full disk, a crash, an edit) is compiled again */
+        int whole = job->ptx && job->log && (job->cubin || strncmp(arch, "sm_", 3)) && have && !strcmp(have, want);
+        free(have);
+        if (whole) {
             job->ok = job->cached = 1;
             jit_parse_ptxas(job, job->log);
             return;
@@ -294,8 +324,12 @@ static void compile_one(JitLib *j, JitJob *job, const char *arch, const char *ca
         }
         snprintf(p, sizeof p, "%s.ptx", base);
         jit_write_atomic(p, job->ptx, strlen(job->ptx));
-        snprintf(p, sizeof p, "%s.log", base); /* last: its presence marks a complete entry */
+        snprintf(p, sizeof p, "%s.log", base);
         jit_write_atomic(p, job->log, strlen(job->log));
+        char sum[256];
+        entry_sum(sum, sizeof sum, job->cubin, job->cubin_len, job->ptx, strlen(job->ptx), job->log, strlen(job->log));
+        snprintf(p, sizeof p, "%s.sum", base); /* last: its presence and content mark a complete entry */
+        jit_write_atomic(p, sum, strlen(sum));
     }
 }
 

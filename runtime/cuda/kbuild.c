@@ -8,18 +8,21 @@
  * installed. Must not: touch the GPU.
  */
 #include <errno.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io.h"
 #include "jit.h"
 #include "runtime.h"
 
 int rt_debug_level(void) {
     const char *e = getenv("FP8C_DEBUG");
-    return e ? atoi(e) : 0;
+    int64_t v = 0;
+    return e && !str_to_i64(e, 0, 9, &v) ? (int)v : 0; /* not a level: off */
 }
 
 typedef struct {
@@ -47,9 +50,33 @@ static void kset_free(Kset *k) {
 }
 
 /* Load the plan and the kernel sources, choose the arch, open NVRTC. Returns an exit code (0 ok). */
+/* sm_NN[N][a|f] with NN >= 89: the FP8 kernels need Ada or newer. Checked before anything is
+ * read or created, so a typo costs no NVRTC runs and leaves no cubin/ behind. */
+static int arch_ok(const char *a) {
+    int64_t v;
+    char digits[8];
+    size_t n = strlen(a);
+    if (strncmp(a, "sm_", 3) || n < 5 || n > 7) return 0;
+    size_t nd = n - 3 - (a[n - 1] == 'a' || a[n - 1] == 'f');
+    snprintf(digits, sizeof digits, "%.*s", (int)nd, a + 3);
+    return nd >= 2 && !str_to_i64(digits, 89, 999, &v);
+}
+
+/* DIR/FILE resolves (symbolic links followed) to a file inside DIR. */
+static int inside_dir(const char *dir, const char *path) {
+    char rd[PATH_MAX], rp[PATH_MAX];
+    if (!realpath(dir, rd) || !realpath(path, rp)) return 1; /* missing: the read reports it */
+    size_t n = strlen(rd);
+    return !strncmp(rp, rd, n) && (rp[n] == '/' || !strcmp(rd, "/"));
+}
+
 static int kset_load(Kset *k, const char *dir, const char *arch) {
     memset(k, 0, sizeof *k);
     diag_init(&k->diag, stderr);
+    if (arch && !arch_ok(arch)) {
+        fprintf(stderr, "fp8c: error: --arch takes a GPU architecture of sm_89 or newer such as sm_89, sm_90a or sm_100a, not '%s'\n", arch);
+        return EXIT_BAD_INPUT;
+    }
     if (plan_load(&k->arena, &k->diag, dir, &k->plan)) return EXIT_BAD_INPUT;
     if (k->plan.nkernels == 0) {
         fprintf(stderr, "fp8c: error: %s/plan.json lists no kernels: recompile it with this fp8c (`fp8c compile ... -o %s`)\n", dir, dir);
@@ -64,17 +91,20 @@ static int kset_load(Kset *k, const char *dir, const char *arch) {
         char path[2200];
         snprintf(path, sizeof path, "%s/%s", dir, k->plan.kernels[i].file);
         k->jobs[i].name = k->plan.kernels[i].name;
-        k->jobs[i].src = jit_read_file(path, NULL);
-        if (!k->jobs[i].src) {
-            fprintf(stderr, "fp8c: error: cannot read %s: %s\n", path, strerror(errno));
+        if (!inside_dir(dir, path)) { /* plan.c refused "..": this is a symbolic link leading out */
+            diag_error(&k->diag, k->plan.kernels[i].mark, NULL, "plan: kernel file '%s' leads outside the plan directory",
+                       k->plan.kernels[i].file);
             return EXIT_BAD_INPUT;
         }
+        char *src, err[1200];
+        int rc = io_read_all(path, (size_t)64 << 20, &src, NULL, err, sizeof err);
+        if (rc) {
+            fprintf(stderr, "fp8c: error: %s\n", err);
+            return rc == IO_BAD ? EXIT_BAD_INPUT : EXIT_RUNTIME;
+        }
+        k->jobs[i].src = src;
     }
     k->arch = arch ? arch : !strncmp(k->plan.target, "sm_", 3) ? k->plan.target : "sm_90a";
-    if (strncmp(k->arch, "sm_", 3)) {
-        fprintf(stderr, "fp8c: error: --arch takes a real architecture such as sm_90a or sm_89, not '%s'\n", k->arch);
-        return EXIT_BAD_INPUT;
-    }
     k->cache = jit_cache_dir(k->cbuf, sizeof k->cbuf);
     char err[1024];
     k->jit = jit_open(err, sizeof err);
@@ -146,33 +176,40 @@ int rt_build(const char *dir, const char *arch_in) {
     jit_version(k.jit, &maj, &min);
     fprintf(stderr, "fp8c: build %s: %d kernels for %s with NVRTC %d.%d (cache %s)\n", dir, k.plan.nkernels, arch, maj, min,
             cache ? cache : "off");
-    int failed = jit_compile_all(k.jit, k.jobs, k.plan.nkernels, arch, cache, 0, rt_debug_level());
+    jit_compile_all(k.jit, k.jobs, k.plan.nkernels, arch, cache, 0, rt_debug_level());
     char cdir[1200];
     snprintf(cdir, sizeof cdir, "%s/cubin", dir);
-    mkdir(cdir, 0755);
-    int nbad = 0, cached = 0;
+    int nbad = 0, cached = 0, compiled = 0, failed = 0, unwritten = 0, swept = 0;
     double secs = 0;
     for (int i = 0; i < k.plan.nkernels; i++) {
         JitJob *j = &k.jobs[i];
         if (!j->ok) {
             fprintf(stderr, "fp8c: error: %s/%s: NVRTC (%s) failed:\n%s\n", dir, k.plan.kernels[i].file, arch, j->err);
+            failed++;
             continue;
         }
         cached += j->cached;
+        compiled += !j->cached;
         secs += j->seconds;
+        if (mkdir(cdir, 0755) && errno != EEXIST) {
+            fprintf(stderr, "fp8c: error: cannot create %s: %s\n", cdir, strerror(errno));
+            unwritten++;
+            continue;
+        }
+        if (!swept++) io_sweep_stale(cdir, "*.*.cubin.tmp."); /* what a killed build was writing */
         char path[1500];
         snprintf(path, sizeof path, "%s/%s.%s.cubin", cdir, j->name, arch);
         if (jit_write_atomic(path, j->cubin, j->cubin_len)) {
             fprintf(stderr, "fp8c: error: cannot write %s: %s\n", path, strerror(errno));
-            failed++;
+            unwritten++;
         }
         nbad += audit_ptx(stderr, &k.plan.kernels[i], j, 0);
         if (j->spill_stores) fprintf(stderr, "fp8c: warning: %s spills %d bytes (%d registers)\n", j->name, j->spill_stores, j->regs);
     }
-    fprintf(stderr, "fp8c: build: %d compiled (%.1f s of NVRTC), %d from the cache, %d failed, %d audit failures -> %s\n",
-            k.plan.nkernels - failed - cached, secs, cached, failed, nbad, cdir);
+    fprintf(stderr, "fp8c: build: %d compiled (%.1f s of NVRTC), %d from the cache, %d failed, %d not written, %d audit failures -> %s\n",
+            compiled, secs, cached, failed, unwritten, nbad, compiled + cached ? cdir : "(nothing written)");
     kset_free(&k);
-    return failed || nbad ? EXIT_RUNTIME : EXIT_OK;
+    return failed || unwritten || nbad ? EXIT_RUNTIME : EXIT_OK;
 }
 
 int rt_inspect(const char *dir, const char *kernel, const char *arch_in) {

@@ -3,7 +3,8 @@
  *      (the form ptxas prints, "ptxas info    : N bytes stack frame, ..."), maximum over entries.
  *   2. A compile error names the kernel file, the line, and quotes the generated source line.
  *   3. The cache: a second compile of the same source is served from the cache with the same PTX
- *      and cubin; a changed source or arch is a different entry; no temporary files are left.
+ *      and cubin; a changed source or arch is a different entry; no temporary files are left;
+ *      a damaged entry (truncated cubin or PTX) is compiled again, never served.
  * Cases 2 and 3 print SKIP when NVRTC cannot be loaded. */
 #include <sys/stat.h>
 
@@ -74,7 +75,39 @@ static void case_cache(JitLib *lib) {
     check_tmpdir_remove(dir);
 }
 
+/* A truncated cubin (16 bytes, as a full disk or a crash can leave) or an edited PTX in the
+ * cache is never served: the entry's sizes and checksums (.sum) no longer match, so it is
+ * compiled again and the cache repaired. */
+static void truncate_first(const char *dir, const char *ext, size_t keep) {
+    DIR *d = opendir(dir);
+    char p[1024];
+    for (struct dirent *e; d && (e = readdir(d));)
+        if (strstr(e->d_name, ext) && !strstr(e->d_name, ".tmp.")) {
+            snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+            if (truncate(p, (off_t)keep)) perror(p);
+            break;
+        }
+    if (d) closedir(d);
+}
+
+static void case_cache_damaged(JitLib *lib) {
+    char dir[512];
+    if (check_tmpdir_make(dir, sizeof dir, "fp8c-jit")) return;
+    JitJob a = {.name = "k", .src = src_ok}, b = {.name = "k", .src = src_ok}, c = {.name = "k", .src = src_ok};
+    CHECK(jit_compile_all(lib, &a, 1, "sm_90a", dir, 1, 0) == 0 && a.ok && !a.cached);
+    truncate_first(dir, ".cubin", 16);
+    CHECK(jit_compile_all(lib, &b, 1, "sm_90a", dir, 1, 0) == 0 && b.ok && !b.cached);
+    CHECK(b.cubin_len == a.cubin_len && memcmp(a.cubin, b.cubin, a.cubin_len) == 0);
+    truncate_first(dir, ".ptx", 10);
+    JitJob d = {.name = "k", .src = src_ok};
+    CHECK(jit_compile_all(lib, &d, 1, "sm_90a", dir, 1, 0) == 0 && d.ok && !d.cached && d.ptx && strlen(d.ptx) > 10);
+    CHECK(jit_compile_all(lib, &c, 1, "sm_90a", dir, 1, 0) == 0 && c.ok && c.cached); /* repaired */
+    jit_job_free(&a), jit_job_free(&b), jit_job_free(&c), jit_job_free(&d);
+    check_tmpdir_remove(dir);
+}
+
 static JitLib *lib;
+static void case_cache_damaged_nvrtc(void) { case_cache_damaged(lib); }
 static void case_compile_error_nvrtc(void) { case_compile_error(lib); }
 static void case_cache_nvrtc(void) { case_cache(lib); }
 
@@ -88,6 +121,7 @@ int main(void) {
     }
     RUN_CASE(case_compile_error_nvrtc);
     RUN_CASE(case_cache_nvrtc);
+    RUN_CASE(case_cache_damaged_nvrtc);
     jit_close(lib);
     CHECK_EXIT();
 }
