@@ -13,7 +13,10 @@
 #include <string.h>
 #include <yaml.h>
 
-#define MAX_ITEMS 10000 /* per sequence or mapping: keeps the duplicate-key check cheap */
+#define MAX_ITEMS 10000 /* per mapping: keeps the duplicate-key check cheap */
+/* per sequence: a plan's tensor list and program grow with the model (a 1000-layer plan has
+ * 70,000 tensors); the file size limit bounds the rest */
+#define MAX_SEQ_ITEMS (1 << 24)
 
 typedef struct {
     YamlNode *node;
@@ -64,9 +67,10 @@ static void free_frames(Builder *b) {
 }
 
 static int push_item(Builder *b, Frame *f, YamlNode *item) {
-    if (f->n >= 2 * MAX_ITEMS) {
-        diag_error(b->d, item->mark, NULL, "more than %d entries in one %s", MAX_ITEMS,
-                   f->node->kind == YN_MAP ? "mapping" : "sequence");
+    int is_map = f->node->kind == YN_MAP;
+    if (f->n >= (is_map ? 2 * MAX_ITEMS : MAX_SEQ_ITEMS)) {
+        diag_error(b->d, item->mark, NULL, "more than %d entries in one %s", is_map ? MAX_ITEMS : MAX_SEQ_ITEMS,
+                   is_map ? "mapping" : "sequence");
         return -1;
     }
     if (f->n == f->cap) {
