@@ -29,14 +29,14 @@ static const char *type_name(mode_t m) {
     if (S_ISCHR(m)) return "a character device";
     if (S_ISBLK(m)) return "a block device";
     if (S_ISSOCK(m)) return "a socket";
-    return "not a regular file";
+    return "something else";
 }
 
 int io_open_regular(const char *path, char *err, size_t errlen) {
     /* O_NONBLOCK: opening a FIFO with no writer returns at once instead of waiting for one */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
     if (fd < 0) {
-        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        set_err(err, errlen, "cannot open '%s': %s", path, strerror(errno));
         return errno == EISDIR ? IO_BAD : IO_FAIL;
     }
     struct stat st;
@@ -46,7 +46,7 @@ int io_open_regular(const char *path, char *err, size_t errlen) {
         return IO_FAIL;
     }
     if (!S_ISREG(st.st_mode)) {
-        set_err(err, errlen, "%s: is %s; fp8c reads regular files only", path, type_name(st.st_mode));
+        set_err(err, errlen, "'%s' is not a regular file but %s; fp8c reads regular files only", path, type_name(st.st_mode));
         close(fd);
         return IO_BAD;
     }
