@@ -5,6 +5,7 @@
 #            plan:           the plan reader (plan.json), fuzz_plan.c
 #            safetensors:    the checkpoint reader, fuzz_safetensors.c
 #     SECONDS default 120 (a lone number is the front end's time, as before)
+#   FUZZ_TIMEOUT=S: seconds before one input counts as a hang (default 10; raise it on a loaded machine)
 # Installs clang and its fuzzer runtime from Debian when missing. Starts from the shipped inputs
 # and tests/fuzz/corpus/ (YAML), tests/fuzz/corpus-plan/ or tests/fuzz/corpus-safetensors/;
 # new interesting inputs go to build/fuzz/TARGET/corpus; crashers are written to
@@ -53,4 +54,4 @@ safetensors)
 esac
 echo "fuzz: $target for ${secs}s" >&2
 cd "$W"
-./fuzz -max_total_time="$secs" -max_len=$maxlen -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 corpus seeds
+./fuzz -max_total_time="$secs" -max_len=$maxlen -timeout="${FUZZ_TIMEOUT:-10}" -rss_limit_mb=2048 -print_final_stats=1 corpus seeds
