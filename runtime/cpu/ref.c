@@ -1,6 +1,6 @@
-/* ref.c: the CPU reference operators of ref.h except the GEMMs (ref_gemm.c):
- * embeddings, norms, RoPE, attention, activations, cross-entropy, storage
- * rounding and AdamW.
+/* ref.c: the CPU reference operators of ref.h except the GEMMs (ref_gemm.c)
+ * and attention (ref_attn.c): embeddings, norms, RoPE, activations,
+ * cross-entropy, storage rounding and AdamW.
  *
  * Written to be read: straightforward loops in the order of the math, FP32
  * arithmetic (what the CUDA templates do), OpenMP over independent rows.
@@ -10,7 +10,7 @@
  * the thread count.
  *
  * Must not: keep state between calls, print, or exit; allocate (nothing here
- * needs scratch memory: attention uses an online softmax).
+ * needs scratch memory).
  */
 #include "ref.h"
 
@@ -223,93 +223,7 @@ void ref_rope_bwd(float *dinp, const float *dout, int B, int T, int H, int hd, f
     rope_rotate(dinp, dout, B, T, H, hd, theta, -1.0);
 }
 
-/* ---- attention ---------------------------------------------------------------------------- */
-
-static float dotf(const float *a, const float *b, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-/* One (b, h, t) row with an online softmax (running max m and sum l, output
- * rescaled when m grows), so no T-sized scratch is needed. */
-void ref_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
-                       int B, int T, int H, int KV, int hd)
-{
-    int group = H / KV;
-    float scale = 1.0f / sqrtf((float)hd);
-    int64_t rows = (int64_t)B * H * T;
-    OMP_PARALLEL_FOR
-    for (int64_t row = 0; row < rows; row++) {
-        int b = (int)(row / ((int64_t)H * T)), h = (int)(row / T % H), t = (int)(row % T);
-        int hk = h / group;
-        const float *qt = q + ((int64_t)(b * T + t) * H + h) * hd; // (hd)
-        float *o = out + ((int64_t)(b * T + t) * H + h) * hd;      // (hd)
-        float m = -INFINITY, l = 0.0f;
-        memset(o, 0, (size_t)hd * sizeof *o);
-        for (int j = 0; j <= t; j++) {
-            const float *kj = k + ((int64_t)(b * T + j) * KV + hk) * hd; // (hd)
-            const float *vj = v + ((int64_t)(b * T + j) * KV + hk) * hd; // (hd)
-            float s = dotf(qt, kj, hd) * scale;
-            if (s > m) {
-                float corr = expf(m - s); /* 0 on the first key */
-                l *= corr;
-                for (int d = 0; d < hd; d++)
-                    o[d] *= corr;
-                m = s;
-            }
-            float p = expf(s - m);
-            l += p;
-            for (int d = 0; d < hd; d++)
-                o[d] += p * vj[d];
-        }
-        for (int d = 0; d < hd; d++)
-            o[d] /= l;
-        lse[((int64_t)b * H + h) * T + t] = m + logf(l);
-    }
-}
-
-/* p_tj = exp(s_tj - lse_t); dv_j = sum_t p_tj dout_t; dp_tj = dout_t . v_j;
- * ds_tj = p_tj (dp_tj - D_t) with D_t = dout_t . out_t = sum_j p_tj dp_tj;
- * dq_t = scale sum_j ds_tj k_j; dk_j = scale sum_t ds_tj q_t.
- * One task per (b, kv head): it owns dk and dv of that head and dq of its
- * query heads, so nothing is shared between threads. */
-void ref_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                       const float *k, const float *v, const float *out, const float *lse, int B,
-                       int T, int H, int KV, int hd)
-{
-    int group = H / KV;
-    float scale = 1.0f / sqrtf((float)hd);
-    memset(dq, 0, (size_t)B * T * H * hd * sizeof *dq);
-    memset(dk, 0, (size_t)B * T * KV * hd * sizeof *dk);
-    memset(dv, 0, (size_t)B * T * KV * hd * sizeof *dv);
-    OMP_PARALLEL_FOR_DYNAMIC
-    for (int task = 0; task < B * KV; task++) {
-        int b = task / KV, hk = task % KV;
-        for (int h = hk * group; h < (hk + 1) * group; h++) {
-            for (int t = 0; t < T; t++) {
-                int64_t qo = ((int64_t)(b * T + t) * H + h) * hd;
-                const float *qt = q + qo, *gt = dout + qo, *ot = out + qo; // (hd) each
-                float *dqt = dq + qo;                                        // (hd)
-                float D = dotf(gt, ot, hd), l = lse[((int64_t)b * H + h) * T + t];
-                for (int j = 0; j <= t; j++) {
-                    int64_t ko = ((int64_t)(b * T + j) * KV + hk) * hd;
-                    const float *kj = k + ko, *vj = v + ko; // (hd) each
-                    float *dkj = dk + ko, *dvj = dv + ko;   // (hd) each
-                    float p = expf(dotf(qt, kj, hd) * scale - l);
-                    float ds = p * (dotf(gt, vj, hd) - D) * scale;
-                    for (int d = 0; d < hd; d++) {
-                        dvj[d] += p * gt[d];
-                        dqt[d] += ds * kj[d];
-                        dkj[d] += ds * qt[d];
-                    }
-                }
-            }
-        }
-    }
-}
+/* ---- attention: ref_attn.c ---------------------------------------------------------------- */
 
 /* ---- elementwise -------------------------------------------------------------------------- */
 
