@@ -29,6 +29,7 @@
  * Takes no arguments; runs in well under a second.
  */
 #include "check.h"
+#include "fp8.h"
 #include "ref.h"
 
 #include <math.h>
@@ -820,6 +821,26 @@ static void round_storage(void)
     float z[2] = {0.1f, 1.00390625f};
     ref_round(z, 2, REF_FP32);
     CHECK(z[0] == 0.1f && z[1] == 1.00390625f);
+    /* ref_round's inlined BF16 rounding is the exported conversion pair bit for bit (NaNs
+     * included) over every 4093rd float bit pattern and the ties around 1 */
+    enum { NS = (int)(4294967296.0 / 4093) + 1 };
+    float *sw = falloc(NS + 2);
+    uint32_t *want = calloc(NS + 2, sizeof *want);
+    for (int64_t k = 0; k < NS + 2; k++) {
+        uint32_t u = k < NS ? (uint32_t)(k * 4093) : 0x3F808000u + (uint32_t)(k - NS) * 0x10000u;
+        memcpy(&sw[k], &u, sizeof u);
+        float r = fp8c_bf16_to_f32(fp8c_f32_to_bf16(sw[k]));
+        memcpy(&want[k], &r, sizeof r);
+    }
+    ref_round(sw, NS + 2, REF_BF16);
+    int64_t bad = 0;
+    for (int64_t k = 0; k < NS + 2; k++) {
+        uint32_t got;
+        memcpy(&got, &sw[k], sizeof got);
+        bad += got != want[k];
+    }
+    CHECKF(bad == 0, "bf16 sweep: %lld of %d patterns differ from fp8c_f32_to_bf16", (long long)bad, NS + 2);
+    free(sw), free(want);
 }
 
 /* 18: one AdamW step worked out by hand, lr 0.1, betas (0.9, 0.999), eps 1e-8,
