@@ -272,6 +272,8 @@ static float block_amax(const struct view *v, int i0, int i1, int j0, int j1)
 
 #if defined(__GNUC__)
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef uint8_t u8x8 __attribute__((vector_size(8)));
 #define SEL(m, a, b) (((m) & (a)) | (~(m) & (b))) /* m: all-ones or zero lanes */
 
 /* fp8c_encode_bits (fp8_encode.h) on 8 lanes at once, saturating, for a format with man_bits
@@ -281,11 +283,9 @@ typedef uint32_t u32x8 __attribute__((vector_size(32)));
  * float bit patterns, every lane position included. */
 #define ENCODE8(q, x, s, man_bits, bias, max_mag, nan)                                                     \
     do {                                                                                                     \
-        u32x8 bits_;                                                                                         \
-        for (int l_ = 0; l_ < 8; l_++) {                                                                     \
-            union { float f; uint32_t u; } p_ = {(x)[l_] * (s)};                                             \
-            bits_[l_] = p_.u;                                                                                \
-        }                                                                                                    \
+        f32x8 xv_;                                                                                           \
+        memcpy(&xv_, (x), sizeof xv_);                                                                       \
+        u32x8 bits_ = (u32x8)(xv_ * (s)); /* a bit cast */                                                   \
         u32x8 abits_ = bits_ & 0x7FFFFFFFu, fexp_ = abits_ >> 23;                                            \
         u32x8 sig_ = (abits_ & 0x7FFFFFu) | ((u32x8)(fexp_ != 0) & (1u << 23));                              \
         u32x8 fe1_ = SEL((u32x8)(fexp_ > 1), fexp_, (u32x8){0} + 1u); /* max(fexp, 1) = e + 127 */         \
@@ -301,8 +301,8 @@ typedef uint32_t u32x8 __attribute__((vector_size(32)));
         mag_ = SEL((u32x8)(abits_ == 0x7F800000u), (u32x8){0} + (max_mag) + 1u, mag_);                       \
         mag_ = SEL((u32x8)(mag_ > (max_mag)), (u32x8){0} + (max_mag), mag_);                                 \
         u32x8 r_ = SEL((u32x8)(abits_ > 0x7F800000u), (u32x8){0} + (nan), ((bits_ >> 31) * 0x80u) | mag_);   \
-        for (int l_ = 0; l_ < 8; l_++)                                                                       \
-            (q)[l_] = (uint8_t)r_[l_];                                                                       \
+        u8x8 c_ = __builtin_convertvector(r_, u8x8);                                                        \
+        memcpy((q), &c_, sizeof c_);                                                                         \
     } while (0)
 #endif
 
