@@ -16,7 +16,7 @@
 # 6. validation loss after 300 steps on tinyshakespeare (../shared/data), bf16 vs FP8 policies.
 # Prints markdown tables. Timings on a shared 2-core machine are noisy: compare ratios.
 set -u
-fp8c=build/fp8c
+fp8c=${FP8C:-build/fp8c} # FP8C=path times another binary (a snapshot, a baseline build)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
 mode=${1:-}
@@ -53,7 +53,7 @@ want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 if want kernels; then
     echo "## Kernels alone (bench/cpu/kernels.c, OMP_NUM_THREADS=$OMP_NUM_THREADS)"
     echo
-    if cc -std=gnu11 -O2 -fopenmp -Iruntime -Iruntime/cpu -Icompiler bench/cpu/kernels.c runtime/cpu/ref*.c \
+    if cc -std=gnu11 -O2 -fno-math-errno -fopenmp -Iruntime -Iruntime/cpu -Icompiler bench/cpu/kernels.c runtime/cpu/ref*.c \
         runtime/quant.c runtime/fp8.c -lm -o "$out/kernels" 2>"$out/err"; then
         "$out/kernels"
     else
