@@ -7,7 +7,9 @@
  *   3. attention forward and backward (causal: half the T x T scores) at the same shapes;
  *   4. quantize (E4M3, 1x128 tiles, both orientations) and dequantize, in GB/s of FP32 read.
  * Prints a markdown table: GFLOP/s and the fraction of the measured peak. Each figure is the
- * best of a few repeats (the machine may be shared: the best is the least disturbed).
+ * best of a few repeats (the machine may be shared: the best is the least disturbed). The
+ * peak (the % column's reference) is measured before the kernels and again after them: when
+ * the two differ by over 25% the machine was busy and only the GFLOP/s column means much.
  */
 #include <math.h>
 #include <stdint.h>
@@ -155,7 +157,7 @@ static void quant(const char *name, int R, int C)
 int main(void)
 {
     peak = fma_peak();
-    printf("Measured FP32 FMA peak (all threads): %.1f GFLOP/s\n\n", peak);
+    printf("Measured FP32 FMA peak (all threads): %.1f GFLOP/s (before the kernels)\n\n", peak);
     printf("| kernel | shape | ms (best) | GFLOP/s | of peak |\n|---|---|---|---|---|\n");
     gemms("tiny qkvo", 2048, 128, 128);
     gemms("tiny ffn up", 2048, 128, 384);
@@ -172,5 +174,9 @@ int main(void)
     attention("gpt2 T=1024", 4, 1024, 12, 64);
     quant("tiny ffn", 2048, 384);
     quant("gpt2 fc", 4096, 3072);
+    double again = fma_peak();
+    printf("\nMeasured FP32 FMA peak after the kernels: %.1f GFLOP/s%s\n", again,
+           again > 1.25 * peak || peak > 1.25 * again ? " (differs by over 25%: the machine is busy, "
+                                                         "read GFLOP/s, not % of peak)" : "");
     return 0;
 }
