@@ -1,18 +1,30 @@
 #!/bin/sh
 # CPU benchmarks, side by side in one run (bench/RESULTS.md has the figures and the machine).
-#   sh bench/cpu/run.sh [quick]      from the repository root, after `ninja`
-#   BENCH_ONLY=step|llmc|val sh bench/cpu/run.sh     one section
-# 1. step time of tiny and gpt2-124m under fp32, bf16 and deepseek_v3 (median over steps);
-# 2. validation loss after 300 steps on tinyshakespeare (../shared/data), bf16 vs FP8 policies;
-# 3. if /tmp/llmc/train_gpt2 exists (llm.c's CPU trainer, built outside this repository, see
-#    bench/RESULTS.md), its step time next to fp8c's fp32 policy on the same GPT-2 124M shape.
+#   sh bench/cpu/run.sh [quick|full]     from the repository root, after `ninja`
+#   BENCH_ONLY=kernels|peer|scale|profile|llmc|val sh bench/cpu/run.sh     one section
+# 1. kernels: this CPU's measured FP32 FMA peak and the GEMM, attention and quantize kernels
+#    alone at the benchmark models' shapes (bench/cpu/kernels.c), in GFLOP/s and % of peak;
+# 2. peer: fp8c's full training step against a JAX/XLA implementation of the same step
+#    (bench/cpu/peer_jax.py; JAX from PyPI, installed into bench/.venv on first use), tiny
+#    16 x 128 under fp32, bf16 and deepseek_v3 and gpt2-124m 4 x 64 under fp32 (`full` adds
+#    gpt2-124m 4 x 1024, minutes per step); the two run interleaved in one process, round by
+#    round, and the table gives the per-round ratio;
+# 3. scale: fp8c's tiny step at 16 x T for T = 128..1024 against the FLOP count's prediction;
+# 4. profile: FP8C_PROFILE=1 per-op-kind times of tiny under the three policies;
+# 5. if /tmp/llmc/train_gpt2 exists (llm.c's CPU trainer, built outside this repository, see
+#    bench/RESULTS.md), its step time next to fp8c's fp32 policy on the same GPT-2 124M shape;
+# 6. validation loss after 300 steps on tinyshakespeare (../shared/data), bf16 vs FP8 policies.
 # Prints markdown tables. Timings on a shared 2-core machine are noisy: compare ratios.
 set -u
-fp8c=build/fp8c
+fp8c=${FP8C:-build/fp8c} # FP8C=path times another binary (a snapshot, a baseline build)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-quick=${1:-}
+mode=${1:-}
+quick=""
+[ "$mode" = quick ] && quick=1
 data=../shared/data/tinyshakespeare.txt
+venv=bench/.venv
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 
 step_ms() { # model, policy, steps -> prints median ms per step (from tokens/s of each step)
     $fp8c train "$1" "policies/$2.yaml" --steps "$3" --eval-batches 1 --log "$out/log.jsonl" --progress-every 1000 \
@@ -27,26 +39,111 @@ print("%.0f" % statistics.median([1000.0 * B * T / r["tokens_per_s"] for r in us
 PY
 }
 
-only=${BENCH_ONLY:-}   # step | llmc | val: run one section
-if [ -z "$only" ] || [ "$only" = step ]; then
-echo "## Step time (ms per optimizer step, median)"
-echo
-echo "| model | tokens/step | fp32 | bf16 | deepseek_v3 | deepseek_v3 / bf16 |"
-echo "|---|---|---|---|---|---|"
-for m in tiny gpt2-124m; do
-    steps=20
-    [ $m = gpt2-124m ] && steps=4
-    [ -n "$quick" ] && steps=3
-    f=$(step_ms examples/$m/model.yaml fp32 $steps)
-    b=$(step_ms examples/$m/model.yaml bf16 $steps)
-    d=$(step_ms examples/$m/model.yaml deepseek_v3 $steps)
-    tok=$(python3 -c "import re;t=open('examples/$m/model.yaml').read();print(int(re.search(r'^\s+micro_batch:\s*(\d+)',t,re.M).group(1))*int(re.search(r'^\s+seq_len:\s*(\d+)',t,re.M).group(1)))")
-    echo "| $m | $tok | $f | $b | $d | $(python3 -c "print('%.2f' % ($d / $b))" 2>/dev/null) |"
-done
-echo
+# A copy of model file $1 with seq_len and max_seq_len set to $2 and micro_batch to $3: its path.
+with_shape() {
+    f="$out/shape-$3x$2.yaml"
+    sed -e "s/^\(  *seq_len:\).*/\1 $2/" -e "s/^\(  *max_seq_len:\).*/\1 $2/" \
+        -e "s/^\(  *micro_batch:\).*/\1 $3/" "$1" >"$f"
+    echo "$f"
+}
+
+only=${BENCH_ONLY:-}   # kernels | peer | scale | profile | llmc | val: run one section
+want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
+
+if want kernels; then
+    echo "## Kernels alone (bench/cpu/kernels.c, OMP_NUM_THREADS=$OMP_NUM_THREADS)"
+    echo
+    if cc -std=gnu11 -O2 -fno-math-errno -fopenmp -Iruntime -Iruntime/cpu -Icompiler bench/cpu/kernels.c runtime/cpu/ref*.c \
+        runtime/quant.c runtime/fp8.c -lm -o "$out/kernels" 2>"$out/err"; then
+        "$out/kernels"
+    else
+        echo "kernels: build failed"
+        cat "$out/err"
+    fi
+    echo
 fi
 
-if [ -x /tmp/llmc/train_gpt2 ] && { [ -z "$only" ] || [ "$only" = llmc ]; }; then
+if want peer; then
+    if ! "$venv/bin/python" -c "import jax" 2>/dev/null; then
+        echo "(installing jax[cpu] into $venv)" >&2
+        python3 -m venv "$venv" && "$venv/bin/pip" install -q "jax[cpu]" >&2
+    fi
+    echo "## Full training step: fp8c against JAX/XLA (bench/cpu/peer_jax.py), interleaved rounds"
+    echo
+    "$venv/bin/python" -c "import jax; print('JAX', jax.__version__, 'on', jax.devices()[0].platform, end='; ')"
+    echo "OMP_NUM_THREADS=$OMP_NUM_THREADS for fp8c, XLA's own thread pool (one thread per core)."
+    echo
+    echo "| model, B x T | policy | fp8c ms/step (per round) | XLA ms/step (per round) | fp8c / XLA speed (per round) | median |"
+    echo "|---|---|---|---|---|---|"
+    rounds=3
+    [ -n "$quick" ] && rounds=2
+    specs="examples/tiny/model.yaml:fp32:6:$rounds:tiny, 16 x 128
+examples/tiny/model.yaml:bf16:6:$rounds:tiny, 16 x 128
+examples/tiny/model.yaml:deepseek_v3:6:$rounds:tiny, 16 x 128
+bench/cpu/gpt2-124m-t64.yaml:fp32:3:$rounds:gpt2-124m, 4 x 64"
+    [ "$mode" = full ] && specs="$specs
+examples/gpt2-124m/model.yaml:fp32:2:1:gpt2-124m, 4 x 1024"
+    echo "$specs" >"$out/specs"
+    while IFS=: read -r model pol steps r label; do
+        if "$venv/bin/python" bench/cpu/peer_jax.py "$model" "$pol" --fp8c "$fp8c" --steps "$steps" --rounds "$r" \
+            >"$out/peer.json" 2>"$out/err" </dev/null; then
+            python3 - "$out/peer.json" "$label" "$pol" <<'PY'
+import json, sys, statistics
+r = json.load(open(sys.argv[1]))
+f, p = r["fp8c_ms"], r["peer_ms"]
+ratio = [b / a for a, b in zip(f, p)]
+j = lambda v, fmt: ", ".join(fmt % x for x in v)
+print("| %s | %s | %s | %s | %s | **%.2fx** |" % (sys.argv[2], sys.argv[3], j(f, "%.0f"), j(p, "%.0f"),
+      j(ratio, "%.2fx"), statistics.median(ratio)))
+PY
+        else
+            echo "| $label | $pol | failed: $(tail -1 "$out/err") | | | |"
+        fi
+    done <"$out/specs"
+    echo
+fi
+
+if want scale; then
+    echo "## fp8c step time against sequence length (tiny, fp32, 16 x T)"
+    echo
+    echo "FLOPs: linears 6 x params x tokens; causal attention 3.5 x 2 x 2 x B x H x T(T+1)/2 x hd per layer"
+    echo "(forward 2 products, backward 5). 'predicted' scales the T = 128 time by the FLOP ratio."
+    echo
+    echo "| T | tokens | ms/step | predicted ms | measured / predicted | GFLOP/s |"
+    echo "|---|---|---|---|---|---|"
+    base=""
+    Ts="128 256 512 1024"
+    [ -n "$quick" ] && Ts="128 256 512"
+    for T in $Ts; do
+        f=$(with_shape examples/tiny/model.yaml "$T" 16)
+        ms=$(step_ms "$f" fp32 4)
+        base=${base:-$ms}
+        python3 -c "
+T=$T; B=16; L=4; C=128; H=4; hd=32; F=384; V=256
+def flops(T):
+    P = L*(4*C*C + 3*C*F) + V*C
+    return 6.0*P*B*T + L*3.5*2*2*B*H*T*(T+1)/2*hd
+pred = $base * flops(T) / flops(128)
+print('| %d | %d | %s | %.0f | %.2f | %.1f |' % (T, B*T, '$ms', pred, $ms/pred, flops(T)/($ms/1000)/1e9))"
+    done
+    echo
+fi
+
+if want profile; then
+    echo "## Per-op-kind profile (FP8C_PROFILE=1, tiny 16 x 128, 6 steps; op kinds at 2% or more)"
+    echo
+    for pol in fp32 bf16 deepseek_v3; do
+        echo "### $pol"
+        echo
+        echo '```'
+        FP8C_PROFILE=1 $fp8c train examples/tiny/model.yaml policies/$pol.yaml --steps 6 --eval-batches 1 \
+            --progress-every 1000 2>&1 >/dev/null | awk '/profile/ {on=1; print; next} on && $4+0 >= 2.0 {print}'
+        echo '```'
+        echo
+    done
+fi
+
+if [ -x /tmp/llmc/train_gpt2 ] && want llmc; then
     echo "## GPT-2 124M step time against llm.c's CPU trainer (B=4, T=64)"
     echo
     f=$(step_ms bench/cpu/gpt2-124m-t64.yaml fp32 12)
@@ -59,7 +156,7 @@ if [ -x /tmp/llmc/train_gpt2 ] && { [ -z "$only" ] || [ "$only" = llmc ]; }; the
     echo
 fi
 
-if [ -f "$data" ] && { [ -z "$only" ] || [ "$only" = val ]; }; then
+if [ -f "$data" ] && want val; then
     steps=300
     [ -n "$quick" ] && steps=60
     echo "## Validation loss after $steps steps, tiny on tinyshakespeare (bytes)"

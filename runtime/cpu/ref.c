@@ -1,6 +1,6 @@
-/* ref.c: the CPU reference operators of ref.h except the GEMMs (ref_gemm.c):
- * embeddings, norms, RoPE, attention, activations, cross-entropy, storage
- * rounding and AdamW.
+/* ref.c: the CPU reference operators of ref.h except the GEMMs (ref_gemm.c)
+ * and attention (ref_attn.c): embeddings, norms, RoPE, activations,
+ * cross-entropy, storage rounding and AdamW.
  *
  * Written to be read: straightforward loops in the order of the math, FP32
  * arithmetic (what the CUDA templates do), OpenMP over independent rows.
@@ -10,7 +10,7 @@
  * the thread count.
  *
  * Must not: keep state between calls, print, or exit; allocate (nothing here
- * needs scratch memory: attention uses an online softmax).
+ * needs scratch memory).
  */
 #include "ref.h"
 
@@ -23,7 +23,9 @@
 #ifdef _OPENMP
 #define OMP_PARALLEL_FOR _Pragma("omp parallel for schedule(static)")
 #define OMP_PARALLEL_FOR_DYNAMIC _Pragma("omp parallel for schedule(dynamic, 1)")
+#define OMP_PARALLEL_FOR_SIMD _Pragma("omp parallel for simd schedule(static)")
 #else
+#define OMP_PARALLEL_FOR_SIMD
 #define OMP_PARALLEL_FOR
 #define OMP_PARALLEL_FOR_DYNAMIC
 #endif
@@ -223,93 +225,7 @@ void ref_rope_bwd(float *dinp, const float *dout, int B, int T, int H, int hd, f
     rope_rotate(dinp, dout, B, T, H, hd, theta, -1.0);
 }
 
-/* ---- attention ---------------------------------------------------------------------------- */
-
-static float dotf(const float *a, const float *b, int n)
-{
-    float s = 0.0f;
-    for (int i = 0; i < n; i++)
-        s += a[i] * b[i];
-    return s;
-}
-
-/* One (b, h, t) row with an online softmax (running max m and sum l, output
- * rescaled when m grows), so no T-sized scratch is needed. */
-void ref_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v,
-                       int B, int T, int H, int KV, int hd)
-{
-    int group = H / KV;
-    float scale = 1.0f / sqrtf((float)hd);
-    int64_t rows = (int64_t)B * H * T;
-    OMP_PARALLEL_FOR
-    for (int64_t row = 0; row < rows; row++) {
-        int b = (int)(row / ((int64_t)H * T)), h = (int)(row / T % H), t = (int)(row % T);
-        int hk = h / group;
-        const float *qt = q + ((int64_t)(b * T + t) * H + h) * hd; // (hd)
-        float *o = out + ((int64_t)(b * T + t) * H + h) * hd;      // (hd)
-        float m = -INFINITY, l = 0.0f;
-        memset(o, 0, (size_t)hd * sizeof *o);
-        for (int j = 0; j <= t; j++) {
-            const float *kj = k + ((int64_t)(b * T + j) * KV + hk) * hd; // (hd)
-            const float *vj = v + ((int64_t)(b * T + j) * KV + hk) * hd; // (hd)
-            float s = dotf(qt, kj, hd) * scale;
-            if (s > m) {
-                float corr = expf(m - s); /* 0 on the first key */
-                l *= corr;
-                for (int d = 0; d < hd; d++)
-                    o[d] *= corr;
-                m = s;
-            }
-            float p = expf(s - m);
-            l += p;
-            for (int d = 0; d < hd; d++)
-                o[d] += p * vj[d];
-        }
-        for (int d = 0; d < hd; d++)
-            o[d] /= l;
-        lse[((int64_t)b * H + h) * T + t] = m + logf(l);
-    }
-}
-
-/* p_tj = exp(s_tj - lse_t); dv_j = sum_t p_tj dout_t; dp_tj = dout_t . v_j;
- * ds_tj = p_tj (dp_tj - D_t) with D_t = dout_t . out_t = sum_j p_tj dp_tj;
- * dq_t = scale sum_j ds_tj k_j; dk_j = scale sum_t ds_tj q_t.
- * One task per (b, kv head): it owns dk and dv of that head and dq of its
- * query heads, so nothing is shared between threads. */
-void ref_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q,
-                       const float *k, const float *v, const float *out, const float *lse, int B,
-                       int T, int H, int KV, int hd)
-{
-    int group = H / KV;
-    float scale = 1.0f / sqrtf((float)hd);
-    memset(dq, 0, (size_t)B * T * H * hd * sizeof *dq);
-    memset(dk, 0, (size_t)B * T * KV * hd * sizeof *dk);
-    memset(dv, 0, (size_t)B * T * KV * hd * sizeof *dv);
-    OMP_PARALLEL_FOR_DYNAMIC
-    for (int task = 0; task < B * KV; task++) {
-        int b = task / KV, hk = task % KV;
-        for (int h = hk * group; h < (hk + 1) * group; h++) {
-            for (int t = 0; t < T; t++) {
-                int64_t qo = ((int64_t)(b * T + t) * H + h) * hd;
-                const float *qt = q + qo, *gt = dout + qo, *ot = out + qo; // (hd) each
-                float *dqt = dq + qo;                                        // (hd)
-                float D = dotf(gt, ot, hd), l = lse[((int64_t)b * H + h) * T + t];
-                for (int j = 0; j <= t; j++) {
-                    int64_t ko = ((int64_t)(b * T + j) * KV + hk) * hd;
-                    const float *kj = k + ko, *vj = v + ko; // (hd) each
-                    float *dkj = dk + ko, *dvj = dv + ko;   // (hd) each
-                    float p = expf(dotf(qt, kj, hd) * scale - l);
-                    float ds = p * (dotf(gt, vj, hd) - D) * scale;
-                    for (int d = 0; d < hd; d++) {
-                        dvj[d] += p * gt[d];
-                        dqt[d] += ds * kj[d];
-                        dkj[d] += ds * qt[d];
-                    }
-                }
-            }
-        }
-    }
-}
+/* ---- attention: ref_attn.c ---------------------------------------------------------------- */
 
 /* ---- elementwise -------------------------------------------------------------------------- */
 
@@ -441,11 +357,23 @@ void ref_crossentropy_bwd(float *dlogits, const float *logits, const int32_t *ta
 
 /* ---- storage rounding and optimizer ------------------------------------------------------- */
 
+/* fp8c_bf16_to_f32(fp8c_f32_to_bf16(x)) inlined (the same bit arithmetic, see fp8.c: round
+ * to nearest even by adding 0x7FFF plus the kept lsb, any NaN to the canonical one), so that
+ * ref_round's loop vectorizes: 16-bit storage rounds every output of a BF16 step. test_ops
+ * checks the two bit for bit over a sweep of float bit patterns. */
+static inline float round_bf16(float x)
+{
+    union { float f; uint32_t u; } pun = {x};
+    uint32_t r = (pun.u + 0x7FFFu + ((pun.u >> 16) & 1u)) & 0xFFFF0000u;
+    pun.u = (pun.u & 0x7FFFFFFFu) > 0x7F800000u ? (uint32_t)FP8C_BF16_NAN << 16 : r;
+    return pun.f;
+}
+
 static float round_to(float x, int dtype)
 {
     switch (dtype) {
     case REF_BF16:
-        return fp8c_bf16_to_f32(fp8c_f32_to_bf16(x));
+        return round_bf16(x);
     case REF_FP16:
         return fp8c_f16_to_f32(fp8c_f32_to_f16(x));
     default:
@@ -459,6 +387,12 @@ void ref_round(float *x, int64_t n, int dtype)
     assert(dtype == REF_FP32 || dtype == REF_BF16 || dtype == REF_FP16);
     if (dtype == REF_FP32)
         return;
+    if (dtype == REF_BF16) {
+        OMP_PARALLEL_FOR_SIMD
+        for (int64_t i = 0; i < n; i++)
+            x[i] = round_bf16(x[i]);
+        return;
+    }
     OMP_PARALLEL_FOR
     for (int64_t i = 0; i < n; i++)
         x[i] = round_to(x[i], dtype);
@@ -471,31 +405,43 @@ void ref_adamw(float *param, float *master, float *m, float *v, const float *gra
     assert(t >= 1 && (state_dtype == REF_FP32 || state_dtype == REF_BF16));
     float bc1 = (float)(1.0 - pow(beta1, t)), bc2 = (float)(1.0 - pow(beta2, t));
     /* One loop per storage combination so the common all-FP32 case has no per-element switch;
-     * the arithmetic is the same expression in every branch. */
+     * the arithmetic is the same expression in every branch. Without master weights the
+     * parameter is its own master (src == dst == param; the rounded store comes second). The
+     * loops are SIMD: IEEE division and square root are correctly rounded in vector form too,
+     * so the result is bit for bit the scalar one, at memory speed (build.ninja compiles this
+     * file with -fno-math-errno: sqrtf of a moment never sees a negative number, and without
+     * errno it is the vector instruction instead of a call). */
+    const float *src = master ? master : param;
+    float *dst = master ? master : param;
 #define ADAMW_BODY(ROUND_STATE, ROUND_PARAM)                                                        \
-    OMP_PARALLEL_FOR                                                                                \
+    OMP_PARALLEL_FOR_SIMD                                                                           \
     for (int64_t i = 0; i < n; i++) {                                                              \
         float g = grad[i] * grad_scale;                                                            \
         float mi = beta1 * m[i] + (1.0f - beta1) * g;                                              \
         float vi = beta2 * v[i] + (1.0f - beta2) * g * g;                                          \
-        float p = master ? master[i] : param[i];                                                   \
+        float p = src[i];                                                                          \
         p -= lr * ((mi / bc1) / (sqrtf(vi / bc2) + eps) + weight_decay * p);                       \
         m[i] = ROUND_STATE(mi);                                                                    \
         v[i] = ROUND_STATE(vi);                                                                    \
-        if (master)                                                                                \
-            master[i] = p;                                                                         \
+        dst[i] = p;                                                                                \
         param[i] = ROUND_PARAM(p);                                                                 \
     }
 #define KEEP(x) (x)
-#define STATE(x) round_to((x), state_dtype)
+#define STATE(x) round_bf16(x) /* state_dtype is BF16 here (asserted above) */
 #define PARAM(x) round_to((x), param_dtype)
+#define BF16(x) round_bf16(x)
     if (state_dtype == REF_FP32 && param_dtype == REF_FP32) {
         ADAMW_BODY(KEEP, KEEP)
+    } else if (state_dtype == REF_FP32 && param_dtype == REF_BF16) {
+        ADAMW_BODY(KEEP, BF16)
     } else if (state_dtype == REF_FP32) {
         ADAMW_BODY(KEEP, PARAM)
+    } else if (param_dtype == REF_BF16) {
+        ADAMW_BODY(STATE, BF16)
     } else {
         ADAMW_BODY(STATE, PARAM)
     }
+#undef BF16
 #undef KEEP
 #undef STATE
 #undef PARAM

@@ -13,7 +13,8 @@
  *
  * Results do not depend on the number of OpenMP threads: every output element
  * is produced by one thread in a fixed order (ref_sumsq sums fixed chunks).
- * Implementations: GEMMs in ref_gemm.c, everything else in ref.c. Must not:
+ * Implementations: GEMMs in ref_gemm.c, attention in ref_attn.c, everything
+ * else in ref.c. Must not:
  * keep state between calls, print, or exit.
  */
 #ifndef FP8C_RUNTIME_CPU_REF_H
@@ -136,6 +137,28 @@ void ref_attention_bwd(float *dq,         // (B,T,H*hd)
                        const float *out,  // (B,T,H*hd) forward output
                        const float *lse,  // (B,H,T)
                        int B, int T, int H, int KV, int hd);
+
+/* The general form, with separate query-key (hdk) and value (hdv) head dims and an explicit
+ * softmax scale (DeepSeek MLA: hdk 192, hdv 128, scale 1/sqrt(192)); the two above are this
+ * with hdk = hdv = hd and scale 1/sqrt(hd). Tiled flash-style: see ref_attn.c for the blocks
+ * and the summation order. */
+void ref_attention_fwd_dims(float *out,     // (B,T,H*hdv)
+                            float *lse,     // (B,H,T)
+                            const float *q, // (B,T,H*hdk)
+                            const float *k, // (B,T,KV*hdk)
+                            const float *v, // (B,T,KV*hdv)
+                            int B, int T, int H, int KV, int hdk, int hdv, float scale);
+/* Overwrites dq, dk, dv. */
+void ref_attention_bwd_dims(float *dq,         // (B,T,H*hdk)
+                            float *dk,         // (B,T,KV*hdk)
+                            float *dv,         // (B,T,KV*hdv)
+                            const float *dout, // (B,T,H*hdv)
+                            const float *q,    // (B,T,H*hdk)
+                            const float *k,    // (B,T,KV*hdk)
+                            const float *v,    // (B,T,KV*hdv)
+                            const float *out,  // (B,T,H*hdv) forward output
+                            const float *lse,  // (B,H,T)
+                            int B, int T, int H, int KV, int hdk, int hdv, float scale);
 
 /* ---- elementwise ---------------------------------------------------------------------------
  * Backwards here overwrite their outputs. */

@@ -29,6 +29,7 @@
  * Takes no arguments; runs in well under a second.
  */
 #include "check.h"
+#include "fp8.h"
 #include "ref.h"
 
 #include <math.h>
@@ -590,6 +591,96 @@ static void attention_gqa(void)
     free(outd), free(dq), free(dk), free(dv);
 }
 
+/* 11b: the tiled attention at a shape that crosses its blocks (T = 77: key and query blocks
+ * of 32 with a partial last one), grouped heads (H = 4 on KV = 2), and separate query-key and
+ * value head dims (hdk = 40, hdv = 12: neither a multiple of the 32-float row chunk, as MLA's
+ * 192/128 split needs), against a double-precision direct softmax (forward, lse) and the direct
+ * gradient formulas (dv = P^T g, dp = g V^T, ds = P (dp - rowsum(P dp)), dq = scale ds K,
+ * dk = scale ds^T Q) on the same floats; and bit-identical results for 1 and 3 threads. */
+static void attention_tiled_dims(void)
+{
+    enum { B = 2, T = 77, H = 4, KV = 2, HK = 40, HV = 12 };
+    enum { nq = B * T * H * HK, nk = B * T * KV * HK, nv = B * T * KV * HV, no = B * T * H * HV };
+    double scale = 1.0 / sqrt(HK);
+    float *q = falloc(nq), *k = falloc(nk), *v = falloc(nv), *g = falloc(no), *out = falloc(no);
+    float *lse = falloc(B * H * T), *dq = falloc(nq), *dk = falloc(nk), *dv = falloc(nv);
+    double *outd = dalloc(no), *lsed = dalloc(B * H * T), *dqd = dalloc(nq), *dkd = dalloc(nk);
+    double *dvd = dalloc(nv), *p = dalloc(T), *dp = dalloc(T);
+    fill(q, NULL, nq, 2.0);
+    fill(k, NULL, nk, 2.0);
+    fill(v, NULL, nv, 1.0);
+    fill(g, NULL, no, 1.0);
+    ref_attention_fwd_dims(out, lse, q, k, v, B, T, H, KV, HK, HV, (float)scale);
+    fill_const(dq, nq, 1e30f);
+    fill_const(dk, nk, 1e30f);
+    fill_const(dv, nv, 1e30f);
+    ref_attention_bwd_dims(dq, dk, dv, g, q, k, v, out, lse, B, T, H, KV, HK, HV, (float)scale);
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                int hk = h / (H / KV);
+                const float *qt = q + ((b * T + t) * H + h) * HK, *gt = g + ((b * T + t) * H + h) * HV;
+                double mx = -INFINITY, sum = 0.0, dsum = 0.0;
+                for (int j = 0; j <= t; j++) {
+                    const float *kj = k + ((b * T + j) * KV + hk) * HK;
+                    double s = 0.0;
+                    for (int d = 0; d < HK; d++)
+                        s += (double)qt[d] * kj[d];
+                    p[j] = s * scale;
+                    mx = fmax(mx, p[j]);
+                }
+                for (int j = 0; j <= t; j++)
+                    sum += exp(p[j] - mx);
+                lsed[(b * H + h) * T + t] = mx + log(sum);
+                for (int j = 0; j <= t; j++) {
+                    const float *vj = v + ((b * T + j) * KV + hk) * HV;
+                    p[j] = exp(p[j] - mx) / sum;
+                    dp[j] = 0.0;
+                    for (int d = 0; d < HV; d++) {
+                        outd[((b * T + t) * H + h) * HV + d] += p[j] * vj[d];
+                        dp[j] += (double)gt[d] * vj[d];
+                    }
+                    dsum += p[j] * dp[j];
+                }
+                for (int j = 0; j <= t; j++) {
+                    double ds = p[j] * (dp[j] - dsum) * scale;
+                    const float *kj = k + ((b * T + j) * KV + hk) * HK;
+                    for (int d = 0; d < HK; d++) {
+                        dqd[((b * T + t) * H + h) * HK + d] += ds * kj[d];
+                        dkd[((b * T + j) * KV + hk) * HK + d] += ds * qt[d];
+                    }
+                    for (int d = 0; d < HV; d++)
+                        dvd[((b * T + j) * KV + hk) * HV + d] += p[j] * gt[d];
+                }
+            }
+    /* float scores of 40 terms, expf, sums of up to 77 terms: ~1e-6; the backward subtracts
+     * O(1) numbers to get small ones (ds), and dk/dv sum 2 heads x 77 queries: 1e-4, as in 11 */
+    check_close("fwd", out, NULL, outd, no, 1e-5);
+    check_close("lse", lse, NULL, lsed, B * H * T, 1e-6);
+    check_close("dq", dq, NULL, dqd, nq, 1e-4);
+    check_close("dk", dk, NULL, dkd, nk, 1e-4);
+    check_close("dv", dv, NULL, dvd, nv, 1e-4);
+#ifdef _OPENMP
+    float *out3 = falloc(no), *lse3 = falloc(B * H * T), *dq3 = falloc(nq), *dk3 = falloc(nk), *dv3 = falloc(nv);
+    float *out1 = falloc(no), *lse1 = falloc(B * H * T), *dq1 = falloc(nq), *dk1 = falloc(nk), *dv1 = falloc(nv);
+    int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    ref_attention_fwd_dims(out1, lse1, q, k, v, B, T, H, KV, HK, HV, (float)scale);
+    ref_attention_bwd_dims(dq1, dk1, dv1, g, q, k, v, out1, lse1, B, T, H, KV, HK, HV, (float)scale);
+    omp_set_num_threads(3);
+    ref_attention_fwd_dims(out3, lse3, q, k, v, B, T, H, KV, HK, HV, (float)scale);
+    ref_attention_bwd_dims(dq3, dk3, dv3, g, q, k, v, out3, lse3, B, T, H, KV, HK, HV, (float)scale);
+    omp_set_num_threads(saved);
+    CHECK(memcmp(out1, out3, sizeof(float) * no) == 0 && memcmp(lse1, lse3, sizeof(float) * B * H * T) == 0);
+    CHECK(memcmp(dq1, dq3, sizeof(float) * nq) == 0 && memcmp(dk1, dk3, sizeof(float) * nk) == 0 &&
+          memcmp(dv1, dv3, sizeof(float) * nv) == 0);
+    free(out3), free(lse3), free(dq3), free(dk3), free(dv3), free(out1), free(lse1), free(dq1), free(dk1);
+    free(dv1);
+#endif
+    free(q), free(k), free(v), free(g), free(out), free(lse), free(dq), free(dk), free(dv), free(outd);
+    free(lsed), free(dqd), free(dkd), free(dvd), free(p), free(dp);
+}
+
 /* ---- elementwise -------------------------------------------------------------------------- */
 
 /* Two-input elementwise op: forward and both gradients (overwritten). */
@@ -730,6 +821,26 @@ static void round_storage(void)
     float z[2] = {0.1f, 1.00390625f};
     ref_round(z, 2, REF_FP32);
     CHECK(z[0] == 0.1f && z[1] == 1.00390625f);
+    /* ref_round's inlined BF16 rounding is the exported conversion pair bit for bit (NaNs
+     * included) over every 4093rd float bit pattern and the ties around 1 */
+    enum { NS = (int)(4294967296.0 / 4093) + 1 };
+    float *sw = falloc(NS + 2);
+    uint32_t *want = calloc(NS + 2, sizeof *want);
+    for (int64_t k = 0; k < NS + 2; k++) {
+        uint32_t u = k < NS ? (uint32_t)(k * 4093) : 0x3F808000u + (uint32_t)(k - NS) * 0x10000u;
+        memcpy(&sw[k], &u, sizeof u);
+        float r = fp8c_bf16_to_f32(fp8c_f32_to_bf16(sw[k]));
+        memcpy(&want[k], &r, sizeof r);
+    }
+    ref_round(sw, NS + 2, REF_BF16);
+    int64_t bad = 0;
+    for (int64_t k = 0; k < NS + 2; k++) {
+        uint32_t got;
+        memcpy(&got, &sw[k], sizeof got);
+        bad += got != want[k];
+    }
+    CHECKF(bad == 0, "bf16 sweep: %lld of %d patterns differ from fp8c_f32_to_bf16", (long long)bad, NS + 2);
+    free(sw), free(want);
 }
 
 /* 18: one AdamW step worked out by hand, lr 0.1, betas (0.9, 0.999), eps 1e-8,
@@ -800,6 +911,7 @@ int main(void)
     RUN_CASE(layernorm);
     RUN_CASE(rope);
     RUN_CASE(attention_gqa);
+    RUN_CASE(attention_tiled_dims);
     RUN_CASE(gate);
     RUN_CASE(swiglu);
     RUN_CASE(gelu);

@@ -9,12 +9,14 @@
  * dequantize(quantize(x)).
  */
 #include "check.h"
+#include "fp8.h"
 #include "quant.h"
 
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 static int same_bits(float a, float b)
 {
@@ -690,6 +692,40 @@ static void case_scale_counts(void)
     CHECK(q_mx_scale_count(3, 100, 1, 32) == 12);
 }
 
+/* The row encoder of q_quantize (eight lanes at a time, quant.c's ENCODE8) is the exported
+ * conversion bit for bit: every 4093rd float bit pattern (about a million, each landing in some
+ * lane position; NaNs, infinities, subnormals, ties and overflows included) quantized as one row
+ * with the given scale 1 (x * 1 is x), E4M3 and E5M2, against fp8c_f32_to_e4m3/e5m2(x, saturate),
+ * whose every input test_fp8 checks; then every pattern whose low 16 bits are one of 0, 1,
+ * 0x7FFF, 0x8000, 0x8001, 0xFFFF (all high halves: every exact tie and its neighbours in every
+ * binade, which a plain stride misses). The row length is not a multiple of 8: the tail too. */
+static void case_row_encoder_sweep(void)
+{
+    enum { NSTRIDE = (int)(4294967296.0 / 4093) + 1, NS = NSTRIDE + 6 * 65536 };
+    static const uint32_t low[6] = {0, 1, 0x7FFF, 0x8000, 0x8001, 0xFFFF};
+    float *x = malloc((size_t)NS * sizeof *x);
+    uint32_t *pat = malloc((size_t)NS * sizeof *pat);
+    uint8_t *codes = malloc(NS);
+    float sinv = 0;
+    for (int64_t k = 0; k < NS; k++) {
+        pat[k] = k < NSTRIDE ? (uint32_t)(k * 4093) : (uint32_t)((k - NSTRIDE) / 6) << 16 | low[(k - NSTRIDE) % 6];
+        memcpy(&x[k], &pat[k], sizeof pat[k]);
+    }
+    for (int f = 0; f < 2; f++) {
+        QFormat fmt = f ? Q_E5M2 : Q_E4M3;
+        q_quantize(codes, &sinv, NULL, x, 1, NS, 0, 0, fmt, 0, 1.0f);
+        int64_t bad = 0, first = -1;
+        for (int64_t k = 0; k < NS; k++) {
+            uint8_t want = f ? fp8c_f32_to_e5m2(x[k], 1) : fp8c_f32_to_e4m3(x[k], 1);
+            if (codes[k] != want && bad++ == 0)
+                first = k;
+        }
+        CHECKF(bad == 0, "%s: %lld of %d codes differ, first at bits 0x%08x", f ? "e5m2" : "e4m3", (long long)bad, NS,
+               first >= 0 ? (unsigned)pat[first] : 0u);
+    }
+    free(x), free(pat), free(codes);
+}
+
 int main(void)
 {
     RUN_CASE(case_format_max);
@@ -710,5 +746,6 @@ int main(void)
     RUN_CASE(case_error_bound);
     RUN_CASE(case_fake_quant_matches);
     RUN_CASE(case_scale_counts);
+    RUN_CASE(case_row_encoder_sweep);
     CHECK_EXIT();
 }

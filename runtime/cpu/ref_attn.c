@@ -1,0 +1,327 @@
+/* ref_attn.c: causal grouped-query attention of ref.h, tiled flash-style.
+ *
+ * Owns ref_attention_fwd/bwd and their general form with separate query-key and value head
+ * dims (ref_attention_fwd_dims/bwd_dims: DeepSeek MLA has qk 192, v 128). Nothing T x T is
+ * ever stored: queries are taken in blocks of BQ rows and keys in blocks of BK, and
+ *   forward  per (b, h, query block): for each key block up to the diagonal, scores S = scale
+ *            Q K^T (BQ x BK), an online softmax per row (running max m and sum l; the output
+ *            row is rescaled by exp(m_old - m_new) once per block, not once per key), O += P V;
+ *            then O /= l and lse = m + log(l);
+ *   backward per (b, kv head), so that it owns dk and dv of that head and dq of its query
+ *            heads and nothing is shared between threads: for each query head of the group,
+ *            query block and key block up to the diagonal, P = exp(S - lse) recomputed from
+ *            the saved lse, dP = dO V^T, dS = P (dP - D) scale with D = dO . O per row, then
+ *            dq += dS K, dk += dS^T Q, dv += P^T dO.
+ * Summation order (fixed, independent of the thread count): every score and dP element is a
+ * sequential sum over the head dim d = 0..hd-1; l, O and dq sum over keys in ascending order
+ * (O and l in per-block partial steps with the block's rescale); dk and dv sum over the
+ * group's query heads in ascending order and, within a head, over query rows in ascending
+ * order. The math is the one the CUDA templates implement; element values differ from a
+ * one-key-at-a-time loop only by float rounding (the online rescale happens per block).
+ *
+ * Vectorized with GCC/Clang generic vectors (8 floats): K and V blocks are transposed into
+ * (hd, BK) panels so a row of scores is BK/8 vector FMAs per d, and the row updates (O, dq,
+ * dk, dv) keep 32 floats of the destination in registers across the keys or rows they sum.
+ * The hot functions are cloned for x86-64-v3 (AVX2 + FMA) and the baseline, as in ref_gemm.c.
+ * The exponentials of the scores are exp_row's (a vectorized Cephes expf, within 1 ulp of the
+ * exact value); the once-per-block rescale factor and the log use libm.
+ *
+ * Must not: keep state between calls, print, exit or allocate (the per-block scratch is on
+ * each thread's stack: O(BQ BK + BK hd) floats).
+ */
+#include "ref.h"
+
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#define OMP_PARALLEL_FOR_DYNAMIC _Pragma("omp parallel for schedule(dynamic, 1)")
+#else
+#define OMP_PARALLEL_FOR_DYNAMIC
+#endif
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT_CLONES
+#endif
+
+#define BQ 32 /* query rows per block */
+#define BK 32 /* keys per block: a score row is 4 vectors */
+
+static int min_int(int a, int b) { return a < b ? a : b; }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC push_options
+#pragma GCC optimize("fp-contract=fast")
+#endif
+
+typedef float v8 __attribute__((vector_size(32)));
+
+/* Unaligned 8-float loads and stores (macros: a function returning a vector would change the
+ * ABI of the baseline clone). */
+typedef float v8u __attribute__((vector_size(32), aligned(4)));
+#define ld8(p) (*(const v8u *)(p))
+#define st8(p, x) (*(v8u *)(p) = (x))
+
+/* s[j] = exp(s[j] - sub) for the whole BK-wide row, 8 lanes at a time: libm's expf per score
+ * cost more than the score's 2 x hd FMAs. Cody-Waite reduction x = n ln2 + r with n =
+ * round(x log2 e), the degree-6 Cephes polynomial for e^r on |r| <= ln2/2, and 2^n put into
+ * the exponent field: at most 0.98 ulp from the exact e^x over [-87, 0.5] sampled every 1e-5
+ * (measured for issue 15; libm's expf is within 0.5), and the attention tests of test_ops
+ * hold its results to the same tolerances as before. x is clamped to [-87.3, 88.3] so that 2^n stays a normal float: below
+ * that, e^x < 2^-126 is returned as a tiny normal instead of a denormal or 0 (a weight of
+ * 1e-38 next to the row maximum's 1 changes no sum). */
+static inline void exp_row(float *s, float sub)
+{
+    typedef int32_t i8v __attribute__((vector_size(32)));
+    for (int c = 0; c < BK; c += 8) {
+        v8 x = ld8(s + c) - sub;
+        i8v lo = x < -87.33654f, hi = x > 88.3762589f; /* all-ones lanes where true */
+        x = (v8)(((i8v)x & ~lo) | ((i8v)((v8){0} - 87.33654f) & lo));
+        x = (v8)(((i8v)x & ~hi) | ((i8v)((v8){0} + 88.3762589f) & hi));
+        v8 t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
+        v8 n = t - 12582912.0f;
+        v8 r = x - n * 0.693359375f;
+        r = r - n * -2.12194440e-4f;
+        v8 p = 1.9875691500e-4f * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        v8 y = p * (r * r) + r + 1.0f;
+        i8v e = __builtin_convertvector(n, i8v) << 23;
+        st8(s + c, (v8)((i8v)y + e));
+    }
+}
+
+/* Copy n rows (row i at src + i*stride, hd floats) into the (hd, BK) panel dst, columns n..BK
+ * zero. */
+static inline void transpose_block(float *dst, const float *src, int64_t stride, int n, int hd)
+{
+    for (int d = 0; d < hd; d++) {
+        float *row = dst + (int64_t)d * BK;
+        for (int j = 0; j < n; j++)
+            row[j] = src[(int64_t)j * stride + d];
+        for (int j = n; j < BK; j++)
+            row[j] = 0.0f;
+    }
+}
+
+/* s (n, BK) = scale * a (n rows of hd, row stride as) . panel (hd, BK); two rows at a time
+ * (8 independent accumulators). */
+static inline void rows_times_panel(float *s, const float *a, int64_t as, int n, const float *panel, int hd,
+                                    float scale)
+{
+    int i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const float *x = a + (int64_t)i * as, *y = x + as;
+        v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        for (int d = 0; d < hd; d++) {
+            const float *p = panel + (int64_t)d * BK;
+            v8 p0 = ld8(p), p1 = ld8(p + 8), p2 = ld8(p + 16), p3 = ld8(p + 24);
+            float xd = x[d], yd = y[d];
+            a0 += xd * p0, a1 += xd * p1, a2 += xd * p2, a3 += xd * p3;
+            b0 += yd * p0, b1 += yd * p1, b2 += yd * p2, b3 += yd * p3;
+        }
+        float *r = s + (int64_t)i * BK;
+        st8(r, a0 * scale), st8(r + 8, a1 * scale), st8(r + 16, a2 * scale), st8(r + 24, a3 * scale);
+        r += BK;
+        st8(r, b0 * scale), st8(r + 8, b1 * scale), st8(r + 16, b2 * scale), st8(r + 24, b3 * scale);
+    }
+    for (; i < n; i++) {
+        const float *x = a + (int64_t)i * as;
+        v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int d = 0; d < hd; d++) {
+            const float *p = panel + (int64_t)d * BK;
+            float xd = x[d];
+            a0 += xd * ld8(p), a1 += xd * ld8(p + 8), a2 += xd * ld8(p + 16), a3 += xd * ld8(p + 24);
+        }
+        float *r = s + (int64_t)i * BK;
+        st8(r, a0 * scale), st8(r + 8, a1 * scale), st8(r + 16, a2 * scale), st8(r + 24, a3 * scale);
+    }
+}
+
+/* y[0..hd) += sum_{j<n} w[j*ws] x_j[0..hd), x_j = x + j*xs, summed in ascending j for every
+ * element; 32 floats of y stay in registers over the n terms. */
+static inline void accumulate_rows(float *y, const float *w, int64_t ws, const float *x, int64_t xs, int n, int hd)
+{
+    int d = 0;
+    for (; d + 32 <= hd; d += 32) {
+        v8 y0 = ld8(y + d), y1 = ld8(y + d + 8), y2 = ld8(y + d + 16), y3 = ld8(y + d + 24);
+        for (int j = 0; j < n; j++) {
+            const float *xj = x + (int64_t)j * xs + d;
+            float wj = w[(int64_t)j * ws];
+            y0 += wj * ld8(xj), y1 += wj * ld8(xj + 8), y2 += wj * ld8(xj + 16), y3 += wj * ld8(xj + 24);
+        }
+        st8(y + d, y0), st8(y + d + 8, y1), st8(y + d + 16, y2), st8(y + d + 24, y3);
+    }
+    for (; d + 8 <= hd; d += 8) {
+        v8 y0 = ld8(y + d);
+        for (int j = 0; j < n; j++)
+            y0 += w[(int64_t)j * ws] * ld8(x + (int64_t)j * xs + d);
+        st8(y + d, y0);
+    }
+    for (; d < hd; d++) {
+        float acc = y[d];
+        for (int j = 0; j < n; j++)
+            acc += w[(int64_t)j * ws] * x[(int64_t)j * xs + d];
+        y[d] = acc;
+    }
+}
+
+/* One (b, h, query block): rows t0..t0+nq of head h. */
+HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const float *k, const float *v, int b, int h,
+                                 int t0, int T, int H, int KV, int hdk, int hdv, float scale)
+{
+    int hk = h / (H / KV), nq = min_int(BQ, T - t0);
+    int64_t qs = (int64_t)H * hdk, ks = (int64_t)KV * hdk, vs = (int64_t)KV * hdv, os = (int64_t)H * hdv;
+    const float *qb = q + ((int64_t)b * T + t0) * qs + (int64_t)h * hdk; // (nq) rows of hdk
+    float *ob = out + ((int64_t)b * T + t0) * os + (int64_t)h * hdv;      // (nq) rows of hdv
+    const float *kh = k + (int64_t)b * T * ks + (int64_t)hk * hdk;        // (T) rows of hdk
+    const float *vh = v + (int64_t)b * T * vs + (int64_t)hk * hdv;        // (T) rows of hdv
+    float kt[hdk * BK];                                                    // (hdk, BK) panel
+    float s[BQ * BK];                                                      // (nq, BK) scores, then p
+    float m[BQ], l[BQ];
+    for (int i = 0; i < nq; i++) {
+        m[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(ob + i * os, 0, (size_t)hdv * sizeof *ob);
+    }
+    int tlast = t0 + nq - 1;
+    for (int j0 = 0; j0 <= tlast; j0 += BK) {
+        int nk = min_int(BK, tlast + 1 - j0);
+        transpose_block(kt, kh + (int64_t)j0 * ks, ks, nk, hdk);
+        rows_times_panel(s, qb, qs, nq, kt, hdk, scale);
+        for (int i = 0; i < nq; i++) {
+            int n = min_int(nk, t0 + i - j0 + 1); /* keys j0..t0+i of this block */
+            if (n <= 0)
+                continue;
+            float *si = s + i * BK;
+            float bm = si[0];
+            for (int j = 1; j < n; j++)
+                bm = si[j] > bm ? si[j] : bm;
+            float *oi = ob + i * os;
+            if (bm > m[i]) {
+                float corr = expf(m[i] - bm); /* 0 on the first block */
+                l[i] *= corr;
+                for (int d = 0; d < hdv; d++)
+                    oi[d] *= corr;
+                m[i] = bm;
+            }
+            exp_row(si, m[i]);
+            float sum = 0.0f;
+            for (int j = 0; j < n; j++)
+                sum += si[j];
+            l[i] += sum;
+            accumulate_rows(oi, si, 1, vh + (int64_t)j0 * vs, vs, n, hdv);
+        }
+    }
+    for (int i = 0; i < nq; i++) {
+        float *oi = ob + i * os, inv = 1.0f / l[i];
+        for (int d = 0; d < hdv; d++)
+            oi[d] *= inv;
+        lse[((int64_t)b * H + h) * T + t0 + i] = m[i] + logf(l[i]);
+    }
+}
+
+/* One (b, kv head): dk, dv of that head and dq of its query heads. */
+HOT_CLONES static void bwd_task(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                const float *v, const float *out, const float *lse, int b, int hk, int T, int H,
+                                int KV, int hdk, int hdv, float scale)
+{
+    int group = H / KV;
+    int64_t qs = (int64_t)H * hdk, ks = (int64_t)KV * hdk, vs = (int64_t)KV * hdv, os = (int64_t)H * hdv;
+    const float *kh = k + (int64_t)b * T * ks + (int64_t)hk * hdk; // (T) rows of hdk
+    const float *vh = v + (int64_t)b * T * vs + (int64_t)hk * hdv; // (T) rows of hdv
+    float *dkh = dk + (int64_t)b * T * ks + (int64_t)hk * hdk;     // (T) rows of hdk
+    float *dvh = dv + (int64_t)b * T * vs + (int64_t)hk * hdv;     // (T) rows of hdv
+    float kt[hdk * BK], vt[hdv * BK];                               // (hd, BK) panels
+    float p[BQ * BK], ds[BQ * BK];                                  // (nq, BK)
+    float D[BQ], L[BQ];
+    for (int h = hk * group; h < (hk + 1) * group; h++) {
+        for (int t0 = 0; t0 < T; t0 += BQ) {
+            int nq = min_int(BQ, T - t0);
+            const float *qb = q + ((int64_t)b * T + t0) * qs + (int64_t)h * hdk;     // (nq) rows
+            const float *gb = dout + ((int64_t)b * T + t0) * os + (int64_t)h * hdv;  // (nq) rows
+            const float *ob = out + ((int64_t)b * T + t0) * os + (int64_t)h * hdv;   // (nq) rows
+            float *dqb = dq + ((int64_t)b * T + t0) * qs + (int64_t)h * hdk;         // (nq) rows
+            for (int i = 0; i < nq; i++) {
+                const float *gi = gb + i * os, *oi = ob + i * os;
+                float acc = 0.0f;
+                for (int d = 0; d < hdv; d++)
+                    acc += gi[d] * oi[d];
+                D[i] = acc;
+                L[i] = lse[((int64_t)b * H + h) * T + t0 + i];
+            }
+            int tlast = t0 + nq - 1;
+            for (int j0 = 0; j0 <= tlast; j0 += BK) {
+                int nk = min_int(BK, tlast + 1 - j0);
+                transpose_block(kt, kh + (int64_t)j0 * ks, ks, nk, hdk);
+                transpose_block(vt, vh + (int64_t)j0 * vs, vs, nk, hdv);
+                rows_times_panel(p, qb, qs, nq, kt, hdk, scale);
+                rows_times_panel(ds, gb, os, nq, vt, hdv, 1.0f);
+                for (int i = 0; i < nq; i++) {
+                    int n = min_int(nk, t0 + i - j0 + 1);
+                    float *pi = p + i * BK, *dsi = ds + i * BK;
+                    exp_row(pi, L[i]);
+                    int j = 0;
+                    for (; j < n; j++)
+                        dsi[j] = pi[j] * (dsi[j] - D[i]) * scale;
+                    for (; j < BK; j++) /* above the diagonal: no contribution */
+                        pi[j] = dsi[j] = 0.0f;
+                    if (n > 0)
+                        accumulate_rows(dqb + i * qs, dsi, 1, kh + (int64_t)j0 * ks, ks, n, hdk);
+                }
+                /* rows below the first query that sees key j contribute zeros: summing them
+                 * keeps the loops simple and adds exact zeros */
+                for (int j = 0; j < nk; j++) {
+                    accumulate_rows(dvh + (int64_t)(j0 + j) * vs, p + j, BK, gb, os, nq, hdv);
+                    accumulate_rows(dkh + (int64_t)(j0 + j) * ks, ds + j, BK, qb, qs, nq, hdk);
+                }
+            }
+        }
+    }
+}
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC pop_options
+#endif
+
+void ref_attention_fwd_dims(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
+                            int H, int KV, int hdk, int hdv, float scale)
+{
+    int nqb = (T + BQ - 1) / BQ;
+    int64_t tasks = (int64_t)B * H * nqb;
+    /* the last query blocks see the most keys: hand them out first */
+    OMP_PARALLEL_FOR_DYNAMIC
+    for (int64_t task = 0; task < tasks; task++) {
+        int qblk = nqb - 1 - (int)(task % nqb), bh = (int)(task / nqb);
+        fwd_block(out, lse, q, k, v, bh / H, bh % H, qblk * BQ, T, H, KV, hdk, hdv, scale);
+    }
+}
+
+void ref_attention_bwd_dims(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                            const float *v, const float *out, const float *lse, int B, int T, int H, int KV, int hdk,
+                            int hdv, float scale)
+{
+    memset(dq, 0, (size_t)B * T * H * hdk * sizeof *dq);
+    memset(dk, 0, (size_t)B * T * KV * hdk * sizeof *dk);
+    memset(dv, 0, (size_t)B * T * KV * hdv * sizeof *dv);
+    OMP_PARALLEL_FOR_DYNAMIC
+    for (int task = 0; task < B * KV; task++)
+        bwd_task(dq, dk, dv, dout, q, k, v, out, lse, task / KV, task % KV, T, H, KV, hdk, hdv, scale);
+}
+
+void ref_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int H,
+                       int KV, int hd)
+{
+    ref_attention_fwd_dims(out, lse, q, k, v, B, T, H, KV, hd, hd, 1.0f / sqrtf((float)hd));
+}
+
+void ref_attention_bwd(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                       const float *v, const float *out, const float *lse, int B, int T, int H, int KV, int hd)
+{
+    ref_attention_bwd_dims(dq, dk, dv, dout, q, k, v, out, lse, B, T, H, KV, hd, hd, 1.0f / sqrtf((float)hd));
+}
