@@ -200,6 +200,7 @@ static int front_end(Compilation *c, const Args *a) {
     diag_init(&c->diag, stderr);
     c->diag.strict = a->strict;
     YamlNode *mroot = yml_load_file(&c->arena, &c->diag, a->pos[0]);
+    if (mroot && hf_is_config(mroot)) mroot = hf_config_model(&c->arena, &c->diag, mroot); /* a Hugging Face config.json */
     if (!mroot || model_load(&c->arena, &c->diag, mroot, &c->model)) return -1;
     YamlNode *proot = yml_load_file(&c->arena, &c->diag, a->pos[1]);
     if (!proot || pol_load(&c->arena, &c->diag, proot, a->pos[1], &c->policy)) return -1;
@@ -314,6 +315,9 @@ int main(int argc, char **argv) {
         printf("fp8c %s (plan format %d)\n", FP8C_VERSION, FP8C_PLAN_VERSION);
         return EXIT_OK;
     }
+    static const char *const ckpt_cmds[] = {"analyze", "export", "eval", "sample"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(cmd, ckpt_cmds[i])) return ckpt_cli_main(argc, argv);
     Args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
@@ -333,8 +337,9 @@ int main(int argc, char **argv) {
         if (a.npos != 1) return bad_usage("%s", "run needs the plan directory: fp8c run DIR");
         return rt_train(&a.train, a.pos[0]);
     }
-    static const char *const cmds[] = {"compile", "explain", "recipes", "version", "help", "run", "train", "build", "inspect"};
-    const char *close = closest_word(cmd, cmds, 9);
+    static const char *const cmds[] = {"compile", "explain", "recipes", "version", "help", "run", "train", "build", "inspect",
+                                       "analyze", "export", "eval", "sample"};
+    const char *close = closest_word(cmd, cmds, 13);
     if (close) {
         fprintf(stderr, "fp8c: error: unknown command '%s'; did you mean '%s'?\n", cmd, close);
         return EXIT_BAD_INPUT;

@@ -1,0 +1,1 @@
+typedef int infer_unused;
