@@ -243,22 +243,26 @@ static void detect_scaling(Inventory *inv) {
         }
         int64_t N = wt->shape[0], K = wt->shape[1];
         int64_t a = s->ndim >= 1 ? s->shape[0] : 1, b = s->ndim >= 2 ? s->shape[1] : 1;
-        if (s->numel == 1) {
-            wt->layout = "per-tensor";
-        } else if (!strcmp(s->dtype, "F8_E8M0") || (!strcmp(s->dtype, "U8") && a == N && b == cdiv(K, 32))) {
+        if (!strcmp(s->dtype, "F8_E8M0") || (!strcmp(s->dtype, "U8") && a == N && b == cdiv(K, 32))) {
             wt->layout = a == N && b == cdiv(K, 32) ? "MX 1x32 (E8M0)" : "E8M0 scales (unrecognized shape)";
             wt->block[0] = 1, wt->block[1] = 32;
-        } else if (a == N && b == 1) {
-            wt->layout = "per-row";
-        } else if (s->ndim == 2) {
-            static const int64_t cand[] = {128, 256, 64, 32, 16, 1};
-            for (int x = 0; x < 6 && !wt->block[0]; x++)
-                for (int y = 0; y < 6; y++)
+            continue;
+        }
+        if (s->ndim == 2) { /* blocks first: a [1, 1] scale of a 128 x 128 weight is one block */
+            static const int64_t cand[] = {128, 256, 64, 32, 16};
+            for (int x = 0; x < 5 && !wt->block[0]; x++)
+                for (int y = 0; y < 5; y++)
                     if (cdiv(N, cand[x]) == a && cdiv(K, cand[y]) == b) {
                         wt->block[0] = cand[x], wt->block[1] = cand[y];
                         break;
                     }
-            wt->layout = wt->block[0] ? "block" : "scaled (unrecognized shape)";
+        }
+        if (wt->block[0]) {
+            wt->layout = "block";
+        } else if (s->numel == 1) {
+            wt->layout = "per-tensor";
+        } else if (a == N && b == 1) {
+            wt->layout = "per-row";
         } else {
             wt->layout = "scaled (unrecognized shape)";
         }
