@@ -2,6 +2,7 @@
  * sample (runtime/hf.c, runtime/infer.c). They have their own flags, so main.c only dispatches
  * to here. Like main.c, this chooses exit codes: 0 ok, 2 bad input or arguments, 1 I/O. */
 #include "fp8c.h"
+#include "hf.h"
 #include "runtime.h"
 
 #include <errno.h>
@@ -16,7 +17,6 @@ typedef struct {
     const char *policy, *out, *format, *dtype, *data, *plan, *prompt;
     int64_t tokens, top_k, seed;
     double temperature;
-    int have_seed;
 } CkArgs;
 
 static int bad(const char *fmt, const char *arg) {
@@ -84,10 +84,8 @@ static int parse(int argc, char **argv, const char *const *flags, int nflags, in
         else if (!strcmp(flag, "--prompt")) a->prompt = val;
         else if (!strcmp(flag, "--tokens") && whole(flag, val, 1, &a->tokens)) return EXIT_BAD_INPUT;
         else if (!strcmp(flag, "--top-k") && whole(flag, val, 0, &a->top_k)) return EXIT_BAD_INPUT;
-        else if (!strcmp(flag, "--seed")) {
-            if (whole(flag, val, 0, &a->seed)) return EXIT_BAD_INPUT;
-            a->have_seed = 1;
-        } else if (!strcmp(flag, "--temperature")) {
+        else if (!strcmp(flag, "--seed") && whole(flag, val, 0, &a->seed)) return EXIT_BAD_INPUT;
+        else if (!strcmp(flag, "--temperature")) {
             char *end;
             a->temperature = strtod(val, &end);
             if (!*val || *end || !(a->temperature >= 0) || !isfinite(a->temperature)) {
@@ -108,8 +106,43 @@ static int cmd_analyze(int argc, char **argv) {
     return analyze_main(a.pos, a.npos, a.json, a.policy);
 }
 
+static int cmd_export(int argc, char **argv) {
+    static const char *const flags[] = {"--output", "--format", "--dtype", "--plan"};
+    CkArgs a;
+    int rc = parse(argc, argv, flags, 4, 0, &a);
+    if (rc) return rc;
+    if (a.npos != 1 || !a.out) return bad("%s", "export needs a checkpoint and -o DIR: fp8c export CKPT -o DIR [--format hf|fp8] [--dtype bf16|fp32]");
+    const char *format = a.format ? a.format : "hf";
+    if (strcmp(format, "hf") && strcmp(format, "fp8")) return bad("--format takes hf or fp8, not '%s'", format);
+    if (a.dtype && strcmp(a.dtype, "bf16") && strcmp(a.dtype, "fp32")) return bad("--dtype takes bf16 or fp32, not '%s'", a.dtype);
+    if (a.dtype && !strcmp(format, "fp8")) return bad("%s", "--format fp8 stores FP8 weights and BF16 elsewhere; --dtype applies to --format hf");
+    char dir[1100];
+    if (!a.plan) { /* fp8c train keeps plan.json next to its checkpoints */
+        const char *slash = strrchr(a.pos[0], '/');
+        snprintf(dir, sizeof dir, "%.*s", slash ? (int)(slash - a.pos[0]) : 1, slash ? a.pos[0] : ".");
+    }
+    HfExport o = {a.pos[0], a.plan ? a.plan : dir, a.out, format, a.dtype};
+    return hf_export(&o);
+}
+
+static int cmd_infer(int argc, char **argv, int eval) {
+    static const char *const eflags[] = {"--data", "--plan"};
+    static const char *const sflags[] = {"--plan", "--prompt", "--tokens", "--temperature", "--top-k", "--seed"};
+    CkArgs a;
+    int rc = eval ? parse(argc, argv, eflags, 2, 0, &a) : parse(argc, argv, sflags, 6, 0, &a);
+    if (rc) return rc;
+    if (a.npos != 1) return bad("%s", eval ? "eval needs one checkpoint: fp8c eval CKPT --data FILE [--plan DIR]"
+                                           : "sample needs one checkpoint: fp8c sample CKPT [--prompt TEXT] [--tokens N] ...");
+    if (eval && !a.data) return bad("%s", "eval needs --data FILE");
+    InferOpts o = {a.pos[0], a.plan, a.data, a.prompt, a.tokens, a.top_k, a.seed, a.temperature};
+    return eval ? rt_eval(&o) : rt_sample(&o);
+}
+
 int ckpt_cli_main(int argc, char **argv) {
     const char *cmd = argv[1];
     if (!strcmp(cmd, "analyze")) return cmd_analyze(argc, argv);
+    if (!strcmp(cmd, "export")) return cmd_export(argc, argv);
+    if (!strcmp(cmd, "eval")) return cmd_infer(argc, argv, 1);
+    if (!strcmp(cmd, "sample")) return cmd_infer(argc, argv, 0);
     return bad("unknown command '%s'", cmd);
 }

@@ -93,7 +93,7 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out
 
 static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
                                           "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
-                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch"};
+                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch", "--init-from"};
 static const char *const plain_flags[] = {"--strict", "--help", "--check", "--no-fuse"};
 #define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
 
@@ -115,6 +115,7 @@ static int set_flag(Args *a, const char *flag, const char *val) {
     else if (!strcmp(flag, "--checkpoint-dir")) t->ckpt_dir = val;
     else if (!strcmp(flag, "--checkpoint-every")) return parse_count(flag, val, 1, &t->ckpt_every);
     else if (!strcmp(flag, "--resume")) t->resume = val;
+    else if (!strcmp(flag, "--init-from")) t->init_from = val;
     else if (!strcmp(flag, "--progress-every")) return parse_count(flag, val, 1, &t->progress_every);
     else if (!strcmp(flag, "--eval-batches")) return parse_count(flag, val, 1, &t->eval_batches);
     else if (!strcmp(flag, "--debug-inject-nan")) return parse_count(flag, val, 1, &t->inject_nan_step);

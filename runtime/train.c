@@ -16,6 +16,7 @@
 #include "cuda_backend.h"
 #include "data.h"
 #include "fp8.h"
+#include "hf.h"
 #include "ref.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -209,6 +210,13 @@ out:
     return rc;
 }
 
+int rt_load_checkpoint(CpuBackend *b, const char *path, int64_t *step, char *err, size_t errlen) {
+    TrainState s;
+    if (load_checkpoint(b, &s, path, err, errlen)) return -1;
+    *step = s.step;
+    return 0;
+}
+
 /* ---- device choice ---- */
 
 /* 1: the GPU, 0: the CPU, -1: --device cuda without a usable GPU (message printed). */
@@ -326,7 +334,12 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         fprintf(stderr, "fp8c: error: %s\n", err);
         goto done;
     }
-    b.profile = getenv("FP8C_PROFILE") && atoi(getenv("FP8C_PROFILE")) > 0;
+    if (o->init_from && !o->resume && hf_load_weights(&b, o->init_from, err, sizeof err)) {
+        fprintf(stderr, "fp8c: error: --init-from: %s\n", err);
+        rc = EXIT_BAD_INPUT;
+        goto done;
+    }
+        b.profile = getenv("FP8C_PROFILE") && atoi(getenv("FP8C_PROFILE")) > 0;
     int64_t T = p.train.seq_len, B = p.train.micro_batch;
     if (o->data) {
         if (data_load(&ds, o->data, (int)p.vocab, err, sizeof err)) {
@@ -381,7 +394,11 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         rc = EXIT_BAD_INPUT;
         goto done;
     }
-    int64_t val_batches = o->eval_batches ? o->eval_batches : 8;
+    if (o->ckpt_dir && rt_keep_plan(plan_dir, o->ckpt_dir, err, sizeof err)) {
+        fprintf(stderr, "fp8c: error: %s\n", err);
+        goto done;
+    }
+        int64_t val_batches = o->eval_batches ? o->eval_batches : 8;
     int64_t val_avail = (run.val.n - 1) / (B * T);
     if (val_batches > val_avail) val_batches = val_avail > 0 ? val_avail : 1;
     int64_t every = o->progress_every ? o->progress_every : (total <= 50 ? 1 : 10);
