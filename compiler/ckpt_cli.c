@@ -14,7 +14,7 @@ typedef struct {
     const char *pos[64];
     int npos;
     int json;
-    const char *policy, *out, *format, *dtype, *data, *plan, *prompt;
+    const char *policy, *out, *format, *dtype, *data, *plan, *prompt, *logits;
     int64_t tokens, top_k, seed;
     double temperature;
 } CkArgs;
@@ -81,6 +81,7 @@ static int parse(int argc, char **argv, const char *const *flags, int nflags, in
         else if (!strcmp(flag, "--dtype")) a->dtype = val;
         else if (!strcmp(flag, "--data")) a->data = val;
         else if (!strcmp(flag, "--plan")) a->plan = val;
+        else if (!strcmp(flag, "--logits")) a->logits = val;
         else if (!strcmp(flag, "--prompt")) a->prompt = val;
         else if (!strcmp(flag, "--tokens") && whole(flag, val, 1, &a->tokens)) return EXIT_BAD_INPUT;
         else if (!strcmp(flag, "--top-k") && whole(flag, val, 0, &a->top_k)) return EXIT_BAD_INPUT;
@@ -126,15 +127,15 @@ static int cmd_export(int argc, char **argv) {
 }
 
 static int cmd_infer(int argc, char **argv, int eval) {
-    static const char *const eflags[] = {"--data", "--plan"};
+    static const char *const eflags[] = {"--data", "--plan", "--logits"};
     static const char *const sflags[] = {"--plan", "--prompt", "--tokens", "--temperature", "--top-k", "--seed"};
     CkArgs a;
-    int rc = eval ? parse(argc, argv, eflags, 2, 0, &a) : parse(argc, argv, sflags, 6, 0, &a);
+    int rc = eval ? parse(argc, argv, eflags, 3, 0, &a) : parse(argc, argv, sflags, 6, 0, &a);
     if (rc) return rc;
     if (a.npos != 1) return bad("%s", eval ? "eval needs one checkpoint: fp8c eval CKPT --data FILE [--plan DIR]"
                                            : "sample needs one checkpoint: fp8c sample CKPT [--prompt TEXT] [--tokens N] ...");
     if (eval && !a.data) return bad("%s", "eval needs --data FILE");
-    InferOpts o = {a.pos[0], a.plan, a.data, a.prompt, a.tokens, a.top_k, a.seed, a.temperature};
+    InferOpts o = {a.pos[0], a.plan, a.data, a.prompt, a.logits, a.tokens, a.top_k, a.seed, a.temperature};
     return eval ? rt_eval(&o) : rt_sample(&o);
 }
 

@@ -37,6 +37,7 @@ typedef struct {
     const char *ckpt;     /* an fp8c checkpoint file or a Hugging Face directory */
     const char *plan_dir; /* NULL: the checkpoint's directory */
     const char *data, *prompt;
+    const char *logits;   /* eval: write the first sequence's logits (seq_len, vocab) here as .npy float32 */
     int64_t tokens, top_k, seed;
     double temperature;
 } InferOpts;

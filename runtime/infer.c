@@ -77,8 +77,27 @@ typedef struct {
     Arena arena;
     Plan p;
     CpuBackend b;
-    int logits;   /* lm_head.out: (B*T, V) after the forward */
+    int logits;   /* lm_head.out: (B*T, V) */
+    float *saved; /* (B*T, V) the logits as the forward made them, before the loss unit */
 } Loaded;
+
+/* The forward section unit by unit, saving the logits before the unit that computes the loss:
+ * the plan may fuse the loss with its gradient, which overwrites the logits in place. */
+static void forward(Loaded *L) {
+    const Plan *p = &L->p;
+    RunState st = {0};
+    int saved = 0;
+    for (int u = 0; u < p->nunits[SEC_FORWARD]; u++) {
+        const RtUnit *un = &p->units[SEC_FORWARD][u];
+        for (int k = 0; k < un->n && !saved; k++)
+            if (p->steps[SEC_FORWARD][un->first + k].op == OP_XENT_FWD) {
+                memcpy(L->saved, cpu_ptr(&L->b, L->logits), (size_t)p->t[L->logits].n * sizeof(float));
+                saved = 1;
+            }
+        cpu_run_unit(&L->b, SEC_FORWARD, u, &st);
+    }
+    if (!saved) memcpy(L->saved, cpu_ptr(&L->b, L->logits), (size_t)p->t[L->logits].n * sizeof(float));
+}
 
 static int is_dir(const char *p) {
     struct stat st;
@@ -128,15 +147,32 @@ static int load(const InferOpts *o, Loaded *L) {
         fprintf(stderr, "fp8c: error: %s/plan.json has no lm_head.out logits of (micro_batch x seq_len, vocab)\n", dir);
         return EXIT_BAD_INPUT;
     }
+    L->saved = xmalloc((size_t)L->p.t[L->logits].n * sizeof(float));
     return 0;
 }
 
 static void unload(Loaded *L) {
+    free(L->saved);
     cpu_free(&L->b);
     arena_free(&L->arena);
 }
 
 /* ---- eval ---- */
+
+/* A (rows, cols) float32 array as a .npy file (format 1.0: magic, header dict, data). */
+static int write_npy(const char *path, const float *x, int64_t rows, int64_t cols, char *err, size_t errlen) {
+    char hdr[128];
+    int n = snprintf(hdr, sizeof hdr, "{'descr': '<f4', 'fortran_order': False, 'shape': (%lld, %lld), }", (long long)rows, (long long)cols);
+    while ((10 + n + 1) % 64) hdr[n++] = ' ';
+    hdr[n++] = '\n';
+    FILE *f = fopen(path, "wb");
+    unsigned char pre[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, (unsigned char)(n & 0xff), (unsigned char)(n >> 8)};
+    int ok = f && fwrite(pre, 1, 10, f) == 10 && fwrite(hdr, 1, (size_t)n, f) == (size_t)n &&
+             fwrite(x, sizeof *x, (size_t)(rows * cols), f) == (size_t)(rows * cols);
+    if (f && fclose(f)) ok = 0;
+    if (!ok) snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+    return ok ? 0 : -1;
+}
 
 int rt_eval(const InferOpts *o) {
     Loaded L;
@@ -162,7 +198,6 @@ int rt_eval(const InferOpts *o) {
     int64_t nseq = (ds.n - 1) / T;
     int32_t *tok = cpu_ptr(&L.b, p->tokens), *tgt = cpu_ptr(&L.b, p->targets);
     const float *loss = cpu_ptr(&L.b, p->losses);
-    RunState st = {0};
     double sum = 0;
     int64_t count = 0;
     for (int64_t s0 = 0; s0 < nseq; s0 += B) {
@@ -173,7 +208,12 @@ int rt_eval(const InferOpts *o) {
                 tgt[b * T + t] = s < nseq ? ds.tokens[s * T + t + 1] : -1;
             }
         }
-        cpu_run(&L.b, SEC_FORWARD, &st);
+        forward(&L);
+        if (s0 == 0 && o->logits && write_npy(o->logits, L.saved, T, p->vocab, err, sizeof err)) {
+            fprintf(stderr, "fp8c: error: %s\n", err);
+            rc = EXIT_RUNTIME;
+            goto out;
+        }
         for (int64_t b = 0; b < B && s0 + b < nseq; b++)
             for (int64_t t = 0; t < T; t++) sum += loss[b * T + t], count++;
     }
@@ -256,15 +296,14 @@ int rt_sample(const InferOpts *o) {
     w = xmalloc((size_t)V * sizeof *w);
     uint64_t rng = (uint64_t)o->seed * 0x9E3779B97F4A7C15ull + 1;
     int32_t *tok = cpu_ptr(&L.b, p->tokens), *tgt = cpu_ptr(&L.b, p->targets);
-    const float *logits = cpu_ptr(&L.b, L.logits);
-    RunState st = {0};
+    const float *logits = L.saved;
     int64_t M = p->train.micro_batch * T;
     for (int64_t g = 0; g < o->tokens; g++) {
         /* the last T tokens in row 0 (causal attention: later positions do not matter) */
         int64_t len = n < T ? n : T, start = n - len;
         for (int64_t i = 0; i < M; i++) tok[i] = 0, tgt[i] = -1;
         for (int64_t i = 0; i < len; i++) tok[i] = ctx[start + i];
-        cpu_run(&L.b, SEC_FORWARD, &st);
+        forward(&L);
         int32_t next = pick(logits + (len - 1) * V, (int)V, o->temperature, o->top_k, &rng, w);
         ctx[n++] = next;
         if (bytes) putchar(next);

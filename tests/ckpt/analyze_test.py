@@ -16,7 +16,7 @@ fp8c, tmp = sys.argv[1], sys.argv[2]
 
 
 def run(*args):
-    p = subprocess.run([fp8c, *args], capture_output=True, text=True)
+    p = subprocess.run([fp8c, *args], capture_output=True, text=True, errors="replace")
     return p.returncode, p.stdout, p.stderr
 
 

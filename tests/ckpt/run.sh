@@ -7,8 +7,15 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 mkdir -p "$tmp/analyze" "$tmp/hf"
 python3 tests/ckpt/analyze_test.py "$fp8c" "$tmp/analyze"
-if python3 -c 'import numpy' 2>/dev/null; then
-    python3 tests/ckpt/hf_test.py "$fp8c" "$tmp/hf"
+mkdir -p "$tmp/data"
+python3 tests/ckpt/data_test.py "$fp8c" "$tmp/data"
+# the python3 with numpy (apt's python3-numpy is for /usr/bin/python3, which may not be first)
+py=
+for p in python3 /usr/bin/python3; do
+    if [ -z "$py" ] && "$p" -c 'import numpy' 2>/dev/null; then py=$p; fi
+done
+if [ -n "$py" ]; then
+    "$py" tests/ckpt/hf_test.py "$fp8c" "$tmp/hf"
 else
     echo "FAIL hf_round_trip: numpy is not installed (apt-get install python3-numpy; .ci/run does)"
 fi
