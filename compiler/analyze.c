@@ -688,7 +688,7 @@ static int write_policy(Diag *d, const Analysis *an, const char *out) {
     int ok = f && fwrite(b.data, 1, b.len, f) == b.len;
     if (f && fclose(f)) ok = 0;
     if (!f && fd >= 0) close(fd);
-    if (ok && (fchmod(fd, 0644), rename(tmp, out))) ok = 0;
+    if (ok && (chmod(tmp, 0644) || rename(tmp, out))) ok = 0;
     if (!ok) {
         if (fd >= 0) unlink(tmp);
         diag_plain(d, "--policy: cannot write '%s': %s", out, strerror(errno));
