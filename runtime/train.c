@@ -339,7 +339,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         rc = EXIT_BAD_INPUT;
         goto done;
     }
-        b.profile = getenv("FP8C_PROFILE") && atoi(getenv("FP8C_PROFILE")) > 0;
+    b.profile = getenv("FP8C_PROFILE") && atoi(getenv("FP8C_PROFILE")) > 0;
     int64_t T = p.train.seq_len, B = p.train.micro_batch;
     if (o->data) {
         if (data_load(&ds, o->data, (int)p.vocab, err, sizeof err)) {
@@ -398,7 +398,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         fprintf(stderr, "fp8c: error: %s\n", err);
         goto done;
     }
-        int64_t val_batches = o->eval_batches ? o->eval_batches : 8;
+    int64_t val_batches = o->eval_batches ? o->eval_batches : 8;
     int64_t val_avail = (run.val.n - 1) / (B * T);
     if (val_batches > val_avail) val_batches = val_avail > 0 ? val_avail : 1;
     int64_t every = o->progress_every ? o->progress_every : (total <= 50 ? 1 : 10);
