@@ -488,8 +488,8 @@ int hf_export(const HfExport *o) {
         rc = EXIT_RUNTIME;
         goto fail;
     }
-    fprintf(stderr, "fp8c: exported %s (%s, %s) -> %s: config.json, model.safetensors (%d tensors%s)\n", o->ckpt, arch,
-            fp8 ? "fp8 128x128 blocks + bf16" : f32 ? "fp32" : "bf16", o->out, ns, fp8 ? "" : "");
+    fprintf(stderr, "fp8c: exported %s (%s, %s) -> %s: config.json, model.safetensors (%d tensors)\n", o->ckpt, arch,
+            fp8 ? "fp8 128x128 blocks + bf16" : f32 ? "fp32" : "bf16", o->out, ns);
     if (fp8) fprintf(stderr, "fp8c: %d weights in E4M3 with weight_scale_inv\n", nfp8);
     rc = EXIT_OK;
     goto done;

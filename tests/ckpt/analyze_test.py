@@ -3,7 +3,6 @@ sharded Llama checkpoint through its index, every dtype, damaged headers, and --
 Expected numbers are computed here from the shapes this test writes.
 usage: analyze_test.py FP8C TMPDIR; one PASS/FAIL line per case."""
 import json
-import math
 import os
 import subprocess
 import sys
@@ -78,7 +77,6 @@ def deepseek_tables():
     assert [l["layer"] for l in j["layers"]] == [0, 1]
     rc, text, err = run("analyze", shard)
     assert rc == 0 and "| F8_E4M3 | 128x128 blocks | F32 | 16 |" in text, text
-    assert "model.layers.0.mlp.down_proj" in text or "[56, 144]" in text or True
     # the seed's scale: down_proj [7168, 18432] -> [56, 144]
     assert [s for n, d, s in ds if n.endswith("down_proj.weight_scale_inv")][0] == [56, 144]
 
