@@ -658,4 +658,24 @@ int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const CgPlan *
 /* Print provenance chains for every module (paths == NULL) or the given paths. */
 int explain_print(FILE *out, Diag *d, const Resolution *r, const char *const *paths, int npaths);
 
+/* ---------------------------------------------------------------- analyze.c */
+
+/* fp8c analyze: the tables of a safetensors checkpoint (files, or directories with or without a
+ * model.safetensors.index.json) from headers only; json: one JSON object instead; policy_out:
+ * also write the policy that reproduces its precision layout. Returns an exit code. */
+int analyze_main(const char *const *paths, int npaths, int json, const char *policy_out);
+
+/* ---------------------------------------------------------------- hfconfig.c */
+
+/* A Hugging Face config.json (a map with "model_type") read as a model file: returns the
+ * model-file tree model_load takes, with every value's mark in config.json; NULL after an
+ * error on d. Llama and GPT-2 are mapped (docs/model.md); others are refused by name. */
+int hf_is_config(const YamlNode *root);
+YamlNode *hf_config_model(Arena *a, Diag *d, const YamlNode *root);
+
+/* ---------------------------------------------------------------- ckpt_cli.c */
+
+/* fp8c analyze | export | eval | sample: their own flags; returns the exit code. */
+int ckpt_cli_main(int argc, char **argv);
+
 #endif

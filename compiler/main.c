@@ -94,7 +94,7 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out
 
 static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
                                           "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
-                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch"};
+                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch", "--init-from"};
 static const char *const plain_flags[] = {"--strict", "--help", "--check", "--no-fuse"};
 #define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
 
@@ -116,6 +116,7 @@ static int set_flag(Args *a, const char *flag, const char *val) {
     else if (!strcmp(flag, "--checkpoint-dir")) t->ckpt_dir = val;
     else if (!strcmp(flag, "--checkpoint-every")) return parse_count(flag, val, 1, &t->ckpt_every);
     else if (!strcmp(flag, "--resume")) t->resume = val;
+    else if (!strcmp(flag, "--init-from")) t->init_from = val;
     else if (!strcmp(flag, "--progress-every")) return parse_count(flag, val, 1, &t->progress_every);
     else if (!strcmp(flag, "--eval-batches")) return parse_count(flag, val, 1, &t->eval_batches);
     else if (!strcmp(flag, "--debug-inject-nan")) return parse_count(flag, val, 1, &t->inject_nan_step);
@@ -201,6 +202,7 @@ static int front_end(Compilation *c, const Args *a) {
     diag_init(&c->diag, stderr);
     c->diag.strict = a->strict;
     YamlNode *mroot = yml_load_file(&c->arena, &c->diag, a->pos[0]);
+    if (mroot && hf_is_config(mroot)) mroot = hf_config_model(&c->arena, &c->diag, mroot); /* a Hugging Face config.json */
     if (!mroot || model_load(&c->arena, &c->diag, mroot, &c->model)) return -1;
     YamlNode *proot = yml_load_file(&c->arena, &c->diag, a->pos[1]);
     if (!proot || pol_load(&c->arena, &c->diag, proot, a->pos[1], &c->policy)) return -1;
@@ -334,7 +336,10 @@ int main(int argc, char **argv) {
         printf("fp8c %s (plan format %d)\n", FP8C_VERSION, FP8C_PLAN_VERSION);
         return EXIT_OK;
     }
-    if (!strcmp(cmd, "train") || !strcmp(cmd, "run")) prefer_passive_omp(argv);
+    if (!strcmp(cmd, "train") || !strcmp(cmd, "run") || !strcmp(cmd, "eval") || !strcmp(cmd, "sample")) prefer_passive_omp(argv);
+    static const char *const ckpt_cmds[] = {"analyze", "export", "eval", "sample"};
+    for (int i = 0; i < 4; i++)
+        if (!strcmp(cmd, ckpt_cmds[i])) return ckpt_cli_main(argc, argv);
     Args a;
     int rc = parse_args(argc, argv, &a);
     if (rc) return rc;
@@ -354,8 +359,9 @@ int main(int argc, char **argv) {
         if (a.npos != 1) return bad_usage("%s", "run needs the plan directory: fp8c run DIR");
         return rt_train(&a.train, a.pos[0]);
     }
-    static const char *const cmds[] = {"compile", "explain", "recipes", "version", "help", "run", "train", "build", "inspect"};
-    const char *close = closest_word(cmd, cmds, 9);
+    static const char *const cmds[] = {"compile", "explain", "recipes", "version", "help", "run", "train", "build", "inspect",
+                                       "analyze", "export", "eval", "sample"};
+    const char *close = closest_word(cmd, cmds, 13);
     if (close) {
         fprintf(stderr, "fp8c: error: unknown command '%s'; did you mean '%s'?\n", cmd, close);
         return EXIT_BAD_INPUT;

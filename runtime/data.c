@@ -108,6 +108,94 @@ static int load_shard(Dataset *d, const unsigned char *buf, size_t size, const c
     return 0;
 }
 
+/* ---- token id arrays: .npy, and header-less .bin ---------------------------------------------- */
+
+static int has_suffix(const char *s, const char *suf)
+{
+    size_t n = strlen(s), m = strlen(suf);
+    return n >= m && !strcmp(s + n - m, suf);
+}
+
+/* n little-endian unsigned ids of `width` bytes at p into d->tokens, each below vocab; a bad id
+ * names the file, its byte offset (data_off + k * width) and the id. */
+static int load_ids(Dataset *d, const unsigned char *p, int64_t n, int width, size_t data_off, const char *path,
+                    int vocab, char *err, size_t errlen)
+{
+    if (n < 1) {
+        set_err(err, errlen, "%s: no tokens", path);
+        return -1;
+    }
+    if (!(d->tokens = malloc((size_t)n * sizeof *d->tokens))) {
+        set_err(err, errlen, "%s: out of memory for %lld tokens", path, (long long)n);
+        return -1;
+    }
+    for (int64_t k = 0; k < n; k++) {
+        const unsigned char *q = p + k * width;
+        uint64_t v = width == 2 ? (uint64_t)(q[0] | q[1] << 8) : (uint64_t)le32(q);
+        if (v >= (uint64_t)vocab) {
+            set_err(err, errlen, "%s: token id %llu at byte offset %zu (token %lld) is >= the model's vocab_size %d", path,
+                    (unsigned long long)v, data_off + (size_t)k * (size_t)width, (long long)k, vocab);
+            free(d->tokens);
+            d->tokens = NULL;
+            return -1;
+        }
+        d->tokens[k] = (int32_t)v;
+    }
+    d->n = n;
+    return 0;
+}
+
+/* A NumPy .npy of uint16 or uint32 ids (any C-order shape, read flat). */
+static int load_npy(Dataset *d, const unsigned char *buf, size_t size, const char *path, int vocab, char *err,
+                    size_t errlen)
+{
+    if (size < 10 || memcmp(buf, "\x93NUMPY", 6)) {
+        set_err(err, errlen, "%s: not a .npy file (no \\x93NUMPY magic)", path);
+        return -1;
+    }
+    size_t hlen, off;
+    if (buf[6] == 1) {
+        hlen = (size_t)(buf[8] | buf[9] << 8), off = 10;
+    } else if ((buf[6] == 2 || buf[6] == 3) && size >= 12) {
+        hlen = (size_t)le32(buf + 8), off = 12;
+    } else {
+        set_err(err, errlen, "%s: .npy format version %d is not supported", path, buf[6]);
+        return -1;
+    }
+    if (hlen > size - off) {
+        set_err(err, errlen, "%s: truncated .npy header", path);
+        return -1;
+    }
+    char h[1024];
+    snprintf(h, sizeof h, "%.*s", (int)(hlen < sizeof h - 1 ? hlen : sizeof h - 1), (const char *)buf + off);
+    const char *descr = strstr(h, "'descr':"), *shape = strstr(h, "'shape':");
+    int width = 0;
+    if (descr && (strstr(descr, "'<u2'") == descr + 9 || strstr(descr, "'<u2'") == descr + 8)) width = 2;
+    if (descr && (strstr(descr, "'<u4'") == descr + 9 || strstr(descr, "'<u4'") == descr + 8)) width = 4;
+    if (!width || !shape || strstr(h, "'fortran_order': True")) {
+        set_err(err, errlen, "%s: a token .npy holds little-endian uint16 or uint32 ids in C order (header: %s)", path, h);
+        return -1;
+    }
+    int64_t n = 1;
+    const char *c = strchr(shape, '(');
+    for (c = c ? c + 1 : ""; *c && *c != ')';) {
+        char *end;
+        long long v = strtoll(c, &end, 10);
+        if (end == c) break;
+        if (v < 0 || (v && n > INT64_MAX / v)) n = -1;
+        else n *= v;
+        c = end;
+        while (*c == ',' || *c == ' ') c++;
+    }
+    size_t data = off + hlen;
+    if (n < 0 || (uint64_t)n * (uint64_t)width != (uint64_t)(size - data)) {
+        set_err(err, errlen, "%s: .npy shape holds %lld ids of %d bytes, but %zu data bytes follow the header", path,
+                (long long)n, width, size - data);
+        return -1;
+    }
+    return load_ids(d, buf + data, n, width, data, path, vocab, err, errlen);
+}
+
 int data_load(Dataset *d, const char *path, int vocab, char *err, size_t errlen)
 {
     memset(d, 0, sizeof *d);
@@ -122,8 +210,18 @@ int data_load(Dataset *d, const char *path, int vocab, char *err, size_t errlen)
     int rc = 0;
     if (size >= 4 && le32(buf) == DATA_SHARD_MAGIC) {
         rc = load_shard(d, buf, size, path, vocab, err, errlen);
+    } else if (has_suffix(path, ".npy")) {
+        rc = load_npy(d, buf, size, path, vocab, err, errlen);
+    } else if (has_suffix(path, ".bin")) { /* header-less: uint16 ids (nanoGPT's train.bin), uint32 for *.u32.bin */
+        int width = has_suffix(path, ".u32.bin") ? 4 : 2;
+        if (size % (size_t)width) {
+            set_err(err, errlen, "%s: %zu bytes is not a whole number of uint%d token ids", path, size, 8 * width);
+            rc = -1;
+        } else {
+            rc = load_ids(d, buf, (int64_t)(size / (size_t)width), width, 0, path, vocab, err, errlen);
+        }
     } else if (vocab != 256) {
-        set_err(err, errlen, "%s is not an llm.c token shard (magic %d) and the model's vocab is %d, "
+        set_err(err, errlen, "%s is not an llm.c token shard (magic %d), a .npy or a .bin of token ids, and the model's vocab is %d, "
                 "not 256 bytes", path, DATA_SHARD_MAGIC, vocab);
         rc = -1;
     } else if (size == 0) {

@@ -163,10 +163,15 @@ typedef struct {
     int64_t progress_every;  /* 0: automatic */
     int64_t eval_batches;    /* 0: automatic */
     int check;               /* only validate the plan and report what a run needs */
+    const char *init_from;   /* a Hugging Face model directory whose weights replace the initial draw */
 } TrainOpts;
 
 /* Initialise parameters (and master copies, scaling state) from the plan's init specs and seed. */
 int rt_init_params(CpuBackend *b, char *err, size_t errlen);
+
+/* Load a checkpoint of this plan (every checkpointed class; the plan hash must match): eval and
+ * sample start from it. Its step into *step. 0, or -1 with a message. */
+int rt_load_checkpoint(CpuBackend *b, const char *path, int64_t *step, char *err, size_t errlen);
 
 /* Returns 0, or EXIT_BAD_INPUT / EXIT_RUNTIME with the message already printed. */
 int rt_train(const TrainOpts *o, const char *plan_dir);

@@ -28,8 +28,9 @@
 #define META_KEY "__metadata__"
 
 struct StFile {
-    unsigned char *buf;     /* the whole file */
-    size_t size;
+    unsigned char *buf;     /* the whole file, or only its header (st_read_header) */
+    size_t size;            /* the file's size */
+    int header_only;        /* st_read_header: tensors have no data */
     char *strings;          /* decoded names, keys and values (N+1 bytes) */
     StTensor *t;            /* (nt) in header order */
     int nt;
@@ -44,9 +45,11 @@ static const struct {
 } dtypes[] = {
     {"F64", 8}, {"F32", 4}, {"F16", 2}, {"BF16", 2}, {"I64", 8},
     {"I32", 4}, {"U8", 1},  {"F8_E4M3", 1}, {"F8_E5M2", 1},
+    /* the rest of the format's byte-sized dtypes (fp8c analyze reads any checkpoint) */
+    {"F8_E8M0", 1}, {"I8", 1}, {"I16", 2}, {"U16", 2}, {"U32", 4}, {"U64", 8}, {"BOOL", 1},
 };
 #define NDTYPES (int)(sizeof dtypes / sizeof dtypes[0])
-#define DTYPE_LIST "F32, BF16, F16, F64, I32, I64, U8, F8_E4M3, F8_E5M2"
+#define DTYPE_LIST "F32, BF16, F16, F64, I32, I64, U8, F8_E4M3, F8_E5M2, F8_E8M0, I8, I16, U16, U32, U64, BOOL"
 
 static void set_err(char *err, size_t errlen, const char *fmt, ...)
 {
@@ -870,7 +873,7 @@ static int check_layout(StFile *f, const Span *spans, size_t data_off, const cha
         return -1;
     }
     for (int i = 0; i < f->nt; i++)
-        f->t[i].data = f->buf + data_off + spans[i].begin;
+        f->t[i].data = f->header_only ? NULL : f->buf + data_off + spans[i].begin;
 
     f->by_name = malloc(((size_t)f->nt + 1) * sizeof *f->by_name);
     if (!f->by_name) {
@@ -936,7 +939,53 @@ StFile *st_parse(const void *data, size_t size, const char *name, char *err, siz
     return f;
 }
 
-StFile *st_read(const char *path, char *err, size_t errlen)
+/* The 8-byte length and the header JSON into f->buf; f->size is the file's size. */
+static int read_header(StFile *f, const char *path, char *err, size_t errlen)
+{
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC); /* a FIFO must not block here */
+    if (fd < 0) {
+        set_err(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    int rc = -1;
+    unsigned char len8[8];
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        set_err(err, errlen, "%s: not a regular file", path);
+        goto out;
+    }
+    f->size = (size_t)st.st_size;
+    size_t want = f->size < 8 ? f->size : 8;
+    if (pread(fd, len8, want, 0) != (ssize_t)want) {
+        set_err(err, errlen, "%s: read failed: %s", path, strerror(errno));
+        goto out;
+    }
+    uint64_t hlen = 0;
+    for (size_t i = 0; i < want; i++)
+        hlen |= (uint64_t)len8[i] << (8 * i);
+    /* st_read's checks report a bad length; read no more than the file holds */
+    size_t n = f->size < 8 ? f->size : 8 + (hlen < f->size - 8 ? (size_t)hlen : f->size - 8);
+    if (!(f->buf = malloc(n ? n : 1))) {
+        set_err(err, errlen, "%s: out of memory reading a %zu-byte header", path, n);
+        goto out;
+    }
+    for (size_t got = 0; got < n;) {
+        ssize_t r = pread(fd, f->buf + got, n - got, (off_t)got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0) {
+            set_err(err, errlen, "%s: read failed: %s", path, r < 0 ? strerror(errno) : "file shrank");
+            goto out;
+        }
+        got += (size_t)r;
+    }
+    rc = 0;
+out:
+    close(fd);
+    return rc;
+}
+
+static StFile *open_file(const char *path, int header_only, char *err, size_t errlen)
 {
     if (!path) {
         set_err(err, errlen, "st_read: no path");
@@ -947,7 +996,8 @@ StFile *st_read(const char *path, char *err, size_t errlen)
         set_err(err, errlen, "%s: out of memory", path);
         return NULL;
     }
-    if (read_whole(f, path, err, errlen) || parse_buf(f, path, err, errlen)) {
+    f->header_only = header_only;
+    if ((header_only ? read_header(f, path, err, errlen) : read_whole(f, path, err, errlen)) || parse_buf(f, path, err, errlen)) {
         st_free(f);
         return NULL;
     }
@@ -996,6 +1046,10 @@ static int parse_buf(StFile *f, const char *path, char *err, size_t errlen)
 bad:
     return -1;
 }
+
+StFile *st_read(const char *path, char *err, size_t errlen) { return open_file(path, 0, err, errlen); }
+
+StFile *st_read_header(const char *path, char *err, size_t errlen) { return open_file(path, 1, err, errlen); }
 
 const StTensor *st_find(const StFile *f, const char *name)
 {

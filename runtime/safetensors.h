@@ -22,7 +22,7 @@
 #define ST_MAX_DIMS 4 /* fp8c tensors have at most 4 dimensions */
 
 /* One tensor. dtype is one of "F32" "BF16" "F16" "U8" "I32" "I64" "F64"
- * "F8_E4M3" "F8_E5M2"; data is nbytes of little-endian elements, row-major.
+ * "F8_E4M3" "F8_E5M2" "F8_E8M0" "I8" "I16" "U16" "U32" "U64" "BOOL"; data is nbytes of little-endian elements, row-major.
  * A tensor read by st_read points into the StFile's buffer: its data is
  * aligned to its element size only if its data_offsets begin is a multiple
  * of it (st_write keeps the caller's order, so order tensors by element size,
@@ -65,6 +65,10 @@ typedef struct StFile StFile;
 StFile *st_read(const char *path, char *err, size_t errlen);
 /* The same checks on size bytes in memory (copied; name is used in messages). */
 StFile *st_parse(const void *data, size_t size, const char *name, char *err, size_t errlen);
+
+/* st_read's checks on the header alone (the 8-byte length and the JSON), with the file's size
+ * standing for its data: instant on multi-GB shards. Tensors have data NULL. */
+StFile *st_read_header(const char *path, char *err, size_t errlen);
 
 const StTensor *st_find(const StFile *f, const char *name); /* NULL if absent */
 const char *st_meta(const StFile *f, const char *key);      /* NULL if absent */

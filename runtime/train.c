@@ -17,6 +17,7 @@
 #include "data.h"
 #include "fp8.h"
 #include "io.h"
+#include "hf.h"
 #include "ref.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -247,6 +248,13 @@ static int resume_name_check(const char *path, const TrainState *s, int64_t tota
     return 0;
 }
 
+int rt_load_checkpoint(CpuBackend *b, const char *path, int64_t *step, char *err, size_t errlen) {
+    TrainState s;
+    if (load_checkpoint(b, &s, path, err, errlen)) return -1;
+    *step = s.step;
+    return 0;
+}
+
 /* ---- device choice ---- */
 
 /* 1: the GPU, 0: the CPU, -1: --device cuda without a usable GPU (message printed). */
@@ -370,6 +378,11 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     }
     int64_t prof = 0;
     b.profile = getenv("FP8C_PROFILE") && !str_to_i64(getenv("FP8C_PROFILE"), 0, 9, &prof) && prof > 0;
+    if (o->init_from && !o->resume && hf_load_weights(&b, o->init_from, err, sizeof err)) {
+        fprintf(stderr, "fp8c: error: --init-from: %s\n", err);
+        rc = EXIT_BAD_INPUT;
+        goto done;
+    }
     int64_t T = p.train.seq_len, B = p.train.micro_batch;
     if (o->data) {
         if (data_load(&ds, o->data, (int)p.vocab, err, sizeof err)) {
@@ -433,6 +446,10 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     }
     int swept = o->ckpt_dir ? io_sweep_stale(o->ckpt_dir, "step_*.safetensors.tmp.") : 0;
     if (swept) fprintf(stderr, "fp8c: removed %d partial checkpoint%s left in %s by a killed run\n", swept, swept > 1 ? "s" : "", o->ckpt_dir);
+    if (o->ckpt_dir && rt_keep_plan(plan_dir, o->ckpt_dir, err, sizeof err)) {
+        fprintf(stderr, "fp8c: error: %s\n", err);
+        goto done;
+    }
     int64_t val_batches = o->eval_batches ? o->eval_batches : 8;
     int64_t val_avail = (run.val.n - 1) / (B * T);
     if (val_batches > val_avail) val_batches = val_avail > 0 ? val_avail : 1;

@@ -46,6 +46,7 @@ run test_schedule "$B/tests/test_schedule"
 run golden python3 tests/golden/check.py "$B/fp8c"
 run bad_inputs sh tests/bad/run.sh "$B/fp8c"
 run e2e sh tests/e2e/run.sh "$B/fp8c"
+run ckpt sh tests/ckpt/run.sh "$B/fp8c"
 run schedule sh tests/schedule/run.sh "$B/fp8c" "$B/tests/gpu_ops"
 case $B in *asan*) ;; *) run nvrtc sh tests/nvrtc/run.sh "$B/fp8c" ;; esac
 # the GPU tier's script itself, against the exact stand-in device (no GPU needed)
