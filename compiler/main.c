@@ -3,6 +3,7 @@
  * only place that chooses an exit code: 0 success, 2 bad input, 1 internal or runtime failure. */
 #include "fp8c.h"
 #include "runtime.h"
+#include "dist.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -46,6 +47,8 @@ static const char usage[] =
     "  --resume FILE                 continue exactly from a checkpoint of the same plan\n"
     "  --progress-every N, --eval-batches N\n"
     "  --check                       (run) validate the plan and exit without training\n"
+    "  --zero 0|1                    under mpirun: 1 shards FP32 master weights and Adam moments over the\n"
+    "                                ranks (ZeRO-1); default 0 (replicated)\n"
     "\n"
     "environment: FP8C_CACHE_DIR (kernel cache, default ~/.cache/fp8c), FP8C_DEBUG=1|2|3 (JIT timings,\n"
     "  + NVRTC logs and failing sources, + PTX), FP8C_PROFILE=1 (CPU time per op kind)\n";
@@ -93,7 +96,7 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out
 
 static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
                                           "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
-                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch"};
+                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch", "--zero"};
 static const char *const plain_flags[] = {"--strict", "--help", "--check", "--no-fuse"};
 #define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
 
@@ -118,6 +121,13 @@ static int set_flag(Args *a, const char *flag, const char *val) {
     else if (!strcmp(flag, "--progress-every")) return parse_count(flag, val, 1, &t->progress_every);
     else if (!strcmp(flag, "--eval-batches")) return parse_count(flag, val, 1, &t->eval_batches);
     else if (!strcmp(flag, "--debug-inject-nan")) return parse_count(flag, val, 1, &t->inject_nan_step);
+    else if (!strcmp(flag, "--zero")) {
+        if (strcmp(val, "0") && strcmp(val, "1")) {
+            fprintf(stderr, "fp8c: error: --zero takes 0 (replicated optimizer state) or 1 (sharded over MPI ranks), not '%s'\n", val);
+            return -1;
+        }
+        t->zero = val[0] == '1';
+    }
     else if (!strcmp(flag, "--device")) {
         static const char *const devs[] = {"auto", "cpu", "cuda"};
         for (int i = 0; i < 3; i++)
@@ -267,7 +277,7 @@ static int cmd_train(Args *a) {
     Compilation c = {0};
     if (front_end(&c, a)) return finish(&c, EXIT_BAD_INPUT);
     char tmp[] = "/tmp/fp8c-plan-XXXXXX";
-    const char *dir = a->out;
+    const char *dir = dist_env_rank() ? NULL : a->out; /* under mpirun, rank 0 alone writes -o DIR */
     if (!dir) {
         if (!mkdtemp(tmp)) {
             fprintf(stderr, "fp8c: error: cannot create a temporary plan directory\n");
@@ -281,7 +291,7 @@ static int cmd_train(Args *a) {
     finish(&c, EXIT_OK);
     if (rc) return rc;
     rc = rt_train(&a->train, dir);
-    if (!a->out) {
+    if (dir != a->out) {
         char path[256];
         snprintf(path, sizeof path, "%s/plan.json", dir);
         remove(path);

@@ -157,6 +157,7 @@ typedef struct {
     int64_t progress_every;  /* 0: automatic */
     int64_t eval_batches;    /* 0: automatic */
     int check;               /* only validate the plan and report what a run needs */
+    int zero;                /* --zero 1: shard master weights and moments over MPI ranks (dist.c) */
 } TrainOpts;
 
 /* Initialise parameters (and master copies, scaling state) from the plan's init specs and seed. */
