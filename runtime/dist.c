@@ -135,12 +135,12 @@ static int parse_fault(Dist *d, char *err, size_t errlen) {
     char kind[16];
     long long step;
     int rank, n = 0;
-    if (sscanf(v, "%15[a-z]:%d:%lld%n", kind, &rank, &step, &n) != 3 || v[n] || (strcmp(kind, "die") && strcmp(kind, "hang")) ||
-        rank < 0 || step < 1) {
-        snprintf(err, errlen, "FP8C_DIST_FAULT='%s': want die:RANK:STEP or hang:RANK:STEP (a testing aid)", v);
+    if (sscanf(v, "%15[a-z]:%d:%lld%n", kind, &rank, &step, &n) != 3 || v[n] ||
+        (strcmp(kind, "die") && strcmp(kind, "hang") && strcmp(kind, "flip")) || rank < 0 || step < 1) {
+        snprintf(err, errlen, "FP8C_DIST_FAULT='%s': want die:RANK:STEP, hang:RANK:STEP or flip:RANK:STEP (a testing aid)", v);
         return -1;
     }
-    d->fault_kind = kind[0] == 'd' ? 1 : 2;
+    d->fault_kind = kind[0] == 'd' ? 1 : kind[0] == 'h' ? 2 : 3;
     d->fault_rank = rank;
     d->fault_step = step;
     return 0;
@@ -219,6 +219,7 @@ static int plan_zero(Dist *d, char *err, size_t errlen) {
                 if (t < 0 || !op_arg_writes(s->op, k)) continue;
                 TensorClass c = p->t[t].cls;
                 int every_step = c != TC_MASTER && c != TC_OPT && (c != TC_PARAM || read_outside[t]);
+                d->has_copies |= c == TC_WCOPY;
                 d->send[t] = every_step ? 1 : 2;
                 if (c == TC_PARAM) d->gather_bytes_bf16 += plan_bytes(&p->t[t]);
                 if (every_step) d->gather_bytes += plan_bytes(&p->t[t]);
@@ -255,6 +256,7 @@ int dist_init(Dist *d, const Plan *p, int zero, char *err, size_t errlen) {
         return EXIT_BAD_INPUT;
     }
     d->timeout_s = t;
+    d->verify = env_int("FP8C_DIST_VERIFY", 0) > 0;
     if (want >= 1) {
         if (open_mpi(d, want, err, errlen)) return EXIT_RUNTIME;
         if (d->mpi.Init(NULL, NULL) != MPI_SUCCESS) {
@@ -327,12 +329,9 @@ void dist_end(Dist *d, int ok) {
         pthread_mutex_unlock(&d->mu);
         pthread_join(d->watchdog, NULL);
     }
+    /* After a failure on this rank, no MPI_Finalize (it would wait for the others): the process
+     * exits non-zero and mpirun ends the job, which reads better than MPI_Abort's report. */
     if (d->mpi_up && ok) d->mpi.Finalize();
-    if (d->mpi_up && !ok) {
-        /* a failure on this rank: end the job now rather than leave the others waiting */
-        fflush(NULL);
-        d->mpi.Abort(d->comm_world, EXIT_RUNTIME);
-    }
     /* libmpi stays loaded: Open MPI does not support dlclose after MPI_Finalize */
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
@@ -347,8 +346,9 @@ const char *dist_describe(Dist *d) {
                  d->grad_bf16 ? "BF16" : "FP32");
     else
         snprintf(d->desc, sizeof d->desc, " x %d ranks (MPI, %s gradient all-reduce, ZeRO-1: %.2f MB of master + moments here, "
-                 "%.2f MB all-gathered per step%s)", d->size, d->grad_bf16 ? "BF16" : "FP32", (double)d->shard_bytes / 1e6,
-                 (double)d->gather_bytes / 1e6, d->gather_bytes < d->gather_bytes_bf16 ? ", FP8 weight copies" : "");
+                 "%.2f MB all-gathered per step%s, %.2f MB in parameter dtypes)", d->size, d->grad_bf16 ? "BF16" : "FP32",
+                 (double)d->shard_bytes / 1e6, (double)d->gather_bytes / 1e6, d->has_copies ? " as FP8 weight copies + scales" : "",
+                 (double)d->gather_bytes_bf16 / 1e6);
     return d->desc;
 }
 
@@ -449,7 +449,7 @@ static int gather_doubles(Dist *d, const double *mine, int n, double *all, char 
 }
 
 static void fault(Dist *d, int64_t step) {
-    if (!d->fault_kind || d->fault_rank != d->rank || d->fault_step != step) return;
+    if (!d->fault_kind || d->fault_kind == 3 || d->fault_rank != d->rank || d->fault_step != step) return;
     fprintf(stderr, "fp8c: rank %d: FP8C_DIST_FAULT: %s at step %lld\n", d->rank, d->fault_kind == 1 ? "dying" : "hanging", (long long)step);
     fflush(stderr);
     if (d->fault_kind == 1) _exit(3);
@@ -573,4 +573,51 @@ int dist_optimizer(Dist *d, CpuBackend *b, const RunState *st, char *err, size_t
 int dist_gather_state(Dist *d, CpuBackend *b, char *err, size_t errlen) {
     if (!d->zero) return 0;
     return gather_units(d, b, 2, "the ZeRO-1 state gather for a checkpoint", err, errlen);
+}
+
+/* ---- verification ---- */
+
+static uint64_t fnv(uint64_t h, const unsigned char *x, size_t n) {
+    for (size_t i = 0; i < n; i++) h = (h ^ x[i]) * 1099511628211ull;
+    return h;
+}
+
+int dist_verify(Dist *d, CpuBackend *b, int64_t step, char *err, size_t errlen) {
+    if (!d->verify || d->size == 1) return 0;
+    const Plan *p = d->p;
+    if (d->fault_kind == 3 && d->fault_rank == d->rank && d->fault_step == step) /* flip one parameter's lowest bit */
+        for (int i = 0; i < p->nt; i++)
+            if (p->t[i].cls == TC_PARAM && !(d->zero && d->send[i] == 2)) {
+                ((unsigned char *)cpu_ptr(b, i))[0] ^= 1;
+                break;
+            }
+    /* what every rank must hold identically; under ZeRO-1 master weights and moments are shards */
+    static const TensorClass cls[] = {TC_PARAM, TC_SCALE, TC_WCOPY, TC_MASTER, TC_OPT};
+    int ncls = d->zero ? 3 : 5;
+    uint64_t h[5], *all = malloc((size_t)d->size * sizeof h);
+    if (!all) return snprintf(err, errlen, "out of memory"), -1;
+    for (int c = 0; c < ncls; c++) {
+        h[c] = 1469598103934665603ull;
+        for (int i = 0; i < p->nt; i++)
+            if (p->t[i].cls == cls[c] && !(d->zero && d->send[i] == 2)) /* ZeRO-1: a parameter no other rank reads is its owner's */
+                h[c] = fnv(h[c], cpu_ptr(b, i), cpu_tensor_bytes(b, i));
+    }
+    op_begin(d, "the FP8C_DIST_VERIFY state-hash all-gather");
+    int rc = d->mpi.Allgather(h, ncls * 8, d->t_byte, all, ncls * 8, d->t_byte, d->comm_world);
+    op_end(d);
+    if (rc != MPI_SUCCESS) return free(all), mpi_fail(d, rc, "the FP8C_DIST_VERIFY all-gather", err, errlen);
+    for (int r = 1; r < d->size; r++)
+        for (int c = 0; c < ncls; c++)
+            if (all[(size_t)r * ncls + c] != all[c]) {
+                snprintf(err, errlen, "FP8C_DIST_VERIFY: after step %lld, rank %d's %s differ from rank 0's", (long long)step, r,
+                         fp8c_tensor_class_names[cls[c]]);
+                free(all);
+                return -1;
+            }
+    if (!d->rank)
+        fprintf(stderr, "fp8c: FP8C_DIST_VERIFY: after step %lld all %d ranks hold identical parameters, scales, weight copies%s "
+                "(state hash %016llx)\n", (long long)step, d->size, d->zero ? "" : ", master weights, optimizer state",
+                (unsigned long long)all[0]);
+    free(all);
+    return 0;
 }

@@ -48,7 +48,8 @@ typedef struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
     /* testing aid (FP8C_DIST_FAULT=die|hang:RANK:STEP) */
-    int fault_kind, fault_rank;
+    int fault_kind, fault_rank; /* 1 die, 2 hang, 3 flip a parameter bit (for FP8C_DIST_VERIFY) */
+    int verify;              /* FP8C_DIST_VERIFY=1: after every step, all-gather and compare state hashes */
     int64_t fault_step;
     /* delayed scaling: the amax tensors scale_update reads, maxed over micro-batches and ranks */
     int *amax;
@@ -64,6 +65,7 @@ typedef struct {
     int *send;               /* per tensor: 1 sent after every step, 2 only to gather the full state */
     int64_t gather_bytes;    /* plan bytes sent per step (FP8 copies + scales where the policy keeps them) */
     int64_t gather_bytes_bf16; /* the same parameters sent in their storage dtype */
+    int has_copies;          /* some unit writes FP8 weight copies (TC_WCOPY) */
     int64_t shard_bytes;     /* this rank's master + moment bytes (plan dtypes) */
     unsigned char *pack;
     char desc[192];
@@ -97,5 +99,9 @@ int dist_reduce(Dist *d, CpuBackend *b, CudaBackend *cu, int64_t step, double *l
 int dist_optimizer(Dist *d, CpuBackend *b, const RunState *st, char *err, size_t errlen);
 /* ZeRO-1: before a checkpoint, every rank gets the full state (masters, moments, parameters). */
 int dist_gather_state(Dist *d, CpuBackend *b, char *err, size_t errlen);
+/* FP8C_DIST_VERIFY=1: after each step, check that every rank holds the same parameters, scales
+ * and weight copies (and, replicated, master weights and moments); an error names the first
+ * class that differs. A testing aid: it hashes the whole state. */
+int dist_verify(Dist *d, CpuBackend *b, int64_t step, char *err, size_t errlen);
 
 #endif

@@ -470,6 +470,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         }
         s.step++;
         s.data_pos = run.train.pos;
+        if (!run.cu && dist_verify(&dist, &b, s.step, run.err, sizeof run.err)) goto gpu_fail;
         double dt = now_s() - ts, elapsed = now_s() - t0;
         double tps = (double)(B * T * p.train.grad_accum) / dt;
         int do_eval = (p.train.eval_every && s.step % p.train.eval_every == 0) || s.step == total;
