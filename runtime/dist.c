@@ -23,6 +23,7 @@
 
 #include "fp8.h"
 #include "ref.h"
+#include "zero.h"
 
 #define CHUNK_FLOATS ((int64_t)1 << 24) /* gradients reduce in windows of 64 MB: bounded scratch */
 
@@ -158,8 +159,7 @@ static int collect_amax(Dist *d) {
     return 0;
 }
 
-/* ZeRO-1 ownership: whole optimizer units (the plan's optimizer runs a tensor's update, and for
- * FP8 weight copies its quantization, as one unit), largest first to the least-loaded rank. */
+/* ZeRO-1 ownership: whole optimizer units (zero.h), weighed by the elements they update. */
 static int64_t unit_cost(const Plan *p, const RtUnit *u) {
     int64_t n = 0;
     for (int i = u->first; i < u->first + u->n; i++)
@@ -174,27 +174,18 @@ static int plan_zero(Dist *d, char *err, size_t errlen) {
     int nu = p->nunits[SEC_OPTIMIZER];
     d->owner = calloc((size_t)nu + 1, sizeof *d->owner);
     d->send = calloc((size_t)p->nt + 1, sizeof *d->send);
-    int64_t *load = calloc((size_t)d->size, sizeof *load);
-    int *order = calloc((size_t)nu + 1, sizeof *order);
+    int64_t *load = calloc((size_t)d->size, sizeof *load), *cost = calloc((size_t)nu + 1, sizeof *cost);
     char *read_outside = calloc((size_t)p->nt + 1, 1);
-    if (!d->owner || !d->send || !load || !order || !read_outside) {
-        free(load), free(order), free(read_outside);
+    if (!d->owner || !d->send || !load || !cost || !read_outside) {
+        free(load), free(cost), free(read_outside);
         snprintf(err, errlen, "out of memory planning ZeRO-1");
         return -1;
     }
-    for (int u = 0; u < nu; u++) order[u] = u;
-    for (int i = 1; i < nu; i++) /* insertion sort, stable: by cost descending, then unit order */
-        for (int j = i; j > 0 && unit_cost(p, &p->units[SEC_OPTIMIZER][order[j]]) > unit_cost(p, &p->units[SEC_OPTIMIZER][order[j - 1]]); j--) {
-            int t = order[j];
-            order[j] = order[j - 1];
-            order[j - 1] = t;
-        }
-    for (int i = 0; i < nu; i++) {
-        int best = 0;
-        for (int r = 1; r < d->size; r++)
-            if (load[r] < load[best]) best = r;
-        d->owner[order[i]] = best;
-        load[best] += unit_cost(p, &p->units[SEC_OPTIMIZER][order[i]]);
+    for (int u = 0; u < nu; u++) cost[u] = unit_cost(p, &p->units[SEC_OPTIMIZER][u]);
+    if (zero_assign(cost, nu, d->size, d->owner, load)) {
+        free(load), free(cost), free(read_outside);
+        snprintf(err, errlen, "out of memory planning ZeRO-1");
+        return -1;
     }
     /* what the other sections read outside refresh units (those run only after a load, when every
      * rank holds the full state) */
@@ -227,7 +218,7 @@ static int plan_zero(Dist *d, char *err, size_t errlen) {
             }
         }
     }
-    free(load), free(order), free(read_outside);
+    free(load), free(cost), free(read_outside);
     return 0;
 }
 

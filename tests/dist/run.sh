@@ -145,6 +145,17 @@ FP8C_DIST_FAULT=explode "$fp8c" train $model policies/bf16.yaml >"$tmp/out" 2>"$
 rc=$?
 if [ $rc -eq 2 ] && grep -q 'FP8C_DIST_FAULT' "$tmp/err"; then ok bad_fault_spec; else ko bad_fault_spec "exit $rc"; fi
 
+# 6b. fp8c compile --ranks N: report.md's per-rank table; a count that does not divide the batch is refused
+if "$fp8c" compile $model policies/deepseek_v3.yaml --target cpu --ranks 2 -o "$tmp/rk" 2>"$tmp/err" &&
+    grep -q '^## Data parallel over 2 ranks' "$tmp/rk/report.md" &&
+    grep -q 'the shards hold .* of master + moments (50.0% of the replicated' "$tmp/rk/report.md"; then
+    ok compile_ranks_table
+else ko compile_ranks_table "no per-rank table for --ranks 2"; fi
+"$fp8c" compile $model policies/deepseek_v3.yaml --target cpu --ranks 3 -o "$tmp/rk3" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+if [ $rc -eq 2 ] && [ ! -e "$tmp/rk3" ] && grep -q 'does not divide over 3 ranks' "$tmp/err"; then ok compile_ranks_not_dividing; else
+    ko compile_ranks_not_dividing "exit $rc"; fi
+
 # 7. the state check can fail: one flipped parameter bit on rank 1 is caught
 FP8C_DIST_VERIFY=1 FP8C_DIST_FAULT=flip:1:2 mpi 2 "$fp8c" train $model policies/bf16.yaml >"$tmp/out" 2>"$tmp/err"
 rc=$?
