@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "fp8.h"
+#include "ccl.h"
 #include "ref.h"
 #include "zero.h"
 
@@ -611,4 +612,31 @@ int dist_verify(Dist *d, CpuBackend *b, int64_t step, char *err, size_t errlen) 
                 (unsigned long long)all[0]);
     free(all);
     return 0;
+}
+
+/* ---- NCCL bootstrap ---- */
+
+int dist_allgather_bytes(Dist *d, const void *mine, int n, void *all, char *err, size_t errlen) {
+    if (d->size == 1) return memcpy(all, mine, (size_t)n), 0;
+    MPI_CALL(d, "a byte all-gather", d->mpi.Allgather(mine, n, d->t_byte, all, n, d->t_byte, d->comm_world));
+    return 0;
+}
+
+int dist_ccl_id(Dist *d, unsigned char id[128], char *err, size_t errlen) {
+    int ok = d->rank != 0 || !ccl_unique_id(id, 128, err, errlen);
+    if (d->size == 1) return ok ? 0 : -1;
+    /* rank 0's failure travels with the id, so every rank returns the same answer */
+    unsigned char msg[129];
+    msg[0] = (unsigned char)ok;
+    memcpy(msg + 1, id, 128);
+    MPI_CALL(d, "the NCCL unique-id broadcast", d->mpi.Bcast(msg, 129, d->t_byte, 0, d->comm_world));
+    memcpy(id, msg + 1, 128);
+    if (!msg[0] && d->rank) snprintf(err, errlen, "rank 0 could not create the NCCL unique id");
+    return msg[0] ? 0 : -1;
+}
+
+Ccl *dist_ccl_init(Dist *d, char *err, size_t errlen) {
+    unsigned char id[128] = {0};
+    if (dist_ccl_id(d, id, err, errlen)) return NULL;
+    return ccl_init(d->rank, d->size, id, err, errlen);
 }

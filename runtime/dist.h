@@ -22,6 +22,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "ccl.h"
 #include "cuda_backend.h"
 #include "data.h"
 #include "mpi_abi.h"
@@ -103,5 +104,14 @@ int dist_gather_state(Dist *d, CpuBackend *b, char *err, size_t errlen);
  * and weight copies (and, replicated, master weights and moments); an error names the first
  * class that differs. A testing aid: it hashes the whole state. */
 int dist_verify(Dist *d, CpuBackend *b, int64_t step, char *err, size_t errlen);
+
+/* The CUDA backend's NCCL communicator, bootstrapped as llm.c does: rank 0 creates the unique id
+ * (ncclGetUniqueId needs no GPU), MPI broadcasts it, every rank joins. dist_ccl_id is the first
+ * half (tests/unit/test_dist_ccl.c runs it under mpirun). Not yet called by the training loop:
+ * its multi-rank CUDA path stages gradients through the host and MPI (ccl.h says why). */
+int dist_ccl_id(Dist *d, unsigned char id[128], char *err, size_t errlen);
+Ccl *dist_ccl_init(Dist *d, char *err, size_t errlen);
+/* Every rank's n bytes, in rank order (tests). */
+int dist_allgather_bytes(Dist *d, const void *mine, int n, void *all, char *err, size_t errlen);
 
 #endif

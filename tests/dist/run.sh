@@ -156,6 +156,12 @@ rc=$?
 if [ $rc -eq 2 ] && [ ! -e "$tmp/rk3" ] && grep -q 'does not divide over 3 ranks' "$tmp/err"; then ok compile_ranks_not_dividing; else
     ko compile_ranks_not_dividing "exit $rc"; fi
 
+# 6c. the NCCL bootstrap: rank 0's unique id, broadcast over MPI (tests/unit/test_dist_ccl.c)
+mpi 2 "$(dirname "$fp8c")/tests/test_dist_ccl" >"$tmp/out" 2>"$tmp/err"
+rc=$?
+cat "$tmp/out"
+if [ $rc -ne 0 ] && ! grep -q '^FAIL' "$tmp/out"; then ko nccl_bootstrap "exit $rc"; fi
+
 # 7. the state check can fail: one flipped parameter bit on rank 1 is caught
 FP8C_DIST_VERIFY=1 FP8C_DIST_FAULT=flip:1:2 mpi 2 "$fp8c" train $model policies/bf16.yaml >"$tmp/out" 2>"$tmp/err"
 rc=$?
