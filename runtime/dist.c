@@ -309,6 +309,7 @@ int dist_init(Dist *d, const Plan *p, int zero, char *err, size_t errlen) {
 }
 
 void dist_end(Dist *d, int ok) {
+    if (!d->p) return; /* dist_init never ran */
     if (d->watchdog_up) {
         if (ok && d->mpi_up) { /* leave together: a rank that finalizes early could strand a reduction */
             op_begin(d, "the final barrier");

@@ -43,8 +43,8 @@ typedef struct {
     pthread_t watchdog;
     int watchdog_up;
     double timeout_s;
-    volatile double op_since;  /* monotonic start of the collective in flight, 0: none */
-    const char *volatile op_name;
+    _Atomic double op_since;   /* monotonic start of the collective in flight, 0: none */
+    const char *_Atomic op_name;
     volatile int stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -80,7 +80,8 @@ int dist_env_rank(void);
  * N dividing grad_accum, --zero 1 only with N > 1) and lay out ZeRO-1 ownership. Returns
  * EXIT_OK, or EXIT_BAD_INPUT / EXIT_RUNTIME with the message in err (the same on every rank). */
 int dist_init(Dist *d, const Plan *p, int zero, char *err, size_t errlen);
-/* MPI_Finalize (after a barrier, so no rank leaves while another still reduces) and free. */
+/* ok: MPI_Finalize after a barrier (no rank leaves while another still reduces). Not ok: no
+ * MPI call; the process exits non-zero and mpirun ends the other ranks. Then free. */
 void dist_end(Dist *d, int ok);
 
 /* "" for one process, else " x N ranks (...)" for the start line. */

@@ -322,7 +322,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         goto done;
     }
     if ((rc = dist_init(&dist, &p, o->zero, err, sizeof err))) {
-        if (!dist.rank) fprintf(stderr, "fp8c: error: %s\n", err);
+        if (!dist.rank || rc == EXIT_RUNTIME) fprintf(stderr, "fp8c: error: %s\n", err); /* bad input: the same on every rank */
         goto done;
     }
     rc = EXIT_RUNTIME;
@@ -510,7 +510,7 @@ gpu_fail:
     fprintf(stderr, "fp8c: error: %s\n", run.err);
     rc = EXIT_RUNTIME;
 done:
-    dist_end(&dist, rc != EXIT_RUNTIME);
+    dist_end(&dist, rc == EXIT_OK);
     cu_free(run.cu);
     if (run.log) fclose(run.log);
     data_free(&ds);

@@ -22,8 +22,6 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 model=tests/dist/model.yaml
 export OMP_NUM_THREADS=1
-# Open MPI's own allocations at exit are not fp8c's leaks (the asan tier runs these too)
-export LSAN_OPTIONS="suppressions=$(pwd)/tests/dist/lsan.supp:print_suppressions=0"
 
 ok() { echo "PASS $1"; }
 ko() {
@@ -36,10 +34,13 @@ if ! command -v mpirun >/dev/null 2>&1; then
     exit 0
 fi
 # root in a container needs both flags; a rank per core is not needed for correctness
+# Under the asan tier, ranks run without LeakSanitizer: Open MPI keeps allocations until exit
+# and unloads its plugins first, so their reports cannot even be attributed (or suppressed) by
+# module; address and UB checking stay on. Single-process runs keep leak checking.
 mpi() { # NP, command...
     np=$1
     shift
-    timeout 300 mpirun --allow-run-as-root --oversubscribe -np "$np" "$@"
+    ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0" timeout 300 mpirun --allow-run-as-root --oversubscribe -np "$np" "$@"
 }
 
 # loss rows of two JSON-lines logs: step 1 to 1e-6, all steps within TOL (0: exactly)
