@@ -3,6 +3,7 @@
  * never leaves a half-written or missing output directory behind. */
 #include "fp8c.h"
 #include "io.h"
+#include "zero.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -588,6 +589,62 @@ static void report_memory_plan(Buf *b, const Graph *g) {
     buf_printf(b, "\nThe launch schedule has %d units (%d steps before fusion); both backends run it.\n", g->nu, g->ns);
 }
 
+/* `fp8c compile --ranks N`: what each of N data-parallel ranks holds, replicated and under
+ * ZeRO-1 (runtime/dist.c shards optimizer state by zero.h's ownership: this is its table). */
+static void report_ranks(Buf *b, const Graph *g) {
+    int N = g->ranks, nu = 0;
+    for (int u = 0; u < g->nu; u++) nu += g->u[u].sec == SEC_OPTIMIZER;
+    int64_t *cost = calloc((size_t)nu + 1, sizeof *cost), *state = calloc((size_t)nu + 1, sizeof *state);
+    int64_t *load = calloc((size_t)N, sizeof *load), *held = calloc((size_t)N, sizeof *held);
+    int *owner = calloc((size_t)nu + 1, sizeof *owner);
+    if (!cost || !state || !load || !held || !owner) goto out;
+    int k = 0;
+    for (int u = 0; u < g->nu; u++) {
+        const SUnit *su = &g->u[u];
+        if (su->sec != SEC_OPTIMIZER) continue;
+        for (int i = 0; i < su->nsteps; i++) {
+            const GStep *s = &g->s[su->steps[i]];
+            if (s->op == OP_ADAMW) cost[k] += s->ints[0];
+            for (int a = 0; a < op_arg_count(s->op); a++) {
+                int t = s->args[a];
+                if (t >= 0 && op_arg_writes(s->op, a) && (g->t[t].cls == TC_MASTER || g->t[t].cls == TC_OPT)) state[k] += g->t[t].bytes;
+            }
+        }
+        k++;
+    }
+    if (zero_assign(cost, nu, N, owner, load)) goto out;
+    for (int u = 0; u < nu; u++) held[owner[u]] += state[u];
+    int64_t hi = 0, lo = INT64_MAX;
+    for (int r = 0; r < N; r++) hi = held[r] > hi ? held[r] : hi, lo = held[r] < lo ? held[r] : lo;
+    char n1[32], n2[32], n3[32], n4[32];
+    int64_t rep_total = 0, zero_total = 0;
+    buf_printf(b, "\n## Data parallel over %d ranks (per rank; `fp8c compile --ranks %d`)\n\n"
+                  "| Class | Replicated | ZeRO-1 (`--zero 1`, largest shard) |\n|---|---|---|\n", N, N);
+    for (int c = 0; c < TC_COUNT; c++) {
+        int sharded = c == TC_MASTER || c == TC_OPT;
+        int64_t z = g->class_bytes[c];
+        if (sharded) { /* the largest rank's part of master + moments, split between the two by their plan ratio */
+            int64_t both = g->class_bytes[TC_MASTER] + g->class_bytes[TC_OPT];
+            z = both ? (int64_t)((double)hi * (double)g->class_bytes[c] / (double)both + 0.5) : 0;
+        }
+        if (!g->class_bytes[c]) continue;
+        rep_total += g->class_bytes[c];
+        zero_total += z;
+        buf_printf(b, "| %s | %s | %s |\n", fp8c_tensor_class_names[c], fmt_bytes(n1, (double)g->class_bytes[c]), fmt_bytes(n2, (double)z));
+    }
+    buf_printf(b, "| **Total** | %s | %s |\n", fmt_bytes(n1, (double)rep_total), fmt_bytes(n2, (double)zero_total));
+    buf_printf(b, "\nZeRO-1 shards master weights and moments by optimizer unit (a whole tensor, with its FP8 copies' quantization), "
+                  "largest first to the least-loaded rank: the shards hold %s to %s of master + moments (%.1f%% of the replicated "
+                  "%s). Gradients stay whole on every rank (ZeRO-1, not 2): each step reduces %s per rank with a rank-order "
+                  "reduce-scatter and all-gather (2 (N-1)/N of the gradients each way). A global batch is train.grad_accum "
+                  "micro-batches split over the ranks, so N must divide grad_accum.\n",
+               fmt_bytes(n1, (double)lo), fmt_bytes(n2, (double)hi),
+               100.0 * (double)hi / (double)(g->class_bytes[TC_MASTER] + g->class_bytes[TC_OPT] + !(g->class_bytes[TC_MASTER] + g->class_bytes[TC_OPT])),
+               fmt_bytes(n3, (double)(g->class_bytes[TC_MASTER] + g->class_bytes[TC_OPT])), fmt_bytes(n4, (double)g->class_bytes[TC_GRAD]));
+out:
+    free(cost), free(state), free(load), free(held), free(owner);
+}
+
 /* ---- atomic directory output ---- */
 
 static int write_file(Diag *d, const char *dir, const char *name, const Buf *b) {
@@ -656,6 +713,7 @@ int emit_output_dir(Diag *d, const Resolution *r, const Graph *g, const CgPlan *
     emit_plan_json(&plan, d, r, g, cp);
     emit_report_md(&report, d, r);
     if (g) report_memory_plan(&report, g);
+    if (g && g->ranks > 1) report_ranks(&report, g);
     char tmp[4096], prefix[4050];
     snprintf(prefix, sizeof prefix, "%s.tmp.", dir);
     io_tmp_name(tmp, sizeof tmp, prefix);

@@ -467,6 +467,7 @@ typedef struct {
     int64_t class_bytes[TC_COUNT];
     int64_t workspace_bytes;        /* CPU dequantization scratch of the largest low-bit GEMM */
     int tokens, targets, losses;    /* tensor ids the training loop feeds and reads */
+    int ranks;                      /* fp8c compile --ranks N (> 1): report.md's per-rank table */
 } Graph;
 
 /* Lower a resolved model to the training program: forward, loss, backward, optimizer and

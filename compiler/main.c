@@ -4,6 +4,7 @@
 #include "fp8c.h"
 #include "runtime.h"
 #include "io.h"
+#include "dist.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +34,8 @@ static const char usage[] =
     "  --strict                      patterns that match no module are errors, not warnings\n"
     "  --gemm cublaslt|generated     how the GPU runs FP8 GEMMs (default cublaslt; the generated\n"
     "                                mma.sync kernel is always emitted for comparison and fallback)\n"
+    "  --ranks N                     (compile) report.md adds what each of N data-parallel ranks holds,\n"
+    "                                replicated and with --zero 1 (N must divide train.grad_accum)\n"
     "  --no-fuse                     (compile, train) no fused kernels: the plan runs the lowered\n"
     "                                program one step per launch, for debugging a fusion\n"
     "\n"
@@ -47,6 +50,8 @@ static const char usage[] =
     "  --resume FILE                 continue exactly from a checkpoint of the same plan\n"
     "  --progress-every N, --eval-batches N\n"
     "  --check                       (run) validate the plan and exit without training\n"
+    "  --zero 0|1                    under mpirun: 1 shards FP32 master weights and Adam moments over the\n"
+    "                                ranks (ZeRO-1); default 0 (replicated)\n"
     "\n"
     "environment: FP8C_CACHE_DIR (kernel cache, default ~/.cache/fp8c), FP8C_DEBUG=1|2|3 (JIT timings,\n"
     "  + NVRTC logs and failing sources, + PTX), FP8C_PROFILE=1 (CPU time per op kind)\n";
@@ -62,6 +67,7 @@ typedef struct {
     int no_fuse;          /* --no-fuse: the unfused schedule */
     const char *gemm;     /* --gemm cublaslt|generated */
     const char *arch;     /* build --arch */
+    int64_t ranks;        /* compile --ranks N: report.md's per-rank memory table */
     TrainOpts train;
 } Args;
 
@@ -94,7 +100,8 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out
 
 static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
                                           "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
-                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch", "--init-from"};
+                                          "--eval-batches", "--debug-inject-nan", "--gemm", "--arch", "--init-from", "--zero",
+                                          "--ranks"};
 static const char *const plain_flags[] = {"--strict", "--help", "--check", "--no-fuse"};
 #define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
 
@@ -120,6 +127,14 @@ static int set_flag(Args *a, const char *flag, const char *val) {
     else if (!strcmp(flag, "--progress-every")) return parse_count(flag, val, 1, &t->progress_every);
     else if (!strcmp(flag, "--eval-batches")) return parse_count(flag, val, 1, &t->eval_batches);
     else if (!strcmp(flag, "--debug-inject-nan")) return parse_count(flag, val, 1, &t->inject_nan_step);
+    else if (!strcmp(flag, "--ranks")) return parse_count(flag, val, 1, &a->ranks);
+    else if (!strcmp(flag, "--zero")) {
+        if (strcmp(val, "0") && strcmp(val, "1")) {
+            fprintf(stderr, "fp8c: error: --zero takes 0 (replicated optimizer state) or 1 (sharded over MPI ranks), not '%s'\n", val);
+            return -1;
+        }
+        t->zero = val[0] == '1';
+    }
     else if (!strcmp(flag, "--device")) {
         static const char *const devs[] = {"auto", "cpu", "cuda"};
         for (int i = 0; i < 3; i++)
@@ -225,6 +240,7 @@ static int lower_and_emit(Compilation *c, const Args *a, const char *dir, int *n
     CgPlan cp = {0};
     low_lower(&c->arena, &c->diag, &c->res, &g);
     sch_build(&c->arena, &g, !a->no_fuse);
+    g.ranks = (int)a->ranks;
     mem_plan(&g);
     int rc = EXIT_OK;
     char err[1024];
@@ -244,8 +260,14 @@ static int lower_and_emit(Compilation *c, const Args *a, const char *dir, int *n
 static int cmd_compile(const Args *a) {
     if (a->npos != 2) return bad_usage("%s", "compile needs MODEL and POLICY: fp8c compile MODEL POLICY -o DIR");
     if (!a->out) return bad_usage("%s", "compile needs an output directory: -o DIR");
+    if (a->ranks > 4096) return bad_usage("%s", "--ranks: at most 4096");
     Compilation c = {0};
     if (front_end(&c, a)) return finish(&c, EXIT_BAD_INPUT);
+    if (a->ranks > 1 && c.model.train.grad_accum % a->ranks) {
+        fprintf(stderr, "fp8c: error: --ranks %lld: the global batch (train.grad_accum = %lld micro-batches) does not divide over "
+                "%lld ranks\n", (long long)a->ranks, (long long)c.model.train.grad_accum, (long long)a->ranks);
+        return finish(&c, EXIT_BAD_INPUT);
+    }
     int nk = 0;
     int rc = lower_and_emit(&c, a, a->out, &nk);
     if (rc) return finish(&c, rc);
@@ -270,7 +292,7 @@ static int cmd_train(Args *a) {
     Compilation c = {0};
     if (front_end(&c, a)) return finish(&c, EXIT_BAD_INPUT);
     char tmp[64];
-    const char *dir = a->out;
+    const char *dir = dist_env_rank() ? NULL : a->out; /* under mpirun, rank 0 alone writes -o DIR */
     if (!dir) {
         /* /tmp/fp8c-plan-PID.XXXXXX; plan directories (and their emit temporaries) of killed runs go */
         io_sweep_stale("/tmp", "fp8c-plan-");
@@ -288,7 +310,7 @@ static int cmd_train(Args *a) {
     finish(&c, EXIT_OK);
     if (rc) return rc;
     rc = rt_train(&a->train, dir);
-    if (!a->out) {
+    if (dir != a->out) {
         char path[256];
         snprintf(path, sizeof path, "%s/plan.json", dir);
         remove(path);

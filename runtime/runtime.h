@@ -164,6 +164,7 @@ typedef struct {
     int64_t eval_batches;    /* 0: automatic */
     int check;               /* only validate the plan and report what a run needs */
     const char *init_from;   /* a Hugging Face model directory whose weights replace the initial draw */
+    int zero;                /* --zero 1: shard master weights and moments over MPI ranks (dist.c) */
 } TrainOpts;
 
 /* Initialise parameters (and master copies, scaling state) from the plan's init specs and seed. */

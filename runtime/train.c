@@ -15,6 +15,7 @@
 
 #include "cuda_backend.h"
 #include "data.h"
+#include "dist.h"
 #include "fp8.h"
 #include "io.h"
 #include "hf.h"
@@ -258,7 +259,7 @@ int rt_load_checkpoint(CpuBackend *b, const char *path, int64_t *step, char *err
 /* ---- device choice ---- */
 
 /* 1: the GPU, 0: the CPU, -1: --device cuda without a usable GPU (message printed). */
-static int pick_device(DeviceKind want) {
+static int pick_device(DeviceKind want, int quiet) {
     if (want == DEV_CPU) return 0;
     char why[512];
     int gpu = cu_probe(why, sizeof why);
@@ -266,7 +267,7 @@ static int pick_device(DeviceKind want) {
         fprintf(stderr, "fp8c: error: --device cuda: %s\n", why);
         return -1;
     }
-    if (want == DEV_AUTO) fprintf(stderr, "fp8c: device: %s (%s)\n", gpu ? "cuda" : "cpu", why);
+    if (want == DEV_AUTO && !quiet) fprintf(stderr, "fp8c: device: %s (%s)\n", gpu ? "cuda" : "cpu", why);
     return gpu;
 }
 
@@ -356,6 +357,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     CpuBackend b = {0};
     Dataset ds = {0};
     Run run = {0};
+    Dist dist = {0};
     if (plan_load(&arena, &d, plan_dir, &p)) {
         arena_free(&arena);
         return EXIT_BAD_INPUT;
@@ -369,7 +371,12 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         rc = EXIT_OK;
         goto done;
     }
-    int gpu = pick_device(o->device);
+    if ((rc = dist_init(&dist, &p, o->zero, err, sizeof err))) {
+        if (!dist.rank || rc == EXIT_RUNTIME) fprintf(stderr, "fp8c: error: %s\n", err); /* bad input: the same on every rank */
+        goto done;
+    }
+    rc = EXIT_RUNTIME;
+    int gpu = pick_device(o->device, dist.rank);
     if (gpu < 0) goto done;
     int64_t total = o->steps ? o->steps : p.train.steps;
     if (cpu_init(&b, &p, err, sizeof err) || rt_init_params(&b, err, sizeof err)) {
@@ -406,6 +413,11 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         fprintf(stderr, "fp8c: error: --device %s: %s\n", o->device == DEV_CUDA ? "cuda" : "auto", err);
         goto done;
     }
+    if (run.cu && dist.zero) {
+        fprintf(stderr, "fp8c: error: --zero 1 runs on the CPU backend only for now (the CUDA backend's sharded optimizer is not implemented)\n");
+        rc = EXIT_BAD_INPUT;
+        goto done;
+    }
     data_split(&ds, (int)T, &run.train, &run.val);
     TrainState s = {0, 0, 0, 0, p.ls_mode == LS_DYNAMIC ? p.ls_init : p.ls_mode == LS_STATIC ? p.ls_scale : 1.0, 0};
     if (o->resume) {
@@ -426,14 +438,14 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             rc = EXIT_BAD_INPUT;
             goto done;
         }
-        fprintf(stderr, "fp8c: resumed from %s at step %lld\n", o->resume, (long long)s.step);
+        if (!dist.rank) fprintf(stderr, "fp8c: resumed from %s at step %lld\n", o->resume, (long long)s.step);
     }
     if (dev_sync(&run, 1)) {
         fprintf(stderr, "fp8c: error: %s\n", run.err);
         goto done;
     }
     int why = IO_FAIL;
-    if (o->log && !(run.log = io_open_write(o->log, s.step != 0, &why, err, sizeof err))) {
+    if (o->log && !dist.rank && !(run.log = io_open_write(o->log, s.step != 0, &why, err, sizeof err))) {
         fprintf(stderr, "fp8c: error: --log: %s\n", err);
         rc = why == IO_BAD ? EXIT_BAD_INPUT : EXIT_RUNTIME;
         goto done;
@@ -454,9 +466,10 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     int64_t val_avail = (run.val.n - 1) / (B * T);
     if (val_batches > val_avail) val_batches = val_avail > 0 ? val_avail : 1;
     int64_t every = o->progress_every ? o->progress_every : (total <= 50 ? 1 : 10);
-    fprintf(stderr, "fp8c: training %s x %s on %s: %lld params, %lld tokens/step, steps %lld..%lld, data %s (%lld tokens)\n",
-            p.model_name, p.policy_name, run.cu ? cu_device_name(run.cu) : "cpu", (long long)p.total_params, (long long)(B * T * p.train.grad_accum), (long long)s.step + 1,
-            (long long)total, ds.source, (long long)ds.n);
+    if (!dist.rank)
+        fprintf(stderr, "fp8c: training %s x %s on %s%s: %lld params, %lld tokens/step, steps %lld..%lld, data %s (%lld tokens)\n",
+                p.model_name, p.policy_name, run.cu ? cu_device_name(run.cu) : "cpu", dist_describe(&dist), (long long)p.total_params,
+                (long long)(B * T * p.train.grad_accum), (long long)s.step + 1, (long long)total, ds.source, (long long)ds.n);
     double t0 = now_s();
     int64_t first = s.step;
     float *grads = (float *)b.base[TC_GRAD];
@@ -473,18 +486,25 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         if (run.cu && cu_zero_class(run.cu, TC_GRAD, run.err, sizeof run.err)) goto gpu_fail;
         double loss = 0;
         for (int64_t micro = 0; micro < p.train.grad_accum; micro++) {
+            if (!dist_mine(&dist, micro)) { /* another rank's slice of the global batch */
+                dist_skip_batch(&dist, &run.train, (int)B, (int)T);
+                continue;
+            }
             feed(&run, &run.train);
             if (dev_run(&run, SEC_FORWARD, &st)) goto gpu_fail;
             loss += mean_loss(&run) / (double)p.train.grad_accum;
-            if (dev_run(&run, SEC_BACKWARD, &st)) goto gpu_fail;
+            if (dev_run(&run, SEC_BACKWARD, &st) || dist_micro_done(&dist, &b, run.cu, run.err, sizeof run.err)) goto gpu_fail;
         }
-        if (o->inject_nan_step == s.step + 1) {
+        if (o->inject_nan_step == s.step + 1 && dist.rank == dist.size - 1) {
             for (int i = 0; i < p.nt; i++)
                 if (p.t[i].cls == TC_GRAD) {
                     ((float *)cpu_ptr(&b, i))[0] = NAN;
                     break;
                 }
         }
+        /* over ranks: gradients summed, the loss averaged, amaxes maxed, finiteness agreed */
+        int all_finite = 1;
+        if (dist_reduce(&dist, &b, run.cu, s.step + 1, &loss, &all_finite, run.err, sizeof run.err)) goto gpu_fail;
         /* gradient norm over every parameter gradient, unscaled */
         double sumsq = 0;
         int finite = 1;
@@ -496,7 +516,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             }
         (void)ngrad;
         double norm = sqrt(sumsq) / s.loss_scale;
-        int skipped = !finite;
+        int skipped = !finite || !all_finite;
         if (skipped) {
             s.skipped++;
             if (p.ls_mode == LS_DYNAMIC) {
@@ -508,7 +528,9 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             st.grad_scale = (float)(clip / s.loss_scale);
             st.opt_step = s.applied + 1;
             st.amax_step = s.applied;
-            if (dev_run(&run, SEC_OPTIMIZER, &st) || dev_run(&run, SEC_SCALE_UPDATE, &st)) goto gpu_fail;
+            if ((dist.zero ? dist_optimizer(&dist, &b, &st, run.err, sizeof run.err) : dev_run(&run, SEC_OPTIMIZER, &st)) ||
+                dev_run(&run, SEC_SCALE_UPDATE, &st))
+                goto gpu_fail;
             s.applied++;
             if (p.ls_mode == LS_DYNAMIC && ++s.growth_count >= p.ls_interval) {
                 s.loss_scale *= p.ls_growth;
@@ -517,11 +539,12 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         }
         s.step++;
         s.data_pos = run.train.pos;
+        if (!run.cu && dist_verify(&dist, &b, s.step, run.err, sizeof run.err)) goto gpu_fail;
         double dt = now_s() - ts, elapsed = now_s() - t0;
         double tps = (double)(B * T * p.train.grad_accum) / dt;
         int do_eval = (p.train.eval_every && s.step % p.train.eval_every == 0) || s.step == total;
-        double vloss = do_eval ? evaluate(&run, val_batches) : 0;
-        if (s.step % every == 0 || do_eval || s.step == first + 1) {
+        double vloss = do_eval && !dist.rank ? evaluate(&run, val_batches) : 0; /* rank 0 evaluates and prints */
+        if (!dist.rank && (s.step % every == 0 || do_eval || s.step == first + 1)) {
             char eta[32];
             fmt_eta(eta, sizeof eta, elapsed / (double)(s.step - first) * (double)(total - s.step));
             printf("step %5lld/%lld | loss %.4f%s | lr %.3e | norm %.3f | %.0f tok/s | loss scale %g | ETA %s", (long long)s.step,
@@ -544,8 +567,8 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         if (ckpt) {
             char path[2048];
             snprintf(path, sizeof path, "%s/step_%lld.safetensors", o->ckpt_dir, (long long)s.step);
-            if (dev_sync(&run, 0)) goto gpu_fail;
-            if (save_checkpoint(&b, &s, path, err, sizeof err)) {
+            if (dev_sync(&run, 0) || dist_gather_state(&dist, &b, run.err, sizeof run.err)) goto gpu_fail;
+            if (!dist.rank && save_checkpoint(&b, &s, path, err, sizeof err)) {
                 fprintf(stderr, "fp8c: error: checkpoint: %s\n", err);
                 goto done;
             }
@@ -558,13 +581,14 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         goto done;
     }
     if (b.profile) cpu_print_profile(&b, stderr);
-    fprintf(stderr, "fp8c: done: %lld steps (%lld skipped) in %.1f s\n", (long long)(s.step - first), (long long)s.skipped, now_s() - t0);
+    if (!dist.rank) fprintf(stderr, "fp8c: done: %lld steps (%lld skipped) in %.1f s\n", (long long)(s.step - first), (long long)s.skipped, now_s() - t0);
     rc = EXIT_OK;
     goto done;
 gpu_fail:
     fprintf(stderr, "fp8c: error: %s\n", run.err);
     rc = EXIT_RUNTIME;
 done:
+    dist_end(&dist, rc == EXIT_OK);
     cu_free(run.cu);
     if (run.log) fclose(run.log);
     data_free(&ds);

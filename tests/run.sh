@@ -37,6 +37,7 @@ run test_fp8 "$B/tests/test_fp8" --stride $stride
 run test_quant "$B/tests/test_quant"
 run test_lt "$B/tests/test_lt"
 run cuda_header_checks "$B/tests/check_cuda_headers"
+run comm_header_checks "$B/tests/check_comm_headers"
 run test_jit "$B/tests/test_jit"
 run test_safetensors "$B/tests/test_safetensors"
 run test_data "$B/tests/test_data"
@@ -48,6 +49,7 @@ run bad_inputs sh tests/bad/run.sh "$B/fp8c"
 run e2e sh tests/e2e/run.sh "$B/fp8c"
 run ckpt sh tests/ckpt/run.sh "$B/fp8c"
 run schedule sh tests/schedule/run.sh "$B/fp8c" "$B/tests/gpu_ops"
+run dist sh tests/dist/run.sh "$B/fp8c"
 case $B in *asan*) ;; *) run nvrtc sh tests/nvrtc/run.sh "$B/fp8c" ;; esac
 # the GPU tier's script itself, against the exact stand-in device (no GPU needed)
 case $B in *asan*) ;; *) FP8C_GPU_NO_BUILD=1 run gpu_script_standin sh tests/gpu/run.sh --stand-in ;; esac
