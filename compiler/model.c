@@ -430,7 +430,9 @@ static int load_model_section(Diag *d, const YamlNode *n, Model *m) {
     bad |= opt_bool(d, n, "tie_embeddings", &m->tie_embeddings);
     bad |= opt_bool(d, n, "attention_gate", &m->attention_gate);
     if (bad) return -1;
-    if (load_mla(d, n, m) || load_moe(d, n, m)) return -1;
+    bad |= load_mla(d, n, m);
+    bad |= load_moe(d, n, m);
+    if (bad) return -1;
     if (!yml_get(n, "d_ff") && !(m->ffn == FFN_MOE && m->first_dense_layers == 0)) {
         diag_error(d, n->mark, m->ffn == FFN_MOE ? "the first_dense_layers dense layers have an FFN of d_ff" : NULL,
                    "model: missing required key 'd_ff'");

@@ -309,7 +309,7 @@ static void check_explicit_conflict(Ctx *c, const ModRes *mr, const Selector *lb
         const Selector *sel = o->layer == L_OVERRIDE ? &c->p->overrides[o->sel] : &c->p->rules[o->sel];
         if (lb_hit && !lb_hit->is_glob) {
             snprintf(key, sizeof key, "explicit:%d:%d", o->layer, o->sel);
-            Problem *p = problem(&c->probs, key, mr->mod->path);
+            Problem *p = problem(&c->probs, key, NULL); /* the message names the module */
             if (!p) continue;
             p->mark = o->mark;
             snprintf(p->msg, sizeof p->msg, "'%s' is given compute %s here and is selected for low-bit compute by name at %s",
@@ -322,7 +322,7 @@ static void check_explicit_conflict(Ctx *c, const ModRes *mr, const Selector *lb
             if (!(sel->fs.set & BIT(f))) continue;
             char fname[32];
             snprintf(key, sizeof key, "explicitq:%d", o->sel);
-            Problem *p = problem(&c->probs, key, mr->mod->path);
+            Problem *p = problem(&c->probs, key, NULL);
             if (!p) break;
             p->mark = o->mark;
             snprintf(p->msg, sizeof p->msg, "override '%s' sets compute %s and also low-bit quantization (%s at %s)", mr->mod->path,

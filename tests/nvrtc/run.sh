@@ -15,8 +15,22 @@ if ! python3 -c "import ctypes; ctypes.CDLL('libnvrtc.so.13')" 2>/dev/null && [ 
 fi
 for model in examples/*/model.yaml; do
     ex=$(basename "$(dirname "$model")")
+    golden=tests/golden/models/$ex.txt
+    only=$(sed -n 's/^only //p' "$golden" 2>/dev/null)
     for pol in policies/*.yaml; do
         pn=$(basename "$pol" .yaml)
+        # the golden file's `only` list (expensive examples) and `refuse` lines (a policy that names
+        # paths the example does not have) apply here too
+        if [ -n "$only" ] && ! echo " $only " | grep -q " $pn "; then continue; fi
+        why=$(sed -n "s/^refuse $pn //p" "$golden" 2>/dev/null)
+        if [ -n "$why" ]; then
+            if "$FP8C" compile "$model" "$pol" -o "$tmp/refused" >"$tmp/log" 2>&1 || ! grep -q "$why" "$tmp/log"; then
+                echo "FAIL nvrtc $ex x $pn: expected a refusal ($why)"
+            else
+                echo "PASS nvrtc $ex x $pn: refused ($why)"
+            fi
+            continue
+        fi
         for arch in sm_89 sm_90a; do
             case="$ex x $pn @ $arch"
             out="$tmp/$ex-$pn-$arch"
