@@ -253,8 +253,17 @@ static void emit_step_fields(Buf *b, const Graph *g, const Resolution *r, const 
 }
 
 static void emit_graph(Buf *b, const Graph *g, const Resolution *r, const CgPlan *cp) {
-    buf_printf(b, "  \"program_inputs\": {\"tokens\": \"%s\", \"targets\": \"%s\", \"losses\": \"%s\"},\n",
+    buf_printf(b, "  \"program_inputs\": {\"tokens\": \"%s\", \"targets\": \"%s\", \"losses\": \"%s\"",
                g->t[g->tokens].name, g->t[g->targets].name, g->t[g->losses].name);
+    if (g->n_expert_load) { /* MoE: tokens per expert of each MoE layer, read for the load-balance report */
+        buf_puts(b, ", \"expert_load\": [");
+        for (int i = 0; i < g->n_expert_load; i++) {
+            buf_puts(b, i ? ", " : "");
+            json_str(b, g->t[g->expert_load[i]].name);
+        }
+        buf_puts(b, "]");
+    }
+    buf_puts(b, "},\n");
     buf_puts(b, "  \"tensors\": [\n");
     for (int i = 0; i < g->nt; i++) {
         const GTensor *t = &g->t[i];

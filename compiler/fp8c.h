@@ -490,6 +490,7 @@ typedef struct {
     int64_t class_bytes[TC_COUNT];
     int64_t workspace_bytes;        /* CPU dequantization scratch of the largest low-bit GEMM */
     int tokens, targets, losses;    /* tensor ids the training loop feeds and reads */
+    int *expert_load, n_expert_load; /* MoE layers' tokens per expert (the progress line's balance) */
 } Graph;
 
 /* Lower a resolved model to the training program: forward, loss, backward, optimizer and

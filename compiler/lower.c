@@ -545,6 +545,11 @@ static int moe_fwd(L *l, int i, int h2, Block *bk) {
     e->pos = act(l, P("ffn.router.rows"), TD_I32, M, K);
     e->load = tensor(l, P("ffn.router.load"), TD_F32, TC_SCALE, 1, E, 0);
     l->g->t[e->load].init = "zeros";
+    Graph *g = l->g;
+    int *grown = arena_alloc(l->a, (size_t)(g->n_expert_load + 1) * sizeof *grown); /* arena: freed with the compilation */
+    if (g->n_expert_load) memcpy(grown, g->expert_load, (size_t)g->n_expert_load * sizeof *grown);
+    grown[g->n_expert_load++] = e->load;
+    g->expert_load = grown;
     e->bias = -1;
     if (m->bias_update_speed > 0) {
         e->bias = tensor(l, P("ffn.router.expert_bias"), TD_F32, TC_SCALE, 1, E, 0);

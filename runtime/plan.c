@@ -670,6 +670,19 @@ int plan_load(Arena *a, Diag *d, const char *dir, Plan *p) {
             goto out;
         }
     }
+    const YamlNode *el = yml_get(io, "expert_load");
+    if (el) {
+        if (yml_expect(d, el, YN_SEQ, "program_inputs.expert_load")) goto out;
+        p->expert_load = arena_alloc(a, (size_t)(el->n ? el->n : 1) * sizeof *p->expert_load);
+        for (int k = 0; k < el->n; k++) {
+            int id = el->items[k]->kind == YN_SCALAR ? lookup(&r, el->items[k]->str) : -1;
+            if (id < 0 || p->t[id].dtype != TD_F32 || p->t[id].cls != TC_SCALE) {
+                diag_error(d, el->items[k]->mark, NULL, "plan: expert_load names no f32 scale-class tensor");
+                goto out;
+            }
+            p->expert_load[p->n_expert_load++] = id;
+        }
+    }
     int64_t M = p->train.micro_batch * p->train.seq_len;
     if (p->t[p->tokens].n != M || p->t[p->targets].n != M || p->t[p->tokens].dtype != TD_I32 ||
         p->t[p->targets].dtype != TD_I32 || p->t[p->losses].n != M || p->t[p->losses].dtype != TD_F32) {
