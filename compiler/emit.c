@@ -590,8 +590,11 @@ static void report_model_shape(Buf *b, const Resolution *r) {
         buf_printf(b, "| FFN | dense, d_ff %lld (%s) |\n", (long long)m->d_ff, model_activation_names[m->activation]);
     int64_t embed = m->vocab_size * m->d_model;
     buf_printf(b, "| Parameters, total | %s |\n", fmt_count(n1, m->total_params));
-    buf_printf(b, "| Parameters, active per token | %s (%s without the input embedding table, a lookup) |\n", fmt_count(n2, m->active_params),
-               fmt_count(n3, m->active_params - embed));
+    if (m->tie_embeddings) /* the tied table is also lm_head's weight: active either way */
+        buf_printf(b, "| Parameters, active per token | %s |\n", fmt_count(n2, m->active_params));
+    else
+        buf_printf(b, "| Parameters, active per token | %s (%s without the input embedding table, a lookup) |\n",
+                   fmt_count(n2, m->active_params), fmt_count(n3, m->active_params - embed));
     buf_printf(b, "| Forward FLOPs per token | %.4g GFLOP (matmuls at seq_len %lld; training ~3x) |\n\n", model_flops_per_token(m) / 1e9,
                (long long)m->train.seq_len);
 }
