@@ -128,15 +128,6 @@ extern double cg_adamw_beta1, cg_adamw_beta2, cg_adamw_eps;
 
 /* ---- instantiation ---------------------------------------------------------------------------- */
 
-/* MLA and MoE ops: their template families (permute / unpermute with fused quantize, the grouped
- * FP8 GEMM, MLA attention with qk head dim != v head dim, router top-k) are not written yet, so
- * every such step is a reported codegen gap: the CPU runs the plan, the GPU backend refuses it. */
-static int gen_not_written(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen) {
-    (void)g, (void)grp, (void)k;
-    snprintf(err, errlen, "the MLA/MoE template families are not written yet (CPU reference only)");
-    return -1;
-}
-
 static CgGenFn generator_of(const GStep *s) {
     switch (s->op) {
     case OP_EMBED_FWD:
@@ -170,14 +161,14 @@ static CgGenFn generator_of(const GStep *s) {
     case OP_MLA_ROPE_FWD:
     case OP_MLA_ROPE_BWD:
     case OP_MLA_ATTENTION_FWD:
-    case OP_MLA_ATTENTION_BWD:
+    case OP_MLA_ATTENTION_BWD: return cg_gen_mla;
     case OP_MOE_ROUTE_FWD:
     case OP_MOE_ROUTE_BWD:
     case OP_MOE_PERMUTE_FWD:
     case OP_MOE_PERMUTE_BWD:
     case OP_MOE_COMBINE_FWD:
     case OP_MOE_COMBINE_BWD:
-    case OP_MOE_BIAS_UPDATE: return gen_not_written;
+    case OP_MOE_BIAS_UPDATE: return cg_gen_moe;
     default: return NULL; /* matmul_* run on cuBLASLt, zero is a memset */
     }
 }

@@ -624,6 +624,8 @@ int cg_gen_adamw(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, siz
 int cg_gen_scale_update(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);/* FUSE_SCALE_UPDATE */
 int cg_gen_attention(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);  /* attention fwd/bwd, FUSE_ROPE_ATTENTION */
 int cg_gen_gemm(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);       /* qgemm (generated FP8 GEMM) */
+int cg_gen_mla(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);        /* mla_split/rope/attention fwd/bwd */
+int cg_gen_moe(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);        /* moe_route/permute/combine fwd/bwd, bias update */
 
 /* One launch of a kernel instance: the kernel of one schedule unit, with its tensor bindings. */
 typedef struct {
