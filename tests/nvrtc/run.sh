@@ -24,7 +24,7 @@ for model in examples/*/model.yaml; do
         if [ -n "$only" ] && ! echo " $only " | grep -q " $pn "; then continue; fi
         why=$(sed -n "s/^refuse $pn //p" "$golden" 2>/dev/null)
         if [ -n "$why" ]; then
-            if "$FP8C" compile "$model" "$pol" -o "$tmp/refused" >"$tmp/log" 2>&1 || ! grep -q "$why" "$tmp/log"; then
+            if "$FP8C" compile "$model" "$pol" --strict -o "$tmp/refused" >"$tmp/log" 2>&1 || ! grep -q "$why" "$tmp/log"; then
                 echo "FAIL nvrtc $ex x $pn: expected a refusal ($why)"
             else
                 echo "PASS nvrtc $ex x $pn: refused ($why)"
