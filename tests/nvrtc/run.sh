@@ -17,6 +17,9 @@ for model in examples/*/model.yaml; do
     ex=$(basename "$(dirname "$model")")
     golden=tests/golden/models/$ex.txt
     only=$(sed -n 's/^only //p' "$golden" 2>/dev/null)
+    # MoE examples: a budget subset that still reaches every template family (per-tensor delayed,
+    # blockwise with partial tiles, the seed's override); their kernels number E x 4 per layer shape
+    grep -q '^ *ffn: *moe' "$model" && [ -z "$only" ] && only="bf16 te_delayed deepseek_v3 deepseek_v3_q_a_norm_fp16"
     for pol in policies/*.yaml; do
         pn=$(basename "$pol" .yaml)
         # the golden file's `only` list (expensive examples) and `refuse` lines (a policy that names
