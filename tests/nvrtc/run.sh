@@ -20,6 +20,10 @@ for model in examples/*/model.yaml; do
     # MoE examples: a budget subset that still reaches every template family (per-tensor delayed,
     # blockwise with partial tiles, the seed's override); their kernels number E x 4 per layer shape
     grep -q '^ *ffn: *moe' "$model" && [ -z "$only" ] && only="bf16 te_delayed deepseek_v3 deepseek_v3_q_a_norm_fp16"
+    # `nvrtc_only`: a narrower list for this tier (deepseek-proxy: ~120 kernels per policy, the
+    # same families deepseek-tiny reaches under every policy above)
+    nonly=$(sed -n 's/^nvrtc_only //p' "$golden" 2>/dev/null)
+    [ -n "$nonly" ] && only=$nonly
     for pol in policies/*.yaml; do
         pn=$(basename "$pol" .yaml)
         # the golden file's `only` list (expensive examples) and `refuse` lines (a policy that names
