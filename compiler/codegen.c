@@ -156,6 +156,19 @@ static CgGenFn generator_of(const GStep *s) {
     case OP_ATTENTION_FWD:
     case OP_ATTENTION_BWD: return cg_gen_attention;
     case OP_QGEMM: return cg_gen_gemm;
+    case OP_MLA_SPLIT_FWD:
+    case OP_MLA_SPLIT_BWD:
+    case OP_MLA_ROPE_FWD:
+    case OP_MLA_ROPE_BWD:
+    case OP_MLA_ATTENTION_FWD:
+    case OP_MLA_ATTENTION_BWD: return cg_gen_mla;
+    case OP_MOE_ROUTE_FWD:
+    case OP_MOE_ROUTE_BWD:
+    case OP_MOE_PERMUTE_FWD:
+    case OP_MOE_PERMUTE_BWD:
+    case OP_MOE_COMBINE_FWD:
+    case OP_MOE_COMBINE_BWD:
+    case OP_MOE_BIAS_UPDATE: return cg_gen_moe;
     default: return NULL; /* matmul_* run on cuBLASLt, zero is a memset */
     }
 }

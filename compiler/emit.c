@@ -109,6 +109,10 @@ static void emit_quant(Buf *b, const ModRes *mr, Operand op) {
         json_key(b, &first, "scale");
         buf_puts(b, res_format_value(F_Q(op, QF_SCALE), v, s, sizeof s));
     }
+    if ((v = res_value(mr, F_Q(op, QF_PARTIAL)))) {
+        json_key(b, &first, "partial");
+        json_str(b, partial_names[v->i]);
+    }
     buf_puts(b, "}");
 }
 
@@ -251,8 +255,17 @@ static void emit_step_fields(Buf *b, const Graph *g, const Resolution *r, const 
 }
 
 static void emit_graph(Buf *b, const Graph *g, const Resolution *r, const CgPlan *cp) {
-    buf_printf(b, "  \"program_inputs\": {\"tokens\": \"%s\", \"targets\": \"%s\", \"losses\": \"%s\"},\n",
+    buf_printf(b, "  \"program_inputs\": {\"tokens\": \"%s\", \"targets\": \"%s\", \"losses\": \"%s\"",
                g->t[g->tokens].name, g->t[g->targets].name, g->t[g->losses].name);
+    if (g->n_expert_load) { /* MoE: tokens per expert of each MoE layer, read for the load-balance report */
+        buf_puts(b, ", \"expert_load\": [");
+        for (int i = 0; i < g->n_expert_load; i++) {
+            buf_puts(b, i ? ", " : "");
+            json_str(b, g->t[g->expert_load[i]].name);
+        }
+        buf_puts(b, "]");
+    }
+    buf_puts(b, "},\n");
     buf_puts(b, "  \"tensors\": [\n");
     for (int i = 0; i < g->nt; i++) {
         const GTensor *t = &g->t[i];
@@ -325,13 +338,28 @@ void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g, 
                   "\"n_kv_heads\": %lld, \"head_dim\": %lld, \"d_ff\": %lld, \"activation\": \"%s\", "
                   "\"norm\": \"%s\", \"norm_eps\": %.9g, \"positions\": \"%s\", \"rope_theta\": %.9g, "
                   "\"max_seq_len\": %lld, \"bias\": %s, \"tie_embeddings\": %s, \"attention_gate\": %s, "
-                  "\"total_params\": %lld},\n",
+                  "\"total_params\": %lld, \"active_params\": %lld, \"flops_per_token\": %.6g",
                (long long)m->vocab_size, (long long)m->d_model, (long long)m->n_layers, (long long)m->n_heads,
                (long long)m->n_kv_heads, (long long)m->head_dim, (long long)m->d_ff,
                model_activation_names[m->activation], model_norm_names[m->norm], m->norm_eps,
                model_positions_names[m->positions], m->rope_theta, (long long)m->max_seq_len,
                m->bias ? "true" : "false", m->tie_embeddings ? "true" : "false", m->attention_gate ? "true" : "false",
-               (long long)m->total_params);
+               (long long)m->total_params, (long long)m->active_params, model_flops_per_token(m));
+    buf_printf(b, ", \"attention\": \"%s\"", model_attention_names[m->attention]);
+    if (m->attention == ATTN_MLA)
+        buf_printf(b, ", \"q_lora_rank\": %lld, \"kv_lora_rank\": %lld, \"qk_nope_head_dim\": %lld, \"qk_rope_head_dim\": %lld, "
+                      "\"v_head_dim\": %lld",
+                   (long long)m->q_lora_rank, (long long)m->kv_lora_rank, (long long)m->qk_nope_head_dim,
+                   (long long)m->qk_rope_head_dim, (long long)m->v_head_dim);
+    buf_printf(b, ", \"ffn\": \"%s\"", model_ffn_names[m->ffn]);
+    if (m->ffn == FFN_MOE)
+        buf_printf(b, ", \"n_routed_experts\": %lld, \"n_shared_experts\": %lld, \"top_k\": %lld, \"expert_d_ff\": %lld, "
+                      "\"first_dense_layers\": %lld, \"scoring\": \"%s\", \"norm_topk_prob\": %s, \"routed_scaling_factor\": %.9g, "
+                      "\"bias_update_speed\": %.9g, \"aux_loss_coef\": %.9g",
+                   (long long)m->n_routed_experts, (long long)m->n_shared_experts, (long long)m->top_k, (long long)m->expert_d_ff,
+                   (long long)m->first_dense_layers, model_scoring_names[m->scoring], m->norm_topk_prob ? "true" : "false",
+                   m->routed_scaling_factor, m->bias_update_speed, m->aux_loss_coef);
+    buf_puts(b, "},\n");
     buf_printf(b, "  \"train\": {\"micro_batch\": %lld, \"seq_len\": %lld, \"grad_accum\": %lld, \"steps\": %lld, "
                   "\"optimizer\": {\"type\": \"adamw\", \"lr\": %.9g, \"betas\": [%.9g, %.9g], \"eps\": %.9g, "
                   "\"weight_decay\": %.9g}, \"schedule\": {\"warmup\": %lld, \"decay\": \"%s\", \"min_lr_ratio\": %.9g}, "
@@ -461,7 +489,12 @@ static const Component components[] = {
     {"Q/K/V/O Linear", {"blocks.*.attn.q_proj", "blocks.*.attn.k_proj", "blocks.*.attn.v_proj", "blocks.*.attn.o_proj"}},
     {"Attention gate", {"blocks.*.attn.gate_proj", NULL}},
     {"Attention scores", {"blocks.*.attn.core", NULL}},
+    {"MLA latent projections", {"blocks.*.attn.q_a_proj", "blocks.*.attn.q_b_proj", "blocks.*.attn.kv_a_proj", "blocks.*.attn.kv_b_proj"}},
+    {"MLA latent norms", {"blocks.*.attn.q_a_norm", "blocks.*.attn.kv_a_norm", NULL}},
     {"FFN Linear", {"blocks.*.ffn.*_proj", NULL}},
+    {"MoE router", {"blocks.*.ffn.router", NULL}},
+    {"MoE routed experts", {"blocks.*.ffn.experts.*.*_proj", NULL}},
+    {"MoE shared experts", {"blocks.*.ffn.shared.*_proj", NULL}},
     {"Norms", {"blocks.*.*_norm", "final_norm", NULL}},
     {"LM Head", {"lm_head", NULL}},
     {"Loss", {"loss", NULL}},
@@ -506,12 +539,66 @@ static int component_size(const Resolution *r, const Component *c) {
     return n;
 }
 
+/* The routed and shared experts' share of the weights and their scales (MoE models). */
+static void report_expert_memory(Buf *b, const Resolution *r) {
+    if (r->model->ffn != FFN_MOE) return;
+    static const char *const what[2] = {"routed experts", "shared experts"};
+    static const char *const glob[2] = {"blocks.*.ffn.experts.*.*_proj", "blocks.*.ffn.shared.*_proj"};
+    char n1[32], n2[32], n3[32];
+    for (int k = 0; k < 2; k++) {
+        int64_t n = 0;
+        double bytes = 0, scales = 0;
+        for (int i = 0; i < r->nmods; i++) {
+            const ModRes *mr = &r->mods[i];
+            if (!res_glob_match(glob[k], mr->mod->path)) continue;
+            n += mr->mod->param_count;
+            bytes += (double)mr->mod->param_count * dtype_bits(mr->params) / 8.0;
+            if (mr->low_bit) scales += scale_bytes_of(mr);
+        }
+        if (n)
+            buf_printf(b, "| of which %s | %s | %s (weight scales %s) |\n", what[k], fmt_count(n1, n), fmt_bytes(n2, bytes),
+                       fmt_bytes(n3, scales));
+    }
+}
+
 static void pct_row(Buf *b, const char *name, double base, double now) {
     char x[32], y[32], z[32];
     if (base > 0)
         buf_printf(b, "| %s | %s | %s | %.1f%% |\n", name, fmt_bytes(x, base), fmt_bytes(y, now), 100.0 * (base - now) / base);
     else
         buf_printf(b, "| %s | %s | %s | %s%s |\n", name, fmt_bytes(x, base), fmt_bytes(y, now), now > 0 ? "-" : "", fmt_bytes(z, now));
+}
+
+/* Architecture summary: attention and FFN kind, total vs active parameters, FLOPs per token. */
+static void report_model_shape(Buf *b, const Resolution *r) {
+    const Model *m = r->model;
+    char n1[32], n2[32], n3[32];
+    buf_puts(b, "## Model\n\n| | |\n|---|---|\n");
+    if (m->attention == ATTN_MLA)
+        buf_printf(b, "| Attention | MLA: %lld heads, q_lora_rank %lld%s, kv_lora_rank %lld, qk %lld + %lld (rope, one shared key per token), v %lld |\n",
+                   (long long)m->n_heads, (long long)m->q_lora_rank, m->q_lora_rank ? "" : " (plain q_proj)", (long long)m->kv_lora_rank,
+                   (long long)m->qk_nope_head_dim, (long long)m->qk_rope_head_dim, (long long)m->v_head_dim);
+    else
+        buf_printf(b, "| Attention | %lld query heads, %lld KV heads of %lld |\n", (long long)m->n_heads, (long long)m->n_kv_heads,
+                   (long long)m->head_dim);
+    if (m->ffn == FFN_MOE)
+        buf_printf(b, "| FFN | MoE in layers %lld..%lld: %lld routed experts (top-%lld, %s scoring%s, scale %g) + %lld shared, expert d_ff %lld; "
+                      "%lld dense layer%s of d_ff %lld |\n",
+                   (long long)m->first_dense_layers, (long long)m->n_layers - 1, (long long)m->n_routed_experts, (long long)m->top_k,
+                   model_scoring_names[m->scoring], m->norm_topk_prob ? ", normalized" : "", m->routed_scaling_factor,
+                   (long long)m->n_shared_experts, (long long)m->expert_d_ff, (long long)m->first_dense_layers,
+                   m->first_dense_layers == 1 ? "" : "s", (long long)m->d_ff);
+    else
+        buf_printf(b, "| FFN | dense, d_ff %lld (%s) |\n", (long long)m->d_ff, model_activation_names[m->activation]);
+    int64_t embed = m->vocab_size * m->d_model;
+    buf_printf(b, "| Parameters, total | %s |\n", fmt_count(n1, m->total_params));
+    if (m->tie_embeddings) /* the tied table is also lm_head's weight: active either way */
+        buf_printf(b, "| Parameters, active per token | %s |\n", fmt_count(n2, m->active_params));
+    else
+        buf_printf(b, "| Parameters, active per token | %s (%s without the input embedding table, a lookup) |\n",
+                   fmt_count(n2, m->active_params), fmt_count(n3, m->active_params - embed));
+    buf_printf(b, "| Forward FLOPs per token | %.4g GFLOP (matmuls at seq_len %lld; training ~3x) |\n\n", model_flops_per_token(m) / 1e9,
+               (long long)m->train.seq_len);
 }
 
 void emit_report_md(Buf *b, const Diag *d, const Resolution *r) {
@@ -526,6 +613,7 @@ void emit_report_md(Buf *b, const Diag *d, const Resolution *r) {
     for (int i = 0; i < r->nmods; i++) n_fp4 += r->mods[i].compute == DT_FP4;
     buf_printf(b, "**%d of %d modules run low-bit** (FP8: %d, FP4: %d). Parameters: %s.\n\n", r->n_low_bit, r->nmods,
                r->n_low_bit - n_fp4, n_fp4, fmt_count(n1, m->total_params));
+    report_model_shape(b, r);
     buf_puts(b, "## Precision distribution\n\n");
     buf_puts(b, "| Component | Weights | Activations (Fwd) | Gradients (Bwd) | Compute | Modules |\n");
     buf_puts(b, "|-----------|---------|-------------------|-----------------|---------|---------|\n");
@@ -557,6 +645,7 @@ void emit_report_md(Buf *b, const Diag *d, const Resolution *r) {
         if (ms.count[dt])
             buf_printf(b, "| %s | %s | %s |\n", fmt_name((Dtype)dt, a, sizeof a), fmt_count(n1, ms.count[dt]),
                        fmt_bytes(n2, (double)ms.count[dt] * dtype_bits((Dtype)dt) / 8.0));
+    report_expert_memory(b, r);
     int64_t total = m->total_params;
     buf_puts(b, "\n| Component | All-BF16 (FP32 master + moments) | This policy | Savings |\n|---|---|---|---|\n");
     pct_row(b, "Model weights", 2.0 * (double)total, ms.param_bytes);

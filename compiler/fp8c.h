@@ -155,6 +155,9 @@ int yml_expect(Diag *d, const YamlNode *n, YamlKind kind, const char *what);
 typedef enum { ACT_SWIGLU, ACT_GELU } Activation;
 typedef enum { NORM_RMSNORM, NORM_LAYERNORM } NormKind;
 typedef enum { POS_ROPE, POS_LEARNED } Positions;
+typedef enum { ATTN_MHA, ATTN_MLA } AttnKind;       /* multi-head (GQA) or multi-head latent */
+typedef enum { FFN_DENSE, FFN_MOE } FfnKind;
+typedef enum { SCORE_SOFTMAX, SCORE_SIGMOID } RouterScoring;
 
 typedef enum {
     MK_EMBEDDING,
@@ -162,6 +165,7 @@ typedef enum {
     MK_NORM,
     MK_LINEAR,
     MK_ATTENTION,
+    MK_ROUTER,     /* MoE router: GEMM to expert logits, scoring, top-k; never low-bit */
     MK_LOSS,
 } ModKind;
 
@@ -177,8 +181,10 @@ typedef struct {
     int nparams;
     ParamTensor params[2];
     int64_t param_count;   /* 0 for lm_head when tied: it reads embed.weight */
-    int64_t n_out, k_in;   /* linear: Y (M x n_out) = X (M x k_in) W^T, W: n_out x k_in */
+    int64_t n_out, k_in;   /* linear: Y (M x n_out) = X (M x k_in) W^T, W: n_out x k_in; router:
+                              n_out experts; norm: n_out = k_in = its width */
     int tied;              /* lm_head shares embed's weight */
+    int expert;            /* routed expert index (blocks.{i}.ffn.experts.{e}.*), -1 otherwise */
 } Module;
 
 typedef struct {
@@ -202,23 +208,44 @@ typedef struct {
     Positions positions;
     double norm_eps, rope_theta;
     int bias, tie_embeddings, attention_gate;
+    /* attention: mla (multi-head latent attention, DeepSeek-V2/V3) */
+    AttnKind attention;
+    int64_t q_lora_rank;      /* 0: no query compression (a plain q_proj) */
+    int64_t kv_lora_rank, qk_nope_head_dim, qk_rope_head_dim, v_head_dim;
+    /* ffn: moe (fine-grained mixture of experts with shared experts, DeepSeekMoE) */
+    FfnKind ffn;
+    int64_t n_routed_experts, n_shared_experts, top_k, expert_d_ff, first_dense_layers;
+    RouterScoring scoring;
+    int norm_topk_prob;
+    double routed_scaling_factor;
+    double bias_update_speed; /* aux-loss-free balancing: expert-bias step per update (0: off) */
+    double aux_loss_coef;     /* sequence-level auxiliary balance loss (0: off) */
+    Mark attention_mark, ffn_mark;
     TrainCfg train;
     Mark train_mark;
     Module *mods;
     int nmods;
     int64_t total_params;
+    int64_t active_params;    /* per token: routed experts count top_k / n_routed_experts */
 } Model;
 
 extern const char *const model_activation_names[];
 extern const char *const model_norm_names[];
 extern const char *const model_positions_names[];
 extern const char *const model_decay_names[];
+extern const char *const model_attention_names[];
+extern const char *const model_ffn_names[];
+extern const char *const model_scoring_names[];
 
 /* Load, validate and expand a model.yaml. Returns 0 or -1 (errors are on d). */
 int model_load(Arena *a, Diag *d, const YamlNode *root, Model *m);
 const char *model_kind_name(const Model *m, ModKind k);
 int model_find(const Model *m, const char *path); /* index or -1 */
 int64_t model_tokens_per_step(const Model *m);    /* micro_batch * seq_len: the GEMM M */
+int model_layer_is_moe(const Model *m, int layer); /* ffn: moe and layer >= first_dense_layers */
+/* Forward matmul FLOPs per token (2 per multiply-add): active linears, the router, and causal
+ * attention scores and PV at the training sequence length (on average T/2 keys per query). */
+double model_flops_per_token(const Model *m);
 
 /* ---------------------------------------------------------------- policy.c / recipes.c */
 
@@ -245,6 +272,11 @@ typedef enum { LS_NONE, LS_STATIC, LS_DYNAMIC } LossScalingMode;
 extern const char *const scaling_names[];
 extern const char *const algo_names[];
 extern const char *const loss_scaling_names[];
+/* Partial tiles (a tile that does not divide the dimension it tiles): PT_CEIL, the last tile is
+ * smaller and has its own scale (DeepSeek's ceil'd scale grid: a [576, 7168] weight in 128 x 128
+ * blocks has [5, 56] scales); PT_REFUSE, compilation fails naming the module, dimension and tile. */
+typedef enum { PT_CEIL, PT_REFUSE } PartialTiles;
+extern const char *const partial_names[];
 
 /* GEMM operands of a low-bit linear, forward orientation: x (M x K), w (N x K), dy (M x N). */
 typedef enum { OP_X, OP_W, OP_DY, OP_COUNT } Operand;
@@ -261,6 +293,7 @@ typedef enum {
     QF_MARGIN,
     QF_INTERVAL,
     QF_SCALE, /* the scale of static scaling */
+    QF_PARTIAL, /* a tile that does not divide its dimension: PT_CEIL or PT_REFUSE */
     QF_COUNT
 } QField;
 extern const char *const qfield_names[QF_COUNT];
@@ -311,6 +344,8 @@ typedef struct {
     GlobalSet globals;  /* complete */
     Dtype params, compute;
     const char *const *low_bit; /* NULL-terminated globs of modules that run low-bit */
+    Dtype router;               /* MoE routers' compute (the policy's defaults do not change it);
+                                   DT_NONE: the recipe's compute */
     FieldSet quant;             /* x/w/dy subfields, complete */
 } Recipe;
 
@@ -468,6 +503,7 @@ typedef struct {
     int64_t workspace_bytes;        /* CPU dequantization scratch of the largest low-bit GEMM */
     int tokens, targets, losses;    /* tensor ids the training loop feeds and reads */
     int ranks;                      /* fp8c compile --ranks N (> 1): report.md's per-rank table */
+    int *expert_load, n_expert_load; /* MoE layers' tokens per expert (the progress line's balance) */
 } Graph;
 
 /* Lower a resolved model to the training program: forward, loss, backward, optimizer and
@@ -601,6 +637,8 @@ int cg_gen_adamw(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, siz
 int cg_gen_scale_update(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);/* FUSE_SCALE_UPDATE */
 int cg_gen_attention(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);  /* attention fwd/bwd, FUSE_ROPE_ATTENTION */
 int cg_gen_gemm(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);       /* qgemm (generated FP8 GEMM) */
+int cg_gen_mla(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);        /* mla_split/rope/attention fwd/bwd */
+int cg_gen_moe(const Graph *g, const CgGroup *grp, CgKernel *k, char *err, size_t errlen);        /* moe_route/permute/combine fwd/bwd, bias update */
 
 /* One launch of a kernel instance: the kernel of one schedule unit, with its tensor bindings. */
 typedef struct {

@@ -299,6 +299,7 @@ typedef struct {
     const ModRes *mr;
     PTen p;
     int inp, out, mean, rstd;
+    int64_t C; /* width: d_model, or MLA's q_lora_rank / kv_lora_rank */
 } Norm;
 
 static Norm norm_fwd(L *l, const char *path, int inp) {
@@ -306,7 +307,7 @@ static Norm norm_fwd(L *l, const char *path, int inp) {
     n.mr = res_of(l, path);
     l->module = (int)(n.mr->mod - l->m->mods);
     n.inp = inp;
-    int64_t C = l->m->d_model;
+    int64_t C = n.C = n.mr->mod->n_out;
     n.p.w = param(l, n.mr, "weight", C, 0, "ones", 0, &n.p.gw);
     n.p.b = n.p.gb = -1;
     if (n.mr->mod->nparams > 1) n.p.b = param(l, n.mr, "bias", C, 0, "zeros", 0, &n.p.gb);
@@ -339,15 +340,41 @@ static void norm_bwd(L *l, const Norm *n, int dout, int dinp) {
         int a[] = {dinp, n->p.gw, n->p.gb, dout, n->inp, n->p.w, n->mean, n->rstd};
         memcpy(s->args, a, sizeof a);
     }
-    s->ints[0] = l->M, s->ints[1] = l->m->d_model;
+    s->ints[0] = l->M, s->ints[1] = n->C;
 }
 
 /* ---- one block ---- */
+
+/* A SwiGLU MLP (dense FFN, one routed expert, the shared experts) over M rows of its input. */
+typedef struct {
+    Linear gate, up, down;
+    int inp, act_out;
+    int64_t d_ff;
+} Mlp;
+
+/* MLA's tensors of one block (attention: mla). */
+typedef struct {
+    Linear q, q_a, q_b, kv_a, kv_b;
+    Norm q_a_norm, kv_a_norm;
+    int ckv, kpe, qh, kh, vh;
+} Mla;
+
+/* MoE's tensors of one block: router logits, routing, per-expert buffers. */
+typedef struct {
+    const ModRes *router;
+    PTen rw;                      /* router weight */
+    int logits, scores, sel, weights, pos, load, bias, combined;
+    int *xp;                      /* per expert: its capacity buffer of tokens */
+    Mlp *experts, shared;
+} Moe;
 
 typedef struct {
     Norm attn_norm, ffn_norm;
     Linear q, k, v, gate, o, fgate, up, down;
     int q_r, k_r, att, lse, att_g, resid1, resid2, act_out;
+    Mla mla;
+    Moe moe;
+    int is_moe;
 } Block;
 
 static int elementwise(L *l, OpKind op, int out, int a, int b, int64_t n) {
@@ -357,12 +384,273 @@ static int elementwise(L *l, OpKind op, int out, int a, int b, int64_t n) {
     return out;
 }
 
+/* ---- SwiGLU MLPs: routed experts and the shared experts ---- */
+
+static Mlp mlp_fwd(L *l, const char *prefix, int inp, int64_t d_ff) {
+    Mlp f = {0};
+    f.inp = inp;
+    f.d_ff = d_ff;
+    f.up = linear_fwd(l, arena_printf(l->a, "%s.up_proj", prefix), inp, -1, -1);
+    f.gate = linear_fwd(l, arena_printf(l->a, "%s.gate_proj", prefix), inp, -1, -1);
+    f.act_out = elementwise(l, OP_SWIGLU_FWD, act(l, arena_printf(l->a, "%s.act", prefix), l->act, l->M, d_ff), f.gate.out,
+                            f.up.out, l->M * d_ff);
+    f.down = linear_fwd(l, arena_printf(l->a, "%s.down_proj", prefix), f.act_out, -1, -1);
+    return f;
+}
+
+/* dout -> accumulate into dinp (zeroed by the caller), and the MLP's weight gradients. */
+static void mlp_bwd(L *l, const Mlp *f, const char *prefix, int dout, int dinp) {
+    int64_t M = l->M;
+    int dact = act(l, arena_printf(l->a, "d.%s.act", prefix), l->act, M, f->d_ff);
+    zero(l, dact);
+    linear_bwd(l, &f->down, dout, dact);
+    int dgt = act(l, arena_printf(l->a, "d.%s.gate_proj.out", prefix), l->act, M, f->d_ff);
+    int dup = act(l, arena_printf(l->a, "d.%s.up_proj.out", prefix), l->act, M, f->d_ff);
+    GStep *s = step(l, OP_SWIGLU_BWD);
+    int a[] = {dgt, dup, dact, f->gate.out, f->up.out};
+    memcpy(s->args, a, sizeof a);
+    s->ints[0] = M * f->d_ff;
+    linear_bwd(l, &f->gate, dgt, dinp);
+    linear_bwd(l, &f->up, dup, dinp);
+}
+
+/* ---- multi-head latent attention (attention: mla) ---- */
+
+static void set_module(L *l, const char *path) { l->module = model_find(l->m, path); }
+
+static void mla_fwd(L *l, int i, int h, Block *bk) {
+    const Model *m = l->m;
+    Mla *a = &bk->mla;
+    int64_t M = l->M, H = m->n_heads, dn = m->qk_nope_head_dim, R = m->qk_rope_head_dim, dv = m->v_head_dim;
+    int64_t Lr = m->kv_lora_rank, dqk = dn + R;
+#define P(s) arena_printf(l->a, "blocks.%d." s, i)
+    int q;
+    if (m->q_lora_rank) {
+        a->q_a = linear_fwd(l, P("attn.q_a_proj"), h, -1, -1);
+        a->q_a_norm = norm_fwd(l, P("attn.q_a_norm"), a->q_a.out);
+        a->q_b = linear_fwd(l, P("attn.q_b_proj"), a->q_a_norm.out, -1, -1);
+        q = a->q_b.out;
+    } else {
+        a->q = linear_fwd(l, P("attn.q_proj"), h, -1, -1);
+        q = a->q.out;
+    }
+    a->kv_a = linear_fwd(l, P("attn.kv_a_proj"), h, -1, -1);
+    const char *core = P("attn.core");
+    TensorDtype cdt = td_of(res_of(l, core)->compute), kdt = l->g->t[a->kv_a.out].dtype;
+    set_module(l, core);
+    a->ckv = act(l, P("attn.kv_a_proj.latent"), kdt, M, Lr);
+    a->kpe = act(l, P("attn.kv_a_proj.k_pe"), kdt, M, R);
+    GStep *s = step(l, OP_MLA_SPLIT_FWD);
+    s->args[0] = a->ckv, s->args[1] = a->kpe, s->args[2] = a->kv_a.out;
+    s->ints[0] = M, s->ints[1] = Lr, s->ints[2] = R;
+    a->kv_a_norm = norm_fwd(l, P("attn.kv_a_norm"), a->ckv);
+    a->kv_b = linear_fwd(l, P("attn.kv_b_proj"), a->kv_a_norm.out, -1, -1);
+    set_module(l, core);
+    a->qh = act(l, P("attn.q_heads"), cdt, M, H * dqk);
+    a->kh = act(l, P("attn.k_heads"), cdt, M, H * dqk);
+    a->vh = act(l, P("attn.v_heads"), cdt, M, H * dv);
+    s = step(l, OP_MLA_ROPE_FWD);
+    int ra[] = {a->qh, a->kh, a->vh, q, a->kv_b.out, a->kpe};
+    memcpy(s->args, ra, sizeof ra);
+    int64_t rd[] = {m->train.micro_batch, m->train.seq_len, H, dn, R, dv};
+    memcpy(s->ints, rd, sizeof rd);
+    s->floats[0] = m->rope_theta;
+    bk->att = act(l, P("attn.core.out"), cdt, M, H * dv);
+    bk->lse = act(l, P("attn.core.lse"), TD_F32, M, H);
+    s = step(l, OP_MLA_ATTENTION_FWD);
+    int aa[] = {bk->att, bk->lse, a->qh, a->kh, a->vh};
+    memcpy(s->args, aa, sizeof aa);
+    int64_t ad[] = {m->train.micro_batch, m->train.seq_len, H, dqk, dv};
+    memcpy(s->ints, ad, sizeof ad);
+    bk->att_g = bk->att;
+    bk->o = linear_fwd(l, P("attn.o_proj"), bk->att, -1, -1);
+#undef P
+}
+
+static void mla_bwd(L *l, int i, const Block *bk) {
+    const Model *m = l->m;
+    const Mla *a = &bk->mla;
+    int64_t M = l->M, H = m->n_heads, dn = m->qk_nope_head_dim, R = m->qk_rope_head_dim, dv = m->v_head_dim;
+    int64_t Lr = m->kv_lora_rank, dqk = dn + R;
+#define P(s) arena_printf(l->a, "d.blocks.%d." s, i)
+    int datt = act(l, P("attn.o_proj.in"), l->act, M, H * dv);
+    zero(l, datt);
+    linear_bwd(l, &bk->o, l->dres, datt);
+    int dh = act(l, P("attn_norm.out"), l->act, M, m->d_model);
+    zero(l, dh);
+    const char *core = arena_printf(l->a, "blocks.%d.attn.core", i);
+    set_module(l, core);
+    int dqh = act(l, P("attn.q_heads"), l->act, M, H * dqk), dkh = act(l, P("attn.k_heads"), l->act, M, H * dqk);
+    int dvh = act(l, P("attn.v_heads"), l->act, M, H * dv);
+    GStep *s = step(l, OP_MLA_ATTENTION_BWD);
+    int aa[] = {dqh, dkh, dvh, datt, a->qh, a->kh, a->vh, bk->att, bk->lse};
+    memcpy(s->args, aa, sizeof aa);
+    int64_t ad[] = {m->train.micro_batch, m->train.seq_len, H, dqk, dv};
+    memcpy(s->ints, ad, sizeof ad);
+    int dq = act(l, P("attn.q"), l->act, M, H * dqk), dkvb = act(l, P("attn.kv_b_proj.out"), l->act, M, H * (dn + dv));
+    int dkpe = act(l, P("attn.kv_a_proj.k_pe"), l->act, M, R);
+    s = step(l, OP_MLA_ROPE_BWD);
+    int ra[] = {dq, dkvb, dkpe, dqh, dkh, dvh};
+    memcpy(s->args, ra, sizeof ra);
+    int64_t rd[] = {m->train.micro_batch, m->train.seq_len, H, dn, R, dv};
+    memcpy(s->ints, rd, sizeof rd);
+    s->floats[0] = m->rope_theta;
+    int dckvn = act(l, P("attn.kv_a_norm.out"), l->act, M, Lr);
+    zero(l, dckvn);
+    linear_bwd(l, &a->kv_b, dkvb, dckvn);
+    int dckv = act(l, P("attn.kv_a_proj.latent"), l->act, M, Lr);
+    zero(l, dckv);
+    norm_bwd(l, &a->kv_a_norm, dckvn, dckv);
+    set_module(l, core);
+    int dkva = act(l, P("attn.kv_a_proj.out"), l->act, M, Lr + R);
+    s = step(l, OP_MLA_SPLIT_BWD);
+    s->args[0] = dkva, s->args[1] = dckv, s->args[2] = dkpe;
+    s->ints[0] = M, s->ints[1] = Lr, s->ints[2] = R;
+    linear_bwd(l, &a->kv_a, dkva, dh);
+    if (m->q_lora_rank) {
+        int dqn = act(l, P("attn.q_a_norm.out"), l->act, M, m->q_lora_rank);
+        zero(l, dqn);
+        linear_bwd(l, &a->q_b, dq, dqn);
+        int dqa = act(l, P("attn.q_a_proj.out"), l->act, M, m->q_lora_rank);
+        zero(l, dqa);
+        norm_bwd(l, &a->q_a_norm, dqn, dqa);
+        linear_bwd(l, &a->q_a, dqa, dh);
+    } else {
+        linear_bwd(l, &a->q, dq, dh);
+    }
+    norm_bwd(l, &bk->attn_norm, dh, l->dres);
+#undef P
+}
+
+/* ---- fine-grained mixture of experts (ffn: moe) ---- */
+
+/* Router GEMM (in the router's compute dtype: FP32 under deepseek_v3), scoring and top-k, then
+ * per routed expert: permute its tokens into its capacity buffer, its MLP, weighted combine into
+ * an FP32 sum; the shared experts see every token. Returns the FFN's output (M x d_model). */
+static int moe_fwd(L *l, int i, int h2, Block *bk) {
+    const Model *m = l->m;
+    Moe *e = &bk->moe;
+    int64_t M = l->M, E = m->n_routed_experts, K = m->top_k, D = m->d_model;
+#define P(s) arena_printf(l->a, "blocks.%d." s, i)
+    e->router = res_of(l, P("ffn.router"));
+    l->module = (int)(e->router->mod - m->mods);
+    e->rw.w = param(l, e->router, "weight", E, D, "normal:0.02", 1, &e->rw.gw);
+    e->logits = act(l, P("ffn.router.logits"), td_of(e->router->compute), M, E);
+    GStep *s = step(l, OP_MATMUL_FWD);
+    s->args[0] = e->logits, s->args[1] = h2, s->args[2] = e->rw.w;
+    s->ints[0] = M, s->ints[1] = D, s->ints[2] = E;
+    e->scores = act(l, P("ffn.router.scores"), TD_F32, M, E);
+    e->sel = act(l, P("ffn.router.experts"), TD_I32, M, K);
+    e->weights = act(l, P("ffn.router.weights"), TD_F32, M, K);
+    e->pos = act(l, P("ffn.router.rows"), TD_I32, M, K);
+    e->load = tensor(l, P("ffn.router.load"), TD_F32, TC_SCALE, 1, E, 0);
+    l->g->t[e->load].init = "zeros";
+    Graph *g = l->g;
+    int *grown = arena_alloc(l->a, (size_t)(g->n_expert_load + 1) * sizeof *grown); /* arena: freed with the compilation */
+    if (g->n_expert_load) memcpy(grown, g->expert_load, (size_t)g->n_expert_load * sizeof *grown);
+    grown[g->n_expert_load++] = e->load;
+    g->expert_load = grown;
+    e->bias = -1;
+    if (m->bias_update_speed > 0) {
+        e->bias = tensor(l, P("ffn.router.expert_bias"), TD_F32, TC_SCALE, 1, E, 0);
+        l->g->t[e->bias].init = "zeros";
+    }
+    s = step(l, OP_MOE_ROUTE_FWD);
+    int ra[] = {e->scores, e->sel, e->weights, e->pos, e->load, e->logits, e->bias};
+    memcpy(s->args, ra, sizeof ra);
+    int64_t rd[] = {M, E, K, m->scoring == SCORE_SIGMOID, m->norm_topk_prob};
+    memcpy(s->ints, rd, sizeof rd);
+    s->floats[0] = m->routed_scaling_factor;
+    if (e->bias >= 0) { /* DeepSeek-V3's aux-loss-free balancing, outside the gradient */
+        Section save = l->sec;
+        l->sec = SEC_OPTIMIZER;
+        s = step(l, OP_MOE_BIAS_UPDATE);
+        s->args[0] = e->bias, s->args[1] = e->load;
+        s->ints[0] = E;
+        s->floats[0] = m->bias_update_speed;
+        l->sec = save;
+    }
+    e->combined = act(l, P("ffn.moe.out"), TD_F32, M, D);
+    zero(l, e->combined);
+    e->xp = arena_alloc(l->a, (size_t)E * sizeof *e->xp);
+    e->experts = arena_alloc(l->a, (size_t)E * sizeof *e->experts);
+    for (int x = 0; x < (int)E; x++) {
+        const char *pre = arena_printf(l->a, "blocks.%d.ffn.experts.%d", i, x);
+        l->module = (int)(e->router->mod - m->mods);
+        e->xp[x] = act(l, arena_printf(l->a, "%s.in", pre), l->g->t[h2].dtype, M, D);
+        s = step(l, OP_MOE_PERMUTE_FWD);
+        s->args[0] = e->xp[x], s->args[1] = h2, s->args[2] = e->sel, s->args[3] = e->pos;
+        s->ints[0] = M, s->ints[1] = D, s->ints[2] = K, s->ints[3] = x;
+        e->experts[x] = mlp_fwd(l, pre, e->xp[x], m->expert_d_ff);
+        l->module = (int)(e->router->mod - m->mods);
+        s = step(l, OP_MOE_COMBINE_FWD);
+        int ca[] = {e->combined, e->experts[x].down.out, e->weights, e->sel, e->pos};
+        memcpy(s->args, ca, sizeof ca);
+        s->ints[0] = M, s->ints[1] = D, s->ints[2] = K, s->ints[3] = x;
+    }
+    if (m->n_shared_experts) {
+        e->shared = mlp_fwd(l, P("ffn.shared"), h2, m->n_shared_experts * m->expert_d_ff);
+        s = step(l, OP_ACCUMULATE);
+        s->args[0] = e->combined, s->args[1] = e->shared.down.out;
+        s->ints[0] = M * D;
+    }
+    return e->combined;
+#undef P
+}
+
+/* The FFN output's gradient is the residual gradient l->dres; accumulates into dh2. */
+static void moe_bwd(L *l, int i, const Block *bk, int dh2) {
+    const Model *m = l->m;
+    const Moe *e = &bk->moe;
+    int64_t M = l->M, E = m->n_routed_experts, K = m->top_k, D = m->d_model;
+    if (m->n_shared_experts) mlp_bwd(l, &e->shared, arena_printf(l->a, "blocks.%d.ffn.shared", i), l->dres, dh2);
+    int router = (int)(e->router->mod - m->mods);
+    l->module = router;
+    int dweights = act(l, arena_printf(l->a, "d.blocks.%d.ffn.router.weights", i), TD_F32, M, K);
+    zero(l, dweights);
+    for (int x = (int)E - 1; x >= 0; x--) {
+        const char *pre = arena_printf(l->a, "blocks.%d.ffn.experts.%d", i, x);
+        l->module = router;
+        int dy = act(l, arena_printf(l->a, "d.%s.down_proj.out", pre), l->act, M, D);
+        GStep *s = step(l, OP_MOE_COMBINE_BWD);
+        int ca[] = {dy, dweights, l->dres, e->experts[x].down.out, e->weights, e->sel, e->pos};
+        memcpy(s->args, ca, sizeof ca);
+        s->ints[0] = M, s->ints[1] = D, s->ints[2] = K, s->ints[3] = x;
+        int dxp = act(l, arena_printf(l->a, "d.%s.in", pre), l->act, M, D);
+        zero(l, dxp);
+        mlp_bwd(l, &e->experts[x], pre, dy, dxp);
+        l->module = router;
+        s = step(l, OP_MOE_PERMUTE_BWD);
+        s->args[0] = dh2, s->args[1] = dxp, s->args[2] = e->sel, s->args[3] = e->pos;
+        s->ints[0] = M, s->ints[1] = D, s->ints[2] = K, s->ints[3] = x;
+    }
+    l->module = router;
+    int dlogits = act(l, arena_printf(l->a, "d.blocks.%d.ffn.router.logits", i), TD_F32, M, E);
+    GStep *s = step(l, OP_MOE_ROUTE_BWD);
+    s->args[0] = dlogits, s->args[1] = dweights, s->args[2] = e->scores, s->args[3] = e->sel;
+    int64_t rd[] = {M, E, K, m->scoring == SCORE_SIGMOID, m->norm_topk_prob, m->train.seq_len};
+    memcpy(s->ints, rd, sizeof rd);
+    s->floats[0] = m->routed_scaling_factor;
+    s->floats[1] = m->aux_loss_coef;
+    s = step(l, OP_MATMUL_BWD_DATA);
+    s->args[0] = dh2, s->args[1] = dlogits, s->args[2] = e->rw.w;
+    s->ints[0] = M, s->ints[1] = D, s->ints[2] = E;
+    s = step(l, OP_MATMUL_BWD_WEIGHT);
+    s->args[0] = e->rw.gw, s->args[1] = -1, s->args[2] = dlogits, s->args[3] = bk->ffn_norm.out;
+    s->ints[0] = M, s->ints[1] = D, s->ints[2] = E;
+}
+
 static void block_fwd(L *l, int i, int x, Block *bk) {
     const Model *m = l->m;
     int64_t M = l->M, qd = m->n_heads * m->head_dim, kvd = m->n_kv_heads * m->head_dim;
 #define P(s) arena_printf(l->a, "blocks.%d." s, i)
     bk->attn_norm = norm_fwd(l, P("attn_norm"), x);
     int h = bk->attn_norm.out;
+    GStep *s;
+    if (m->attention == ATTN_MLA) {
+        mla_fwd(l, i, h, bk);
+        goto ffn;
+    }
     bk->q = linear_fwd(l, P("attn.q_proj"), h, -1, -1);
     bk->k = linear_fwd(l, P("attn.k_proj"), h, -1, -1);
     bk->v = linear_fwd(l, P("attn.v_proj"), h, -1, -1);
@@ -386,7 +674,7 @@ static void block_fwd(L *l, int i, int x, Block *bk) {
     }
     bk->att = act(l, P("attn.core.out"), cdt, M, qd);
     bk->lse = act(l, P("attn.core.lse"), TD_F32, M, m->n_heads);
-    GStep *s = step(l, OP_ATTENTION_FWD);
+    s = step(l, OP_ATTENTION_FWD);
     s->args[0] = bk->att, s->args[1] = bk->lse, s->args[2] = bk->q_r, s->args[3] = bk->k_r, s->args[4] = bk->v.out;
     int64_t dims[] = {m->train.micro_batch, m->train.seq_len, m->n_heads, m->n_kv_heads, m->head_dim};
     memcpy(s->ints, dims, sizeof dims);
@@ -397,9 +685,16 @@ static void block_fwd(L *l, int i, int x, Block *bk) {
         bk->att_g = elementwise(l, OP_GATE_FWD, act(l, P("attn.gated"), cdt, M, qd), bk->att, bk->gate.out, M * qd);
     }
     bk->o = linear_fwd(l, P("attn.o_proj"), bk->att_g, -1, -1);
+ffn:
     bk->resid1 = elementwise(l, OP_ADD_FWD, act(l, P("resid_attn"), l->act, M, m->d_model), x, bk->o.out, M * m->d_model);
     bk->ffn_norm = norm_fwd(l, P("ffn_norm"), bk->resid1);
     int h2 = bk->ffn_norm.out;
+    bk->is_moe = model_layer_is_moe(m, i);
+    if (bk->is_moe) {
+        int y = moe_fwd(l, i, h2, bk);
+        bk->resid2 = elementwise(l, OP_ADD_FWD, act(l, P("resid_ffn"), l->act, M, m->d_model), bk->resid1, y, M * m->d_model);
+        return;
+    }
     bk->up = linear_fwd(l, P("ffn.up_proj"), h2, -1, -1);
     TensorDtype fdt = l->act;
     if (m->activation == ACT_SWIGLU) {
@@ -420,6 +715,13 @@ static void block_bwd(L *l, int i, const Block *bk) {
     const Model *m = l->m;
     int64_t M = l->M, qd = m->n_heads * m->head_dim, kvd = m->n_kv_heads * m->head_dim;
 #define P(s) arena_printf(l->a, "d.blocks.%d." s, i)
+    if (bk->is_moe) {
+        int dh2m = act(l, P("ffn_norm.out"), l->act, M, m->d_model);
+        zero(l, dh2m);
+        moe_bwd(l, i, bk, dh2m);
+        norm_bwd(l, &bk->ffn_norm, dh2m, l->dres);
+        goto attention;
+    }
     /* FFN: the residual gradient is the down projection's output gradient */
     int dact = act(l, P("ffn.act"), l->act, M, m->d_ff);
     zero(l, dact);
@@ -441,7 +743,11 @@ static void block_bwd(L *l, int i, const Block *bk) {
     }
     linear_bwd(l, &bk->up, dup, dh2);
     norm_bwd(l, &bk->ffn_norm, dh2, l->dres);
-    /* attention */
+attention:
+    if (m->attention == ATTN_MLA) {
+        mla_bwd(l, i, bk);
+        return;
+    }
     int datt_g = act(l, P("attn.o_proj.in"), l->act, M, qd);
     zero(l, datt_g);
     linear_bwd(l, &bk->o, l->dres, datt_g);

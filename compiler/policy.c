@@ -11,10 +11,11 @@ const char *const dtype_names[DT_COUNT] = {"none", "fp32", "bf16", "fp16", "fp8"
                                            "fp4",  "e4m3", "e5m2", "e2m1", "e8m0"};
 const char *const scaling_names[] = {"delayed", "current", "static"};
 const char *const algo_names[] = {"max", "most_recent"};
+const char *const partial_names[] = {"ceil", "refuse"};
 const char *const loss_scaling_names[] = {"none", "static", "dynamic"};
 const char *const operand_names[OP_COUNT] = {"x", "w", "dy"};
 const char *const qfield_names[QF_COUNT] = {"format", "scaling", "tile",   "scale_format", "history",
-                                            "algo",   "margin",  "interval", "scale"};
+                                            "algo",   "margin",  "interval", "scale", "partial"};
 const char *const global_names[G_COUNT] = {
     "master_weights",         "optimizer_state",             "grad_accum",
     "loss",                   "loss_scaling.mode",           "loss_scaling.scale",
@@ -104,6 +105,7 @@ static int read_quant(Diag *d, const YamlNode *n, Operand op, const char *where,
         case QF_MARGIN: rc = yml_int(d, v, 0, 64, &val.i); break;
         case QF_INTERVAL: rc = yml_int(d, v, 1, 1 << 20, &val.i); break;
         case QF_SCALE: rc = yml_float(d, v, 1e-30, 1e30, &val.d); break;
+        case QF_PARTIAL: rc = yml_enum(d, v, partial_names, 2, &e); val.i = e; break;
         case QF_COUNT: break;
         }
         if (rc)
@@ -173,7 +175,7 @@ static int read_low_bit(Arena *a, Diag *d, const YamlNode *n, Policy *p) {
     const YamlNode *mods = yml_get(n, "modules");
     if (mods) {
         if (mods->kind == YN_SCALAR) {
-            diag_error(d, mods->mark, "write a list: modules: [\"blocks.*.ffn.*_proj\"]", "low_bit.modules must be a list of paths or patterns");
+            diag_error(d, mods->mark, "write a list: modules: [\"blocks.*.ffn.**.*_proj\"]", "low_bit.modules must be a list of paths or patterns");
             return -1;
         }
         if (yml_expect(d, mods, YN_SEQ, "low_bit.modules")) return -1;
@@ -187,7 +189,7 @@ static int read_low_bit(Arena *a, Diag *d, const YamlNode *n, Policy *p) {
             sel->is_glob = strchr(s, '*') != NULL;
         }
     } else if (!p->recipe->low_bit) {
-        diag_error(d, n->mark, "add modules: [\"blocks.*.attn.*_proj\", \"blocks.*.ffn.*_proj\"]",
+        diag_error(d, n->mark, "add modules: [\"blocks.*.attn.*_proj\", \"blocks.*.ffn.**.*_proj\"]",
                    "low_bit has no 'modules' and recipe '%s' has no low-bit modules to default to", p->recipe->name);
         bad = 1;
     } else {

@@ -17,7 +17,7 @@
     [F_Q(op, QF_TILE)] = {r, c, 0}, [F_Q(op, QF_SCALE_FORMAT)] = {sf, 0, 0},                      \
     [F_Q(op, QF_HISTORY)] = {hist, 0, 0}, [F_Q(op, QF_ALGO)] = {algo, 0, 0},                      \
     [F_Q(op, QF_MARGIN)] = {0, 0, 0}, [F_Q(op, QF_INTERVAL)] = {1, 0, 0},                         \
-    [F_Q(op, QF_SCALE)] = {0, 0, 1.0}
+    [F_Q(op, QF_SCALE)] = {0, 0, 1.0}, [F_Q(op, QF_PARTIAL)] = {PT_CEIL, 0, 0}
 
 /* Per-tensor HYBRID (E4M3 forward, E5M2 gradients), TransformerEngine's default formats. */
 #define TE_HYBRID(sc, algo)                                                                       \
@@ -32,7 +32,10 @@
            [G_LS_INIT] = {0, 0, 65536.0}, [G_LS_GROWTH] = {0, 0, 2.0},                            \
            [G_LS_BACKOFF] = {0, 0, 0.5}, [G_LS_INTERVAL] = {2000, 0, 0}}}
 
-static const char *const block_linears[] = {"blocks.*.attn.*_proj", "blocks.*.ffn.*_proj", NULL};
+/* Every projection of attention (MHA's q/k/v/o, MLA's q_a/q_b/kv_a/kv_b/o) and of the FFN (dense,
+ * routed experts `ffn.experts.{e}.*_proj`, shared experts `ffn.shared.*_proj`). Not the MoE
+ * router, norms, embeddings or lm_head. */
+static const char *const block_linears[] = {"blocks.*.attn.*_proj", "blocks.*.ffn.**.*_proj", NULL};
 
 static const Recipe recipes[] = {
     {.name = "fp32",
@@ -68,11 +71,12 @@ static const Recipe recipes[] = {
     {.name = "deepseek_v3",
      .source = "DeepSeek-V3 technical report (arXiv 2412.19437) section 3.3: E4M3 everywhere, "
                "1x128 activation/gradient tiles, 128x128 weight blocks, FP32 scales; embedding, "
-               "norms and output head in BF16; FP32 master weights, moments and loss",
+               "norms and output head in BF16, MoE router in FP32; FP32 master weights, moments and loss",
      .globals = GLOBALS(DT_FP32),
      .params = DT_BF16,
      .compute = DT_BF16,
      .low_bit = block_linears,
+     .router = DT_FP32, /* as DeepSeek's reference, Megatron (moe_router_dtype) and torchtitan do */
      .quant = {.set = Q_ALL,
                .v = {QSPEC(OP_X, DT_E4M3, SC_CURRENT, 1, 128, DT_FP32, 1024, ALGO_MAX),
                      QSPEC(OP_W, DT_E4M3, SC_CURRENT, 128, 128, DT_FP32, 1024, ALGO_MAX),

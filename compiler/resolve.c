@@ -165,6 +165,7 @@ static void apply_recipe(Ctx *c, ModRes *mr) {
     const Module *mod = mr->mod;
     if (has_params_field(mod)) contribute(&mr->f[F_PARAMS], L_RECIPE, (Val){rc->params, 0, 0}, NO_MARK, -1);
     Dtype comp = recipe_low_bit(rc, mod) ? DT_FP8 : mod->kind == MK_LOSS ? (Dtype)rc->globals.v[G_LOSS].i : rc->compute;
+    if (mod->kind == MK_ROUTER && rc->router != DT_NONE) comp = rc->router;
     contribute(&mr->f[F_COMPUTE], L_RECIPE, (Val){comp, 0, 0}, NO_MARK, -1);
     if (mod->kind != MK_LINEAR) return;
     for (int f = F_Q0; f < NFIELDS; f++) contribute(&mr->f[f], L_RECIPE, rc->quant.v[f], NO_MARK, -1);
@@ -184,7 +185,8 @@ static void apply_defaults(Ctx *c, ModRes *mr) {
     /* The default compute dtype is for modules that are not low-bit: it does not demote the
      * recipe's FP8 linears (that is what rules and overrides are for). */
     int recipe_lb = mr->f[F_COMPUTE].c[0].v.i == DT_FP8;
-    if ((fs->set & BIT(F_COMPUTE)) && !recipe_lb)
+    int pinned_router = mod->kind == MK_ROUTER && c->p->recipe->router != DT_NONE; /* a rule may still change it */
+    if ((fs->set & BIT(F_COMPUTE)) && !recipe_lb && !pinned_router)
         contribute(&mr->f[F_COMPUTE], L_DEFAULTS, fs->v[F_COMPUTE], fs->m[F_COMPUTE], -1);
 }
 
@@ -281,11 +283,56 @@ static int apply_low_bit(Ctx *c, ModRes *mr, Selector *sels) {
         sels[i].nmatched++;
         if (hit < 0) hit = i;
     }
-    if (hit < 0) return 0;
+    if (hit < 0) return -1;
     contribute(&mr->f[F_COMPUTE], L_LOW_BIT, (Val){DT_FP8, 0, 0}, sels[hit].mark, -1);
     for (int f = F_Q0; f < NFIELDS; f++)
         if (p->low_bit_fs.set & BIT(f)) contribute(&mr->f[f], L_LOW_BIT, p->low_bit_fs.v[f], p->low_bit_fs.m[f], -1);
-    return 1;
+    return hit;
+}
+
+static int is_low_bit_dtype(int64_t t) { return t == DT_FP8 || t == DT_FP4; }
+
+/* The seed's fail-fast rule ("DeepSeek Precision Configuration", section 7): a module that is
+ * selected for low-bit compute by name and given an explicit non-low-bit compute dtype by name
+ * is an error naming both lines: precedence between two explicit choices is never guessed.
+ * Explicit means an exact path: a low_bit.modules entry without '*', a rule without '*', an
+ * override. One override that sets a non-low-bit compute and also x/w/dy quantization is the
+ * same conflict within one entry. Globs and the recipe stay ordinary layers: an exact override
+ * of compute takes a module that a pattern made low-bit out of low-bit compute. */
+static void check_explicit_conflict(Ctx *c, const ModRes *mr, const Selector *lb_hit) {
+    const FieldRes *fr = &mr->f[F_COMPUTE];
+    char la[512], lb[512], key[300];
+    for (int k = 0; k < fr->n; k++) {
+        const Contrib *o = &fr->c[k];
+        int exact = o->layer == L_OVERRIDE || (o->layer == L_RULE && !c->p->rules[o->sel].is_glob);
+        if (!exact || is_low_bit_dtype(o->v.i)) continue;
+        const Selector *sel = o->layer == L_OVERRIDE ? &c->p->overrides[o->sel] : &c->p->rules[o->sel];
+        if (lb_hit && !lb_hit->is_glob) {
+            snprintf(key, sizeof key, "explicit:%d:%d", o->layer, o->sel);
+            Problem *p = problem(&c->probs, key, NULL); /* the message names the module */
+            if (!p) continue;
+            p->mark = o->mark;
+            snprintf(p->msg, sizeof p->msg, "'%s' is given compute %s here and is selected for low-bit compute by name at %s",
+                     mr->mod->path, dtype_names[o->v.i], diag_loc(c->d, lb_hit->mark, 1, la, sizeof la));
+            snprintf(p->hint, sizeof p->hint, "remove it from low_bit.modules, or drop the compute override: two explicit choices are never ranked");
+            p->note_mark = lb_hit->mark;
+            snprintf(p->note, sizeof p->note, "low_bit.modules selects '%s' here", mr->mod->path);
+        }
+        for (int f = F_Q0; o->layer == L_OVERRIDE && f < NFIELDS; f++) {
+            if (!(sel->fs.set & BIT(f))) continue;
+            char fname[32];
+            snprintf(key, sizeof key, "explicitq:%d", o->sel);
+            Problem *p = problem(&c->probs, key, NULL);
+            if (!p) break;
+            p->mark = o->mark;
+            snprintf(p->msg, sizeof p->msg, "override '%s' sets compute %s and also low-bit quantization (%s at %s)", mr->mod->path,
+                     dtype_names[o->v.i], field_name(f, fname, sizeof fname), diag_loc(c->d, sel->fs.m[f], 1, lb, sizeof lb));
+            snprintf(p->hint, sizeof p->hint, "a module is either low-bit (compute: fp8 with x/w/dy) or not: drop one of the two");
+            p->note_mark = sel->fs.m[f];
+            snprintf(p->note, sizeof p->note, "the low-bit quantization is set here");
+            break;
+        }
+    }
 }
 
 /* ---- derived state and checks ---- */
@@ -340,6 +387,20 @@ static void qproblem(Ctx *c, const ModRes *mr, int f, const char *key_tail, cons
     if (hint) snprintf(p->hint, sizeof p->hint, "%s", hint);
 }
 
+/* A partial last tile (partial: ceil) on a GPU target. The CPU emulation, the quantize kernels
+ * (quantize_tiles: ragged tiles) and the generated GEMM (scale index = element / tile) compute it
+ * exactly; the generated GEMM needs every dimension to be a multiple of 16. cuBLASLt's VEC128 /
+ * BLK128x128 modes document ceil(dim / 128) scale layouts, but whether they accept a dimension that
+ * is not a multiple of 128 was not confirmed on hardware: docs/policy.md says so. */
+static void partial_tile_target(Ctx *c, const ModRes *mr, Operand op, const char *dname, int64_t dim, int64_t tile) {
+    if (c->r->target == TGT_CPU || dim % 16 == 0) return;
+    char tail[64];
+    snprintf(tail, sizeof tail, "p16:%lld", (long long)dim);
+    qproblem(c, mr, F_Q(op, QF_PARTIAL), tail, "pad the dimension to a multiple of 16, or use --target cpu",
+             "%s: a partial tile of %lld over %s = %lld needs the dimension to be a multiple of 16 on %s (FP8 tensor-core GEMMs)",
+             operand_names[op], (long long)tile, dname, (long long)dim, target_names[c->r->target]);
+}
+
 /* Each operand is quantized along the dimension its GEMM contracts, in both orientations
  * (fprop and the backward GEMMs): the tile and its transpose must both divide the operand. */
 static void check_tiles(Ctx *c, const ModRes *mr) {
@@ -354,11 +415,16 @@ static void check_tiles(Ctx *c, const ModRes *mr) {
         struct { int64_t tile, dim; const char *name; const char *how; } need[4] = {
             {t->i, R[op], rname[op], "rows"}, {t->j, C[op], cname[op], "columns"},
             {t->j, R[op], rname[op], "the transposed copy's rows"}, {t->i, C[op], cname[op], "the transposed copy's columns"}};
+        int refuse = res_value(mr, F_Q(op, QF_PARTIAL))->i == PT_REFUSE;
         for (int k = 0; k < 4; k++) {
             if (need[k].dim % need[k].tile == 0) continue;
+            if (!refuse) {
+                partial_tile_target(c, mr, (Operand)op, need[k].name, need[k].dim, need[k].tile);
+                continue;
+            }
             char tail[64];
             snprintf(tail, sizeof tail, "%lld:%lld", (long long)need[k].tile, (long long)need[k].dim);
-            qproblem(c, mr, F_Q(op, QF_TILE), tail, "a tile must divide the dimension it tiles, on every target",
+            qproblem(c, mr, F_Q(op, QF_PARTIAL), tail, "set partial: ceil to give the last tile its own scale (DeepSeek's ceil'd scale grid), or pick a tile that divides it",
                      "%s tile [%lld, %lld]: %s of %lld does not divide %s = %lld", operand_names[op], (long long)t->i,
                      (long long)t->j, need[k].how, (long long)need[k].tile, need[k].name, (long long)need[k].dim);
             break;
@@ -419,6 +485,7 @@ static void finish_module(Ctx *c, ModRes *mr) {
             if (sk != SC_DELAYED)
                 for (int qf = QF_HISTORY; qf <= QF_INTERVAL; qf++) mr->f[F_Q(op, qf)].win = -1;
             if (sk != SC_STATIC) mr->f[F_Q(op, QF_SCALE)].win = -1;
+            if (!res_value(mr, F_Q(op, QF_TILE))->i) mr->f[F_Q(op, QF_PARTIAL)].win = -1; /* one scale: nothing is partial */
         }
         check_tiles(c, mr);
         check_target(c, mr);
@@ -496,13 +563,14 @@ int res_resolve(Arena *a, Diag *d, const Model *m, const Policy *p, Target t, Re
         mr->mod = &m->mods[i];
         apply_recipe(&c, mr);
         apply_defaults(&c, mr);
-        if (p->has_low_bit) apply_low_bit(&c, mr, lb);
+        int hit = p->has_low_bit ? apply_low_bit(&c, mr, lb) : -1;
         for (int k = 0; k < p->nrules; k++)
             if (res_glob_match(rules[k].pattern, mr->mod->path)) {
                 rules[k].nmatched++;
                 apply_fields(&c, mr, &rules[k].fs, L_RULE, k, &rules[k]);
             }
         if (ovr_of[i] >= 0) apply_fields(&c, mr, &p->overrides[ovr_of[i]].fs, L_OVERRIDE, ovr_of[i], &p->overrides[ovr_of[i]]);
+        check_explicit_conflict(&c, mr, hit >= 0 && !p->low_bit_mods_from_recipe ? &lb[hit] : NULL);
     }
     if (!p->low_bit_mods_from_recipe)
         for (int k = 0; k < p->n_low_bit_mods; k++)
@@ -532,6 +600,7 @@ const char *res_format_value(int f, const Val *v, char *buf, size_t n) {
     case QF_SCALE_FORMAT: snprintf(buf, n, "%s", dtype_names[v->i]); break;
     case QF_SCALING: snprintf(buf, n, "%s", scaling_names[v->i]); break;
     case QF_ALGO: snprintf(buf, n, "%s", algo_names[v->i]); break;
+    case QF_PARTIAL: snprintf(buf, n, "%s", partial_names[v->i]); break;
     case QF_TILE:
         if (!v->i) snprintf(buf, n, "tensor");
         else snprintf(buf, n, "[%lld, %lld]", (long long)v->i, (long long)v->j);

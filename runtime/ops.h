@@ -49,7 +49,22 @@
     X(XENT_FWD,          "crossentropy_fwd",  "losses|logits,targets",                         "N,V",                        "")           \
     X(XENT_BWD,          "crossentropy_bwd",  "dlogits|logits,targets",                        "N,V",                        "")           \
     X(ADAMW,             "adamw",             "&param,&?master,&m,&v|grad",                        "n,param_dtype,state_dtype",  "weight_decay") \
-    X(SCALE_UPDATE,      "scale_update",      "&history,&scale|amax",                            "len,algo,margin,interval,format", "")
+    X(SCALE_UPDATE,      "scale_update",      "&history,&scale|amax",                            "len,algo,margin,interval,format", "") \
+    /* multi-head latent attention (runtime/cpu/ref_mla.c) */                                                 \
+    X(MLA_SPLIT_FWD,     "mla_split_fwd",     "ckv,kpe|kva",                                   "N,L,R",                      "")           \
+    X(MLA_SPLIT_BWD,     "mla_split_bwd",     "dkva|dckv,dkpe",                                "N,L,R",                      "")           \
+    X(MLA_ROPE_FWD,      "mla_rope_fwd",      "qh,kh,vh|q,kvb,kpe",                            "B,T,H,dn,R,dv",              "theta")      \
+    X(MLA_ROPE_BWD,      "mla_rope_bwd",      "dq,dkvb,dkpe|dqh,dkh,dvh",                      "B,T,H,dn,R,dv",              "theta")      \
+    X(MLA_ATTENTION_FWD, "mla_attention_fwd", "out,lse|q,k,v",                                 "B,T,H,dqk,dv",               "")           \
+    X(MLA_ATTENTION_BWD, "mla_attention_bwd", "dq,dk,dv|dout,q,k,v,out,lse",                   "B,T,H,dqk,dv",               "")           \
+    /* fine-grained mixture of experts (runtime/cpu/ref_moe.c) */                                             \
+    X(MOE_ROUTE_FWD,     "moe_route_fwd",     "scores,sel,weights,pos,load|logits,?bias",      "N,E,K,scoring,norm",         "scale")      \
+    X(MOE_ROUTE_BWD,     "moe_route_bwd",     "dlogits|dweights,scores,sel",                   "N,E,K,scoring,norm,T",       "scale,aux")  \
+    X(MOE_PERMUTE_FWD,   "moe_permute_fwd",   "out|x,sel,pos",                                 "N,C,K,expert",               "")           \
+    X(MOE_PERMUTE_BWD,   "moe_permute_bwd",   "+dx|dout,sel,pos",                              "N,C,K,expert",               "")           \
+    X(MOE_COMBINE_FWD,   "moe_combine_fwd",   "+out|y,weights,sel,pos",                        "N,C,K,expert",               "")           \
+    X(MOE_COMBINE_BWD,   "moe_combine_bwd",   "dy,+dweights|dout,y,weights,sel,pos",           "N,C,K,expert",               "")           \
+    X(MOE_BIAS_UPDATE,   "moe_bias_update",   "&bias|load",                                    "E",                          "speed")
 
 typedef enum {
 #define X(e, name, args, ints, floats) OP_##e,

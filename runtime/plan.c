@@ -274,6 +274,28 @@ static int64_t need_elems(const RtStep *s, int arg, const Plan *p) {
     case OP_ADAMW: return v[0];
     case OP_SCALE_UPDATE: return (int64_t[]){v[0], 1, 1}[arg];
     case OP_ZERO: return -1;
+    case OP_MLA_SPLIT_FWD: return (int64_t[]){v[0] * v[1], v[0] * v[2], v[0] * (v[1] + v[2])}[arg];
+    case OP_MLA_SPLIT_BWD: return (int64_t[]){v[0] * (v[1] + v[2]), v[0] * v[1], v[0] * v[2]}[arg];
+    case OP_MLA_ROPE_FWD: case OP_MLA_ROPE_BWD: {
+        int64_t bt = v[0] * v[1], qk = bt * v[2] * (v[3] + v[4]);
+        int64_t fwd[] = {qk, qk, bt * v[2] * v[5], qk, bt * v[2] * (v[3] + v[5]), bt * v[4]};
+        int64_t bwd[] = {qk, bt * v[2] * (v[3] + v[5]), bt * v[4], qk, qk, bt * v[2] * v[5]};
+        return s->op == OP_MLA_ROPE_FWD ? fwd[arg] : bwd[arg];
+    }
+    case OP_MLA_ATTENTION_FWD: {
+        int64_t bt = v[0] * v[1], qk = bt * v[2] * v[3], vv = bt * v[2] * v[4];
+        return (int64_t[]){vv, bt * v[2], qk, qk, vv}[arg];
+    }
+    case OP_MLA_ATTENTION_BWD: {
+        int64_t bt = v[0] * v[1], qk = bt * v[2] * v[3], vv = bt * v[2] * v[4];
+        return (int64_t[]){qk, qk, vv, vv, qk, qk, vv, vv, bt * v[2]}[arg];
+    }
+    case OP_MOE_ROUTE_FWD: return (int64_t[]){v[0] * v[1], v[0] * v[2], v[0] * v[2], v[0] * v[2], v[1], v[0] * v[1], v[1]}[arg];
+    case OP_MOE_ROUTE_BWD: return (int64_t[]){v[0] * v[1], v[0] * v[2], v[0] * v[1], v[0] * v[2]}[arg];
+    case OP_MOE_PERMUTE_FWD: case OP_MOE_PERMUTE_BWD: return (int64_t[]){v[0] * v[1], v[0] * v[1], v[0] * v[2], v[0] * v[2]}[arg];
+    case OP_MOE_COMBINE_FWD: return (int64_t[]){v[0] * v[1], v[0] * v[1], v[0] * v[2], v[0] * v[2], v[0] * v[2]}[arg];
+    case OP_MOE_COMBINE_BWD: return (int64_t[]){v[0] * v[1], v[0] * v[2], v[0] * v[1], v[0] * v[1], v[0] * v[2], v[0] * v[2], v[0] * v[2]}[arg];
+    case OP_MOE_BIAS_UPDATE: return v[0];
     case OP_COUNT_: break;
     }
     (void)p;
@@ -287,6 +309,18 @@ static int64_t scale_entries(int64_t R, int64_t C, int64_t tr, int64_t tc, int m
     return mx ? (int64_t)q_mx_scale_count((int)R, (int)C, (int)tr, (int)tc) : (int64_t)q_scale_count((int)R, (int)C, (int)tr, (int)tc);
 }
 
+/* MoE expert ids and buffer rows (int32): sel and pos of every MoE op. */
+static int op_arg_is_index(OpKind op, int k) {
+    switch (op) {
+    case OP_MOE_ROUTE_FWD: return k == 1 || k == 3;
+    case OP_MOE_ROUTE_BWD: return k == 3;
+    case OP_MOE_PERMUTE_FWD: case OP_MOE_PERMUTE_BWD: return k == 2 || k == 3;
+    case OP_MOE_COMBINE_FWD: return k == 3 || k == 4;
+    case OP_MOE_COMBINE_BWD: return k == 5 || k == 6;
+    default: return 0;
+    }
+}
+
 /* Extra, op-specific checks: token-typed arguments, quantized operands and their scales. */
 static const char *check_step(const Plan *p, const RtStep *s) {
     const int64_t *v = s->ints;
@@ -298,7 +332,7 @@ static const char *check_step(const Plan *p, const RtStep *s) {
         if (t < 0) continue;
         const RtTensor *rt = &p->t[t];
         int is_tok = (s->op == OP_EMBED_FWD && k == 1) || (s->op == OP_EMBED_BWD && k == 3) ||
-                     ((s->op == OP_XENT_FWD || s->op == OP_XENT_BWD) && k == 2);
+                     ((s->op == OP_XENT_FWD || s->op == OP_XENT_BWD) && k == 2) || op_arg_is_index(s->op, k);
         int is_code = (s->op == OP_QUANTIZE && k == 0) || (s->op == OP_QGEMM && (k == 1 || k == 3)) ||
                       (s->op == OP_QUANTIZE && k == 1 && v[5]) || (s->op == OP_QGEMM && (k == 2 || k == 4) && v[10]);
         if (is_tok != (rt->dtype == TD_I32)) return is_tok ? "token arguments must be i32" : "an i32 tensor is used as values";
@@ -318,6 +352,11 @@ static const char *check_step(const Plan *p, const RtStep *s) {
         if (!v[3] || v[2] % v[3]) return "n_heads must be a multiple of n_kv_heads";
     }
     if ((s->op == OP_ROPE_FWD || s->op == OP_ROPE_BWD) && v[3] % 2) return "RoPE needs an even head_dim";
+    if ((s->op == OP_MLA_ROPE_FWD || s->op == OP_MLA_ROPE_BWD) && (v[4] % 2 || v[4] > 4096)) return "MLA RoPE needs an even rope width of at most 4096";
+    if ((s->op == OP_MOE_ROUTE_FWD || s->op == OP_MOE_ROUTE_BWD) && (v[1] > 4096 || v[2] > v[1] || v[3] > 1 || v[4] > 1))
+        return "bad MoE routing attributes";
+    if (s->op == OP_MOE_ROUTE_BWD && (v[5] < 1 || v[0] % v[5])) return "MoE routing: tokens are not whole sequences";
+    if ((s->op >= OP_MOE_PERMUTE_FWD && s->op <= OP_MOE_COMBINE_BWD) && v[3] >= ((int64_t)1 << 31)) return "bad expert index";
     if (s->op == OP_QUANTIZE) {
         int64_t R = v[6] ? v[1] : v[0], C = v[6] ? v[0] : v[1], tr = v[2], tc = v[3];
         if ((tr == 0) != (tc == 0) || v[4] > 2 || v[5] > 1 || v[6] > 1) return "bad quantization attributes";
@@ -705,6 +744,19 @@ static int read_plan(Arena *a, Diag *d, const YamlNode *root, const char *text, 
         if (*ids[k] < 0) {
             diag_error(d, v->mark, NULL, "plan: unknown tensor '%s'", v->str);
             goto out;
+        }
+    }
+    const YamlNode *el = yml_get(io, "expert_load");
+    if (el) {
+        if (yml_expect(d, el, YN_SEQ, "program_inputs.expert_load")) goto out;
+        p->expert_load = arena_alloc(a, (size_t)(el->n ? el->n : 1) * sizeof *p->expert_load);
+        for (int k = 0; k < el->n; k++) {
+            int id = el->items[k]->kind == YN_SCALAR ? lookup(&r, el->items[k]->str) : -1;
+            if (id < 0 || p->t[id].dtype != TD_F32 || p->t[id].cls != TC_SCALE) {
+                diag_error(d, el->items[k]->mark, NULL, "plan: expert_load names no f32 scale-class tensor");
+                goto out;
+            }
+            p->expert_load[p->n_expert_load++] = id;
         }
     }
     int64_t M = p->train.micro_batch * p->train.seq_len;

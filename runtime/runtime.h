@@ -86,6 +86,7 @@ typedef struct {
     int nunits[SEC_COUNT];
     int64_t class_bytes[TC_COUNT]; /* recomputed from the tensors, never trusted */
     int tokens, targets, losses;
+    int *expert_load, n_expert_load; /* MoE: each layer's tokens per expert (f32), for the balance report */
     RtKernel *kernels;   /* the plan's "kernels" (empty for plans without generated code) */
     int nkernels;
     const char *gemm;    /* "cublaslt" or "generated" */

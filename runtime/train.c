@@ -335,6 +335,23 @@ static double evaluate(Run *r, int64_t batches) {
     return sum / (double)batches;
 }
 
+/* MoE load balance of the last training micro-batch: the largest max / mean of tokens per expert
+ * over the MoE layers (1 is perfect balance). Routing never drops a token (every expert's buffer
+ * holds every token), so there is no dropped count to report. 0 when the plan has no MoE layer. */
+static double expert_imbalance(Run *r) {
+    const Plan *p = r->p;
+    double worst = 0;
+    for (int i = 0; i < p->n_expert_load; i++) {
+        int t = p->expert_load[i];
+        if (r->cu && cu_download_tensor(r->cu, r->b, t, r->err, sizeof r->err)) return NAN;
+        const float *load = cpu_ptr(r->b, t);
+        double sum = 0, mx = 0;
+        for (int64_t e = 0; e < p->t[t].n; e++) sum += load[e], mx = load[e] > mx ? load[e] : mx;
+        if (sum > 0 && mx / (sum / (double)p->t[t].n) > worst) worst = mx / (sum / (double)p->t[t].n);
+    }
+    return worst;
+}
+
 static void fmt_eta(char *out, size_t n, double s) {
     if (s < 0 || !isfinite(s)) s = 0;
     if (s >= 3600.0 * 1e6) { /* beyond int hours: no overflowing conversion */
@@ -543,12 +560,14 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         double dt = now_s() - ts, elapsed = now_s() - t0;
         double tps = (double)(B * T * p.train.grad_accum) / dt;
         int do_eval = (p.train.eval_every && s.step % p.train.eval_every == 0) || s.step == total;
+        double imbalance = p.n_expert_load ? expert_imbalance(&run) : 0; /* before eval's forwards overwrite it */
         double vloss = do_eval && !dist.rank ? evaluate(&run, val_batches) : 0; /* rank 0 evaluates and prints */
         if (!dist.rank && (s.step % every == 0 || do_eval || s.step == first + 1)) {
             char eta[32];
             fmt_eta(eta, sizeof eta, elapsed / (double)(s.step - first) * (double)(total - s.step));
             printf("step %5lld/%lld | loss %.4f%s | lr %.3e | norm %.3f | %.0f tok/s | loss scale %g | ETA %s", (long long)s.step,
                    (long long)total, loss, skipped ? " (skipped: non-finite gradients)" : "", st.lr, norm, tps, s.loss_scale, eta);
+            if (p.n_expert_load) printf(" | experts max/mean %.2f", imbalance);
             if (do_eval) printf(" | val %.4f", vloss);
             printf("\n");
             fflush(stdout);
@@ -556,6 +575,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         if (run.log) {
             fprintf(run.log, "{\"step\": %lld, \"loss\": %.6f, \"lr\": %.6e, \"grad_norm\": %.6g, \"loss_scale\": %.9g, \"tokens_per_s\": %.1f, \"skipped\": %s",
                     (long long)s.step, loss, st.lr, isfinite(norm) ? norm : -1.0, s.loss_scale, tps, skipped ? "true" : "false");
+            if (p.n_expert_load) fprintf(run.log, ", \"expert_load_max_over_mean\": %.4f, \"dropped_tokens\": 0", imbalance);
             if (do_eval) fprintf(run.log, ", \"val_loss\": %.6f", vloss);
             fprintf(run.log, "}\n");
             if (io_check(run.log, o->log, err, sizeof err)) {

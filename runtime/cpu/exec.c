@@ -18,6 +18,7 @@
 #include "fp8.h"
 #include "quant.h"
 #include "ref.h"
+#include "ref_mla.h"
 
 static int is_value(TensorDtype t) { return t == TD_F32 || t == TD_BF16 || t == TD_F16; }
 
@@ -204,6 +205,33 @@ static void step_one(CpuBackend *b, const RtStep *s, const RunState *st) {
         return; /* rounds its own outputs */
     }
     case OP_SCALE_UPDATE: run_scale_update(b, s, st); return;
+#define N_(k) (int)v[k]
+#define IW(k) ((int32_t *)cpu_ptr(b, s->args[k]))
+    case OP_MLA_SPLIT_FWD: ref_mla_split_fwd(F(0), F(1), F(2), N_(0), N_(1), N_(2)); break;
+    case OP_MLA_SPLIT_BWD: ref_mla_split_bwd(F(0), F(1), F(2), N_(0), N_(1), N_(2)); break;
+    case OP_MLA_ROPE_FWD:
+        ref_mla_rope_fwd(F(0), F(1), F(2), F(3), F(4), F(5), N_(0), N_(1), N_(2), N_(3), N_(4), N_(5), (float)s->floats[0]);
+        break;
+    case OP_MLA_ROPE_BWD:
+        ref_mla_rope_bwd(F(0), F(1), F(2), F(3), F(4), F(5), N_(0), N_(1), N_(2), N_(3), N_(4), N_(5), (float)s->floats[0]);
+        break;
+    case OP_MLA_ATTENTION_FWD: ref_mla_attention_fwd(F(0), F(1), F(2), F(3), F(4), N_(0), N_(1), N_(2), N_(3), N_(4)); break;
+    case OP_MLA_ATTENTION_BWD:
+        ref_mla_attention_bwd(F(0), F(1), F(2), F(3), F(4), F(5), F(6), F(7), F(8), N_(0), N_(1), N_(2), N_(3), N_(4));
+        break;
+    case OP_MOE_ROUTE_FWD:
+        ref_moe_route_fwd(F(0), IW(1), F(2), IW(3), F(4), F(5), F(6), N_(0), N_(1), N_(2), N_(3), N_(4), (float)s->floats[0]);
+        break;
+    case OP_MOE_ROUTE_BWD:
+        ref_moe_route_bwd(F(0), F(1), F(2), I(3), N_(0), N_(1), N_(2), N_(3), N_(4), (float)s->floats[0], N_(5), (float)s->floats[1]);
+        break;
+    case OP_MOE_PERMUTE_FWD: ref_moe_permute_fwd(F(0), F(1), I(2), I(3), N_(0), N_(1), N_(2), N_(3)); break;
+    case OP_MOE_PERMUTE_BWD: ref_moe_permute_bwd(F(0), F(1), I(2), I(3), N_(0), N_(1), N_(2), N_(3)); break;
+    case OP_MOE_COMBINE_FWD: ref_moe_combine_fwd(F(0), F(1), F(2), I(3), I(4), N_(0), N_(1), N_(2), N_(3)); break;
+    case OP_MOE_COMBINE_BWD: ref_moe_combine_bwd(F(0), F(1), F(2), F(3), F(4), I(5), I(6), N_(0), N_(1), N_(2), N_(3)); break;
+    case OP_MOE_BIAS_UPDATE: ref_moe_bias_update(F(0), F(1), N_(0), (float)s->floats[0]); return;
+#undef N_
+#undef IW
     case OP_COUNT_: FP8C_ASSERT(0);
     }
     /* Round every 16-bit output to its format: the CPU holds exactly what a GPU tensor would. */

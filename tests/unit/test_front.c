@@ -423,13 +423,15 @@ static void target_mxfp8_needs_sm100a(void) {
 }
 
 static void target_tile_must_divide_everywhere(void) {
-    /* d_model 96: 128 divides neither K nor N of the attention projections */
+    /* d_model 96: 128 divides neither K nor N of the attention projections; partial: refuse
+     * (TransformerEngine's blockwise rule) makes that an error on every target */
     const char *m96 = "model: {vocab_size: 256, d_model: 96, n_layers: 1, n_heads: 2, d_ff: 256}\n"
                       "train: {micro_batch: 2, seq_len: 64}\n";
+    const char *refuse = "recipe: deepseek_v3\nlow_bit: {x: {partial: refuse}, w: {partial: refuse}, dy: {partial: refuse}}\n";
     for (int t = 0; t < TGT_COUNT; t++) {
         if (t == TGT_SM89) continue; /* refuses blockwise before divisibility matters */
         Run r;
-        run(&r, m96, "recipe: deepseek_v3\n", (Target)t, 0);
+        run(&r, m96, refuse, (Target)t, 0);
         CHECK(r.rc);
         CHECKF(strstr(r.log, "x tile [1, 128]: columns of 128 does not divide K (input features) = 96"), "%s", r.log);
         done(&r);
@@ -437,9 +439,32 @@ static void target_tile_must_divide_everywhere(void) {
     /* M = 2 x 50 tokens: the transposed copy of a 1x128 tile needs 128 | M */
     Run r;
     run(&r, "model: {vocab_size: 256, d_model: 128, n_layers: 1, n_heads: 2, d_ff: 256}\ntrain: {micro_batch: 2, seq_len: 50}\n",
-        "recipe: deepseek_v3\n", TGT_CPU, 0);
+        refuse, TGT_CPU, 0);
     CHECK(r.rc);
     CHECKF(strstr(r.log, "x tile [1, 128]: the transposed copy's rows of 128 does not divide M (tokens per micro-batch) = 100"), "%s", r.log);
+    done(&r);
+}
+
+/* partial: ceil (every recipe's default, DeepSeek's ceil'd scale grid): the same shapes compile,
+ * the last tile scaled on its own; a GPU target still needs partial dimensions in multiples of 16. */
+static void partial_tiles_ceil_by_default(void) {
+    const char *m96 = "model: {vocab_size: 256, d_model: 96, n_layers: 1, n_heads: 2, d_ff: 256}\n"
+                      "train: {micro_batch: 2, seq_len: 64}\n";
+    Target ok[] = {TGT_SM90A, TGT_CPU};
+    for (int i = 0; i < 2; i++) {
+        Run r;
+        run(&r, m96, "recipe: deepseek_v3\n", ok[i], 0);
+        CHECKF(!r.rc, "%s: %s", target_names[ok[i]], r.log);
+        done(&r);
+    }
+    const char *m100 = "model: {vocab_size: 256, d_model: 128, n_layers: 1, n_heads: 2, d_ff: 256}\ntrain: {micro_batch: 2, seq_len: 50}\n";
+    Run r;
+    run(&r, m100, "recipe: deepseek_v3\n", TGT_CPU, 0);
+    CHECKF(!r.rc, "cpu: %s", r.log);
+    done(&r);
+    run(&r, m100, "recipe: deepseek_v3\n", TGT_SM90A, 0);
+    CHECK(r.rc);
+    CHECKF(strstr(r.log, "needs the dimension to be a multiple of 16 on sm_90a"), "%s", r.log);
     done(&r);
 }
 
@@ -506,6 +531,7 @@ int main(void) {
     RUN_CASE(target_blockwise_needs_sm90a);
     RUN_CASE(target_mxfp8_needs_sm100a);
     RUN_CASE(target_tile_must_divide_everywhere);
+    RUN_CASE(partial_tiles_ceil_by_default);
     RUN_CASE(tied_params_must_agree);
     RUN_CASE(fp8_params_need_master_weights);
     RUN_CASE(memory_summary_bf16_matches_formula);
