@@ -240,7 +240,10 @@ static int hd_unit(Device *d, Section sec, int u, const RunState *st, char *err,
         snprintf(err, n, "a cuBLASLt GEMM: the host tier runs the emitted kernels only (compile with --gemm generated for FP8 GEMMs)");
         return UNIT_SKIPPED;
     }
-    if (g->kernel < 0) return 0;
+    if (g->kernel < 0) {
+        snprintf(err, n, "no CUDA kernel for this step in the plan (fp8c compile said so)");
+        return UNIT_SKIPPED;
+    }
     /* twice from the same memory, in opposite thread orders: the results must be identical */
     hd_copy(h, h->snap, 1);
     if (hd_launch(h, g, 0, err, n)) return -1;

@@ -28,6 +28,26 @@ typedef unsigned int u32;
 
 fp8c_uint3 threadIdx, blockIdx, blockDim, gridDim;
 
+// ---- fiber switch ----------------------------------------------------------------------------------
+// x86-64: save the callee-saved registers on the current stack, swap stack pointers, restore
+// (glibc's swapcontext also saves the signal mask: a system call per switch, most of the tier's
+// run time). Elsewhere ucontext.
+#if defined(__x86_64__)
+extern "C" void fp8c_host_switch(void **save_sp, void *to_sp);
+asm(".text\n"
+    ".globl fp8c_host_switch\n"
+    ".hidden fp8c_host_switch\n"
+    ".type fp8c_host_switch,@function\n"
+    "fp8c_host_switch:\n"
+    "  pushq %rbp\n  pushq %rbx\n  pushq %r12\n  pushq %r13\n  pushq %r14\n  pushq %r15\n"
+    "  movq %rsp, (%rdi)\n"
+    "  movq %rsi, %rsp\n"
+    "  popq %r15\n  popq %r14\n  popq %r13\n  popq %r12\n  popq %rbx\n  popq %rbp\n"
+    "  ret\n"
+    ".size fp8c_host_switch, .-fp8c_host_switch\n");
+#define FAST_SWITCH 1
+#endif
+
 namespace {
 
 enum { F_READY, F_BARRIER, F_WARP, F_DONE };
@@ -38,7 +58,11 @@ struct CpCopy {
 };
 
 struct Fiber {
+#ifdef FAST_SWITCH
+    void *sp;
+#else
     ucontext_t ctx;
+#endif
     int state;
     fp8c_uint3 tid;
     unsigned slot_gen; // the warp generation this lane's pending collective belongs to
@@ -59,7 +83,11 @@ struct Sched {
     std::vector<Fiber> f;
     std::vector<Warp> w;
     std::vector<char *> stacks;
+#ifdef FAST_SWITCH
+    void *main_sp;
+#else
     ucontext_t main_ctx;
+#endif
     int nthreads, live, at_barrier, cur;
     Fp8cHostThunk thunk;
     void **args;
@@ -77,7 +105,13 @@ void fail(const char *msg) {
     }
 }
 
+#ifdef FAST_SWITCH
+void yield() { fp8c_host_switch(&S.f[S.cur].sp, S.main_sp); }
+void resume(int i) { fp8c_host_switch(&S.main_sp, S.f[i].sp); }
+#else
 void yield() { swapcontext(&S.f[S.cur].ctx, &S.main_ctx); }
+void resume(int i) { swapcontext(&S.main_ctx, &S.f[i].ctx); }
+#endif
 
 void cp_flush_group(Fiber &t, size_t g) {
     for (CpCopy &c : t.cp_groups[g]) memcpy(c.dst, c.data, 16);
@@ -97,6 +131,15 @@ void fiber_main() {
     }
     // (uc_link returns to the scheduler)
 }
+
+#ifdef FAST_SWITCH
+[[noreturn]] void fiber_trampoline() {
+    fiber_main();
+    void *dead;
+    fp8c_host_switch(&dead, S.main_sp); // never resumed
+    __builtin_unreachable();
+}
+#endif
 
 void release_warp(Warp &w, int wi, unsigned need) {
     Fp8cWarpSlot *sl = w.slot[w.gen & 1];
@@ -121,11 +164,21 @@ int run_block(int order) {
         t.state = F_READY;
         t.tid = {(unsigned)i % blockDim.x, (unsigned)i / blockDim.x % blockDim.y, (unsigned)i / (blockDim.x * blockDim.y)};
         t.cp_open.clear(), t.cp_groups.clear();
+#ifdef FAST_SWITCH
+        // what fp8c_host_switch pops: six registers, then the return address fiber_trampoline,
+        // then a slot that leaves the stack 16-byte aligned as at a call
+        void **top = (void **)(S.stacks[i] + kStack);
+        top[-1] = nullptr;
+        top[-2] = (void *)&fiber_trampoline;
+        for (int r = 3; r <= 8; r++) top[-r] = nullptr;
+        t.sp = &top[-8];
+#else
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = S.stacks[i];
         t.ctx.uc_stack.ss_size = kStack;
         t.ctx.uc_link = &S.main_ctx;
         makecontext(&t.ctx, fiber_main, 0);
+#endif
     }
     for (Warp &w : S.w) w.arrived = 0, w.gen = 0;
     while (S.live > 0) {
@@ -135,7 +188,7 @@ int run_block(int order) {
             if (S.f[i].state != F_READY) continue;
             S.cur = i;
             threadIdx = S.f[i].tid;
-            swapcontext(&S.main_ctx, &S.f[i].ctx);
+            resume(i);
             ran = 1;
             if (S.failed) return -1;
         }
@@ -174,7 +227,11 @@ void __trap() {
     Fiber &t = S.f[S.cur];
     t.state = F_DONE;
     S.live--;
+#ifdef FAST_SWITCH
+    yield(); // never resumed: the launch fails
+#else
     setcontext(&S.main_ctx); // never returns; the launch fails
+#endif
 }
 
 void *fp8c_host_dynamic_smem() { return S.dyn.data(); }
