@@ -18,6 +18,13 @@
 
 #include <vector>
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define UNPOISON_STACK(p, n) __asan_unpoison_memory_region((p), (n)) // a reused stack's old frames
+#else
+#define UNPOISON_STACK(p, n) ((void)0)
+#endif
+
 typedef unsigned char u8;
 typedef unsigned short u16;
 typedef unsigned int u32;
@@ -167,6 +174,7 @@ int run_block(int order) {
 #ifdef FAST_SWITCH
         // what fp8c_host_switch pops: six registers, then the return address fiber_trampoline,
         // then a slot that leaves the stack 16-byte aligned as at a call
+        UNPOISON_STACK(S.stacks[i], kStack);
         void **top = (void **)(S.stacks[i] + kStack);
         top[-1] = nullptr;
         top[-2] = (void *)&fiber_trampoline;
