@@ -32,7 +32,7 @@
 #define __noinline__
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
-// Static storage in a section host_rt.cpp poisons before every block (see fp8c_host_launch).
+// Static storage that host_rt.cpp poisons before every block (see fp8c_shared_lo below).
 #define __shared__ static __attribute__((section("fp8c_shared")))
 
 struct fp8c_uint3 { unsigned x, y, z; };
@@ -144,12 +144,15 @@ template <class... A> struct Fp8cThunk<void (*)(A...)> {
     template <void (*F)(A...)> static void run(void **args) { call<F>(args, std::index_sequence_for<A...>{}); }
 };
 
-extern "C" char __start_fp8c_shared[] __attribute__((weak, visibility("hidden")));
-extern "C" char __stop_fp8c_shared[] __attribute__((weak, visibility("hidden")));
+// The bounds of the kernel's __shared__ variables, from the linker script host_kernels.c links
+// each kernel with: g++ keeps a template's static locals in their own .bss._ZZ* sections (and
+// ignores a section attribute there), and that script gathers them between these two symbols.
+extern "C" char fp8c_shared_lo[] __attribute__((visibility("hidden")));
+extern "C" char fp8c_shared_hi[] __attribute__((visibility("hidden")));
 
 #define FP8C_HOST_ENTRY(sym)                                                                                         \
     extern "C" int fp8c_host_launch_##sym(const Fp8cHostLaunch *L) {                                                \
-        return fp8c_host_launch(L, &Fp8cThunk<decltype(&sym)>::template run<&sym>, __start_fp8c_shared, __stop_fp8c_shared); \
+        return fp8c_host_launch(L, &Fp8cThunk<decltype(&sym)>::template run<&sym>, fp8c_shared_lo, fp8c_shared_hi); \
     }
 
 #endif

@@ -37,6 +37,11 @@ struct HostKernels {
 };
 
 #define CXXFLAGS "-std=c++17 -O1 -g0 -fPIC -fno-strict-aliasing -ffp-contract=off -w -DFP8C_HOST"
+/* the kernel's __shared__ variables (template static locals: .bss._ZZ*) between two symbols, so
+ * that host_rt.cpp can poison them before every block (cuda_host.h) */
+#define LDSCRIPT                                                                                   \
+    "SECTIONS { fp8c_shared : { PROVIDE_HIDDEN(fp8c_shared_lo = .); *(fp8c_shared) *(.bss._ZZ*) "   \
+    "PROVIDE_HIDDEN(fp8c_shared_hi = .); } } INSERT AFTER .bss;\n"
 
 static uint64_t fnv(uint64_t h, const void *p, size_t n) {
     const unsigned char *s = p;
@@ -176,6 +181,15 @@ HostKernels *hk_open(const Plan *p, const char *src, const char *cache, int jobs
         goto fail;
     }
     if (build_runtime(src, cache, objs, sizeof objs, err, n)) goto fail;
+    char ld[2300];
+    snprintf(ld, sizeof ld, "%s/shared-%016llx.ld", cache, (unsigned long long)fnv(0xcbf29ce484222325ULL, LDSCRIPT, strlen(LDSCRIPT)));
+    FILE *lf = fopen(ld, "w");
+    int wrote = lf && fputs(LDSCRIPT, lf) >= 0;
+    if (lf && fclose(lf)) wrote = 0;
+    if (!wrote) {
+        snprintf(err, n, "cannot write %s", ld);
+        goto fail;
+    }
     for (int i = 0; i < nk; i++) {
         const RtKernel *K = &p->kernels[i];
         char path[2300];
@@ -191,6 +205,7 @@ HostKernels *hk_open(const Plan *p, const char *src, const char *cache, int jobs
         for (int e = 0; e < K->ne; e++) hh = fnv(hh, K->e[e].symbol, strlen(K->e[e].symbol));
         hh = fnv(hh, objs, strlen(objs)); /* the runtime's hash: a new shim rebuilds every kernel */
         hh = fnv(hh, CXXFLAGS, strlen(CXXFLAGS));
+        hh = fnv(hh, LDSCRIPT, strlen(LDSCRIPT));
         snprintf(so[i], sizeof so[i], "%s/%s-%016llx.so", cache, K->name, (unsigned long long)hh);
         struct stat st;
         if (!stat(so[i], &st)) {
@@ -209,12 +224,12 @@ HostKernels *hk_open(const Plan *p, const char *src, const char *cache, int jobs
         for (int e = 0; e < K->ne; e++) fprintf(f, "FP8C_HOST_ENTRY(%s)\n", K->e[e].symbol);
         fclose(f);
         free(code);
-        size_t cl = strlen(cpp) * 3 + strlen(so[i]) * 3 + strlen(src) * 2 + strlen(objs) + 512;
+        size_t cl = strlen(cpp) * 3 + strlen(so[i]) * 3 + strlen(src) * 2 + strlen(objs) + strlen(ld) + 512;
         cmds[nneed] = malloc(cl);
         snprintf(cmds[nneed], cl,
-                 "g++ " CXXFLAGS " -shared -Wl,-Bsymbolic -I'%s/tests/host' -I'%s/runtime' -include cuda_host.h -o '%s.tmp' '%s' %s "
+                 "g++ " CXXFLAGS " -shared -Wl,-Bsymbolic -Wl,-T,'%s' -I'%s/tests/host' -I'%s/runtime' -include cuda_host.h -o '%s.tmp' '%s' %s "
                  ">'%s.log' 2>&1 && mv '%s.tmp' '%s' && rm -f '%s' '%s.log'",
-                 src, src, cpp, cpp, objs, cpp, cpp, so[i], cpp, cpp);
+                 ld, src, src, cpp, cpp, objs, cpp, cpp, so[i], cpp, cpp);
         need[nneed++] = i;
     }
     if (nneed) {
