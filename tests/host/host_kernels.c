@@ -36,7 +36,7 @@ struct HostKernels {
     HostEntry (*fn)[4];
 };
 
-#define CXXFLAGS "-std=c++17 -O1 -g0 -fPIC -fno-strict-aliasing -ffp-contract=off -w -DFP8C_HOST"
+#define CXXFLAGS "-std=c++17 -O1 -g0 -fPIC -fno-gnu-unique -fno-strict-aliasing -ffp-contract=off -w -DFP8C_HOST"
 /* the kernel's __shared__ variables (template static locals: .bss._ZZ*) between two symbols, so
  * that host_rt.cpp can poison them before every block (cuda_host.h) */
 #define LDSCRIPT                                                                                   \
