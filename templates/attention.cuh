@@ -45,58 +45,6 @@
 // Must not: write any (b,t,h) row twice (every output element has exactly one owner thread), use
 // atomics, or read rows past T (edges of the simt path are zero-filled).
 
-// ---- PTX helpers -------------------------------------------------------------------------------
-
-__device__ __forceinline__ u32 attn_smem_addr(const void *p) {
-    u32 r;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-    return r;
-}
-__device__ __forceinline__ void attn_cp_async16(void *dst, const void *src) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(attn_smem_addr(dst)), "l"(src) : "memory");
-}
-__device__ __forceinline__ void attn_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void attn_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
-
-// Four 8x8 bf16 matrices; lane l addresses row l%8 of matrix l/8 and receives elements
-// (row l/4, cols 2*(l%4), +1) of each (transposed: (rows 2*(l%4), +1, col l/4)).
-__device__ __forceinline__ void attn_ldsm_x4(u32 (&r)[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(attn_smem_addr(p))
-                 : "memory");
-}
-__device__ __forceinline__ void attn_ldsm_x4_t(u32 (&r)[4], const void *p) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(attn_smem_addr(p))
-                 : "memory");
-}
-
-// d += a (16x16 bf16, row) x b (16x8 bf16, col), FP32 accumulators.
-__device__ __forceinline__ void attn_mma(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
-    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// Two floats to bf16x2 with round-to-nearest-even: lo -> bits 0-15 (the lower column / address).
-__device__ __forceinline__ u32 attn_pack_bf16(float lo, float hi) {
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-// The entry's dynamic shared memory must cover what the kernel carves: trap otherwise, so that a
-// launch-shape mismatch with cg_attention.c is loud instead of a silent overrun.
-__device__ __forceinline__ void attn_check_smem(u32 need) {
-    u32 have;
-    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
-    if (have < need) __trap();
-}
-
-// ---- end of PTX helpers ------------------------------------------------------------------------
-
 // -inf without math.h (NVRTC has no headers).
 __device__ __forceinline__ float attn_neg_inf() { return __int_as_float(0xff800000u); }
 
@@ -104,7 +52,7 @@ __device__ __forceinline__ int attn_min(int a, int b) { return a < b ? a : b; }
 
 // Two adjacent outputs (an even column and the next).
 __device__ __forceinline__ void attn_st2(float *p, float a, float b) { *(float2 *)p = make_float2(a, b); }
-__device__ __forceinline__ void attn_st2(bf16 *p, float a, float b) { *(u32 *)p = attn_pack_bf16(a, b); }
+__device__ __forceinline__ void attn_st2(bf16 *p, float a, float b) { *(u32 *)p = pack_bf16x2(a, b); }
 __device__ __forceinline__ void attn_st2(f16 *p, float a, float b) { st(p, a), st(p + 1, b); }
 
 __device__ __forceinline__ float attn_bf16_lo(u32 x) { return __uint_as_float(x << 16); }
@@ -113,12 +61,12 @@ __device__ __forceinline__ float attn_bf16_hi(u32 x) { return __uint_as_float(x 
 // The A fragment (16 rows x 16 columns) of a probability tile held as two C fragments (columns
 // 0-7 in c0, 8-15 in c1), split into bf16 hi and lo parts: x = hi + lo + O(2^-16 x).
 __device__ __forceinline__ void attn_split_a(u32 (&hi)[4], u32 (&lo)[4], const float (&c0)[4], const float (&c1)[4]) {
-    hi[0] = attn_pack_bf16(c0[0], c0[1]), hi[1] = attn_pack_bf16(c0[2], c0[3]);
-    hi[2] = attn_pack_bf16(c1[0], c1[1]), hi[3] = attn_pack_bf16(c1[2], c1[3]);
-    lo[0] = attn_pack_bf16(c0[0] - attn_bf16_lo(hi[0]), c0[1] - attn_bf16_hi(hi[0]));
-    lo[1] = attn_pack_bf16(c0[2] - attn_bf16_lo(hi[1]), c0[3] - attn_bf16_hi(hi[1]));
-    lo[2] = attn_pack_bf16(c1[0] - attn_bf16_lo(hi[2]), c1[1] - attn_bf16_hi(hi[2]));
-    lo[3] = attn_pack_bf16(c1[2] - attn_bf16_lo(hi[3]), c1[3] - attn_bf16_hi(hi[3]));
+    hi[0] = pack_bf16x2(c0[0], c0[1]), hi[1] = pack_bf16x2(c0[2], c0[3]);
+    hi[2] = pack_bf16x2(c1[0], c1[1]), hi[3] = pack_bf16x2(c1[2], c1[3]);
+    lo[0] = pack_bf16x2(c0[0] - attn_bf16_lo(hi[0]), c0[1] - attn_bf16_hi(hi[0]));
+    lo[1] = pack_bf16x2(c0[2] - attn_bf16_lo(hi[1]), c0[3] - attn_bf16_hi(hi[1]));
+    lo[2] = pack_bf16x2(c1[0] - attn_bf16_lo(hi[2]), c1[1] - attn_bf16_hi(hi[2]));
+    lo[3] = pack_bf16x2(c1[2] - attn_bf16_lo(hi[3]), c1[3] - attn_bf16_hi(hi[3]));
 }
 
 // Element offset (in a tile with row stride LD) of the row this lane feeds to ldmatrix.x4 for:
@@ -139,7 +87,7 @@ template <int ROWS, int HD, int LD, int THREADS> __device__ __forceinline__ void
 #pragma unroll
     for (int c = threadIdx.x; c < ROWS * CPR; c += THREADS) {
         int r = c / CPR, ch = c % CPR;
-        attn_cp_async16(s + r * LD + ch * 8, g + (i64)r * stride + ch * 8);
+        cp_async16(s + r * LD + ch * 8, g + (i64)r * stride + ch * 8);
     }
 }
 
@@ -244,8 +192,8 @@ template <typename TO, int B, int T, int H, int KV, int HD, int SPLIT>
 __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v) {
     attn_mma_checks<T, H, KV, HD>();
     constexpr int BM = 64, BN = 64, THREADS = 128, LD = HD + 8, NQT = T / BM;
-    extern __shared__ __align__(16) u8 attn_smem[];
-    attn_check_smem(2 * BN * LD * 2);
+    DYNAMIC_SMEM(u8, attn_smem, 16);
+    check_dynamic_smem(2 * BN * LD * 2);
     bf16 *Ks = (bf16 *)attn_smem, *Vs = Ks + BN * LD;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
     const int qt = NQT - 1 - (int)blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (H / KV);
@@ -253,21 +201,21 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
     const float scale = 1.0f / sqrtf((float)HD);
 
     attn_load_rows<BM, HD, LD, THREADS>(Ks, q + ((i64)(b * T + q0) * H + h) * HD, (i64)H * HD);
-    attn_cp_commit();
-    attn_cp_wait<0>();
+    cp_async_commit();
+    cp_async_wait<0>();
     __syncthreads();
     u32 qf[HD / 16][4];
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; kk++) attn_ldsm_x4(qf[kk], Ks + attn_lds_a(warp * 16, kk * 16, lane, LD));
+    for (int kk = 0; kk < HD / 16; kk++) ldsm_x4(qf[kk], Ks + attn_lds_a(warp * 16, kk * 16, lane, LD));
     __syncthreads(); // every warp holds its Q before the K tile overwrites it
 
     // K and V of tile 0; afterwards the next K streams in during P V and the next V during
     // Q K^T and the softmax (commit order K0, V0, K1, V1, ...: wait_group 1 = "K is in")
     const bf16 *kg = k + ((i64)b * T * KV + hk) * HD, *vg = v + ((i64)b * T * KV + hk) * HD; // row 0 of (b, hk)
     attn_load_rows<BN, HD, LD, THREADS>(Ks, kg, (i64)KV * HD);
-    attn_cp_commit();
+    cp_async_commit();
     attn_load_rows<BN, HD, LD, THREADS>(Vs, vg, (i64)KV * HD);
-    attn_cp_commit();
+    cp_async_commit();
 
     float o[HD / 8][4];
 #pragma unroll
@@ -276,7 +224,7 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
 
     for (int kt = 0; kt <= qt; kt++) {
         const int k0 = kt * BN;
-        attn_cp_wait<1>(); // K of this tile is in; its V may still be streaming
+        cp_async_wait<1>(); // K of this tile is in; its V may still be streaming
         __syncthreads();
 
         float s[BN / 8][4];
@@ -287,9 +235,9 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
 #pragma unroll
             for (int np = 0; np < BN / 16; np++) {
                 u32 r[4];
-                attn_ldsm_x4(r, Ks + attn_lds_bn(np * 16, kk * 16, lane, LD));
-                attn_mma(s[2 * np], qf[kk], r[0], r[1]);
-                attn_mma(s[2 * np + 1], qf[kk], r[2], r[3]);
+                ldsm_x4(r, Ks + attn_lds_bn(np * 16, kk * 16, lane, LD));
+                mma_m16n8k16_bf16(s[2 * np], qf[kk], r[0], r[1]);
+                mma_m16n8k16_bf16(s[2 * np + 1], qf[kk], r[2], r[3]);
             }
         // scale, causal mask (keys after the query: only on the diagonal tile)
 #pragma unroll
@@ -322,10 +270,10 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
                 s[nt][e] = p;
                 lrow[e >> 1] += p;
             }
-        attn_cp_wait<0>(); // V of this tile
+        cp_async_wait<0>(); // V of this tile
         __syncthreads();   // ... visible, and every warp is done with K
         if (kt < qt) attn_load_rows<BN, HD, LD, THREADS>(Ks, kg + (i64)(k0 + BN) * KV * HD, (i64)KV * HD);
-        attn_cp_commit(); // (an empty group on the last tile keeps the count)
+        cp_async_commit(); // (an empty group on the last tile keeps the count)
         // O += P V
 #pragma unroll
         for (int kc = 0; kc < BN / 16; kc++) {
@@ -334,20 +282,20 @@ __device__ __forceinline__ void attn_fwd_mma(TO *out, float *lse, const bf16 *q,
 #pragma unroll
             for (int dp = 0; dp < HD / 16; dp++) {
                 u32 r[4];
-                attn_ldsm_x4_t(r, Vs + attn_lds_a(kc * 16, dp * 16, lane, LD));
-                attn_mma(o[2 * dp], ph, r[0], r[1]);
-                attn_mma(o[2 * dp + 1], ph, r[2], r[3]);
+                ldsm_x4_trans(r, Vs + attn_lds_a(kc * 16, dp * 16, lane, LD));
+                mma_m16n8k16_bf16(o[2 * dp], ph, r[0], r[1]);
+                mma_m16n8k16_bf16(o[2 * dp + 1], ph, r[2], r[3]);
                 if constexpr (SPLIT) {
-                    attn_mma(o[2 * dp], pl, r[0], r[1]);
-                    attn_mma(o[2 * dp + 1], pl, r[2], r[3]);
+                    mma_m16n8k16_bf16(o[2 * dp], pl, r[0], r[1]);
+                    mma_m16n8k16_bf16(o[2 * dp + 1], pl, r[2], r[3]);
                 }
             }
         }
         __syncthreads(); // every warp is done with V
         if (kt < qt) attn_load_rows<BN, HD, LD, THREADS>(Vs, vg + (i64)(k0 + BN) * KV * HD, (i64)KV * HD);
-        attn_cp_commit();
+        cp_async_commit();
     }
-    attn_cp_wait<0>(); // the two empty groups
+    cp_async_wait<0>(); // the two empty groups
 
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -377,8 +325,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma(TDK *dk, TDV *dv, const bf16 *
     attn_mma_checks<T, H, KV, HD>();
     using C = AttnDkdvMma<HD>;
     constexpr int BN = C::BN, BQ = C::BQ, THREADS = C::THREADS, LD = C::LD, G = H / KV;
-    extern __shared__ __align__(16) u8 attn_smem[];
-    attn_check_smem(C::SMEM);
+    DYNAMIC_SMEM(u8, attn_smem, 16);
+    check_dynamic_smem(C::SMEM);
     bf16 *Ks = (bf16 *)attn_smem, *Vs = Ks + BN * LD, *Qs = Vs + BN * LD, *dOs = Qs + BQ * LD;
     float *lse_s = (float *)(dOs + BQ * LD), *D_s = lse_s + BQ;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
@@ -388,7 +336,7 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma(TDK *dk, TDV *dv, const bf16 *
 
     attn_load_rows<BN, HD, LD, THREADS>(Ks, k + ((i64)(b * T + k0) * KV + hk) * HD, (i64)KV * HD);
     attn_load_rows<BN, HD, LD, THREADS>(Vs, v + ((i64)(b * T + k0) * KV + hk) * HD, (i64)KV * HD);
-    attn_cp_commit(); // waited for with the first query tile
+    cp_async_commit(); // waited for with the first query tile
 
     float dka[HD / 8][4], dva[HD / 8][4];
 #pragma unroll
@@ -402,12 +350,12 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma(TDK *dk, TDV *dv, const bf16 *
             const int q0 = qt * BQ;
             attn_load_rows<BQ, HD, LD, THREADS>(Qs, q + ((i64)(b * T + q0) * H + h) * HD, (i64)H * HD);
             attn_load_rows<BQ, HD, LD, THREADS>(dOs, dout + ((i64)(b * T + q0) * H + h) * HD, (i64)H * HD);
-            attn_cp_commit();
+            cp_async_commit();
             for (int i = threadIdx.x; i < BQ; i += THREADS) {
                 lse_s[i] = lse[((i64)b * H + h) * T + q0 + i];
                 D_s[i] = Dws[((i64)b * H + h) * T + q0 + i];
             }
-            attn_cp_wait<0>();
+            cp_async_wait<0>();
             __syncthreads();
 
             float st[BQ / 8][4], dpt[BQ / 8][4];
@@ -418,17 +366,17 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma(TDK *dk, TDV *dv, const bf16 *
 #pragma unroll
             for (int kk = 0; kk < HD / 16; kk++) {
                 u32 ka[4], va[4];
-                attn_ldsm_x4(ka, Ks + attn_lds_a(warp * 16, kk * 16, lane, LD));
-                attn_ldsm_x4(va, Vs + attn_lds_a(warp * 16, kk * 16, lane, LD));
+                ldsm_x4(ka, Ks + attn_lds_a(warp * 16, kk * 16, lane, LD));
+                ldsm_x4(va, Vs + attn_lds_a(warp * 16, kk * 16, lane, LD));
 #pragma unroll
                 for (int np = 0; np < BQ / 16; np++) {
                     u32 r[4];
-                    attn_ldsm_x4(r, Qs + attn_lds_bn(np * 16, kk * 16, lane, LD));
-                    attn_mma(st[2 * np], ka, r[0], r[1]);
-                    attn_mma(st[2 * np + 1], ka, r[2], r[3]);
-                    attn_ldsm_x4(r, dOs + attn_lds_bn(np * 16, kk * 16, lane, LD));
-                    attn_mma(dpt[2 * np], va, r[0], r[1]);
-                    attn_mma(dpt[2 * np + 1], va, r[2], r[3]);
+                    ldsm_x4(r, Qs + attn_lds_bn(np * 16, kk * 16, lane, LD));
+                    mma_m16n8k16_bf16(st[2 * np], ka, r[0], r[1]);
+                    mma_m16n8k16_bf16(st[2 * np + 1], ka, r[2], r[3]);
+                    ldsm_x4(r, dOs + attn_lds_bn(np * 16, kk * 16, lane, LD));
+                    mma_m16n8k16_bf16(dpt[2 * np], va, r[0], r[1]);
+                    mma_m16n8k16_bf16(dpt[2 * np + 1], va, r[2], r[3]);
                 }
             }
             // P^T and dS^T (row: key j, column: query t; keys after the query get 0)
@@ -450,19 +398,19 @@ __device__ __forceinline__ void attn_bwd_dkdv_mma(TDK *dk, TDV *dv, const bf16 *
 #pragma unroll
                 for (int dp = 0; dp < HD / 16; dp++) {
                     u32 r[4];
-                    attn_ldsm_x4_t(r, dOs + attn_lds_a(kc * 16, dp * 16, lane, LD));
-                    attn_mma(dva[2 * dp], ph, r[0], r[1]);
-                    attn_mma(dva[2 * dp + 1], ph, r[2], r[3]);
+                    ldsm_x4_trans(r, dOs + attn_lds_a(kc * 16, dp * 16, lane, LD));
+                    mma_m16n8k16_bf16(dva[2 * dp], ph, r[0], r[1]);
+                    mma_m16n8k16_bf16(dva[2 * dp + 1], ph, r[2], r[3]);
                     if constexpr (SPLIT) {
-                        attn_mma(dva[2 * dp], pl, r[0], r[1]);
-                        attn_mma(dva[2 * dp + 1], pl, r[2], r[3]);
+                        mma_m16n8k16_bf16(dva[2 * dp], pl, r[0], r[1]);
+                        mma_m16n8k16_bf16(dva[2 * dp + 1], pl, r[2], r[3]);
                     }
-                    attn_ldsm_x4_t(r, Qs + attn_lds_a(kc * 16, dp * 16, lane, LD));
-                    attn_mma(dka[2 * dp], sh, r[0], r[1]);
-                    attn_mma(dka[2 * dp + 1], sh, r[2], r[3]);
+                    ldsm_x4_trans(r, Qs + attn_lds_a(kc * 16, dp * 16, lane, LD));
+                    mma_m16n8k16_bf16(dka[2 * dp], sh, r[0], r[1]);
+                    mma_m16n8k16_bf16(dka[2 * dp + 1], sh, r[2], r[3]);
                     if constexpr (SPLIT) {
-                        attn_mma(dka[2 * dp], sl, r[0], r[1]);
-                        attn_mma(dka[2 * dp + 1], sl, r[2], r[3]);
+                        mma_m16n8k16_bf16(dka[2 * dp], sl, r[0], r[1]);
+                        mma_m16n8k16_bf16(dka[2 * dp + 1], sl, r[2], r[3]);
                     }
                 }
             }
@@ -498,8 +446,8 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
     using C = AttnDqMma<HD>;
     constexpr int BM = C::BM, BN = C::BN, THREADS = C::THREADS, LD = C::LD, NQT = T / BM;
     static_assert(BM >= BN, "attention: Q and dO pass through the K and V tiles");
-    extern __shared__ __align__(16) u8 attn_smem[];
-    attn_check_smem(C::SMEM);
+    DYNAMIC_SMEM(u8, attn_smem, 16);
+    check_dynamic_smem(C::SMEM);
     bf16 *Ks = (bf16 *)attn_smem, *Vs = Ks + BM * LD;
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, tq = lane & 3;
     const int qt = NQT - 1 - (int)blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (H / KV);
@@ -508,7 +456,7 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
 
     attn_load_rows<BM, HD, LD, THREADS>(Ks, q + ((i64)(b * T + q0) * H + h) * HD, (i64)H * HD);
     attn_load_rows<BM, HD, LD, THREADS>(Vs, dout + ((i64)(b * T + q0) * H + h) * HD, (i64)H * HD);
-    attn_cp_commit();
+    cp_async_commit();
     float lse_r[2], D_r[2];
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -516,13 +464,13 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
         lse_r[hh] = lse[ri];
         D_r[hh] = ws[AttnWs<B, T, H>::D + ri];
     }
-    attn_cp_wait<0>();
+    cp_async_wait<0>();
     __syncthreads();
     u32 qf[HD / 16][4], df[HD / 16][4];
 #pragma unroll
     for (int kk = 0; kk < HD / 16; kk++) {
-        attn_ldsm_x4(qf[kk], Ks + attn_lds_a(warp * 16, kk * 16, lane, LD));
-        attn_ldsm_x4(df[kk], Vs + attn_lds_a(warp * 16, kk * 16, lane, LD));
+        ldsm_x4(qf[kk], Ks + attn_lds_a(warp * 16, kk * 16, lane, LD));
+        ldsm_x4(df[kk], Vs + attn_lds_a(warp * 16, kk * 16, lane, LD));
     }
     __syncthreads();
 
@@ -536,10 +484,10 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
     const bf16 *kg = k + ((i64)b * T * KV + hk) * HD, *vg = v + ((i64)b * T * KV + hk) * HD; // row 0 of (b, hk)
     attn_load_rows<BN, HD, LD, THREADS>(Ks, kg, (i64)KV * HD);
     attn_load_rows<BN, HD, LD, THREADS>(Vs, vg, (i64)KV * HD);
-    attn_cp_commit();
+    cp_async_commit();
     for (int kt = 0; kt < nkt; kt++) {
         const int k0 = kt * BN;
-        attn_cp_wait<0>();
+        cp_async_wait<0>();
         __syncthreads();
 
         float s[BN / 8][4], dp[BN / 8][4];
@@ -552,16 +500,16 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
 #pragma unroll
             for (int np = 0; np < BN / 16; np++) {
                 u32 r[4];
-                attn_ldsm_x4(r, Ks + attn_lds_bn(np * 16, kk * 16, lane, LD));
-                attn_mma(s[2 * np], qf[kk], r[0], r[1]);
-                attn_mma(s[2 * np + 1], qf[kk], r[2], r[3]);
-                attn_ldsm_x4(r, Vs + attn_lds_bn(np * 16, kk * 16, lane, LD));
-                attn_mma(dp[2 * np], df[kk], r[0], r[1]);
-                attn_mma(dp[2 * np + 1], df[kk], r[2], r[3]);
+                ldsm_x4(r, Ks + attn_lds_bn(np * 16, kk * 16, lane, LD));
+                mma_m16n8k16_bf16(s[2 * np], qf[kk], r[0], r[1]);
+                mma_m16n8k16_bf16(s[2 * np + 1], qf[kk], r[2], r[3]);
+                ldsm_x4(r, Vs + attn_lds_bn(np * 16, kk * 16, lane, LD));
+                mma_m16n8k16_bf16(dp[2 * np], df[kk], r[0], r[1]);
+                mma_m16n8k16_bf16(dp[2 * np + 1], df[kk], r[2], r[3]);
             }
         __syncthreads(); // every warp is done with V
         if (kt + 1 < nkt) attn_load_rows<BN, HD, LD, THREADS>(Vs, vg + (i64)(k0 + BN) * KV * HD, (i64)KV * HD);
-        attn_cp_commit();
+        cp_async_commit();
         // dS (row: query t, column: key j; keys after the query get 0)
 #pragma unroll
         for (int nt = 0; nt < BN / 8; nt++)
@@ -579,20 +527,20 @@ __device__ __forceinline__ void attn_bwd_dq_mma(TDQ *dq, const bf16 *dout, const
 #pragma unroll
             for (int dn = 0; dn < HD / 16; dn++) {
                 u32 r[4];
-                attn_ldsm_x4_t(r, Ks + attn_lds_a(kc * 16, dn * 16, lane, LD));
-                attn_mma(dqa[2 * dn], sh, r[0], r[1]);
-                attn_mma(dqa[2 * dn + 1], sh, r[2], r[3]);
+                ldsm_x4_trans(r, Ks + attn_lds_a(kc * 16, dn * 16, lane, LD));
+                mma_m16n8k16_bf16(dqa[2 * dn], sh, r[0], r[1]);
+                mma_m16n8k16_bf16(dqa[2 * dn + 1], sh, r[2], r[3]);
                 if constexpr (SPLIT) {
-                    attn_mma(dqa[2 * dn], sl, r[0], r[1]);
-                    attn_mma(dqa[2 * dn + 1], sl, r[2], r[3]);
+                    mma_m16n8k16_bf16(dqa[2 * dn], sl, r[0], r[1]);
+                    mma_m16n8k16_bf16(dqa[2 * dn + 1], sl, r[2], r[3]);
                 }
             }
         }
         __syncthreads(); // every warp is done with K
         if (kt + 1 < nkt) attn_load_rows<BN, HD, LD, THREADS>(Ks, kg + (i64)(k0 + BN) * KV * HD, (i64)KV * HD);
-        attn_cp_commit();
+        cp_async_commit();
     }
-    attn_cp_wait<0>(); // the empty groups of the last tile
+    cp_async_wait<0>(); // the empty groups of the last tile
 
 #pragma unroll
     for (int hh = 0; hh < 2; hh++) {
@@ -649,8 +597,8 @@ __device__ __forceinline__ void attn_fwd_simt(TO *out, float *lse, const TQ *q, 
     attn_simt_checks<T, H, KV, HD>();
     using C = AttnSimt<HD>;
     constexpr int BQ = C::BQ, THREADS = C::THREADS, LDF = C::LDF, LDP = C::LDP, NQT = (T + BQ - 1) / BQ;
-    extern __shared__ __align__(16) u8 attn_smem[];
-    attn_check_smem(C::FWD_SMEM);
+    DYNAMIC_SMEM(u8, attn_smem, 16);
+    check_dynamic_smem(C::FWD_SMEM);
     float *Qs = (float *)attn_smem, *Ks = Qs + BQ * LDF, *Vs = Ks + BQ * LDF, *Ss = Vs + BQ * LDF;
     const int r = threadIdx.x >> 2, c4 = threadIdx.x & 3;
     const int qt = NQT - 1 - (int)blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (H / KV);
@@ -710,8 +658,8 @@ __device__ __forceinline__ void attn_bwd_dkdv_simt(TDK *dk, TDV *dv, const TDO *
     attn_simt_checks<T, H, KV, HD>();
     using C = AttnSimt<HD>;
     constexpr int BQ = C::BQ, THREADS = C::THREADS, LDF = C::LDF, LDP = C::LDP, NQT = (T + BQ - 1) / BQ, G = H / KV;
-    extern __shared__ __align__(16) u8 attn_smem[];
-    attn_check_smem(C::DKDV_SMEM);
+    DYNAMIC_SMEM(u8, attn_smem, 16);
+    check_dynamic_smem(C::DKDV_SMEM);
     float *Ks = (float *)attn_smem, *Vs = Ks + BQ * LDF, *Qs = Vs + BQ * LDF, *dOs = Qs + BQ * LDF;
     float *Ps = dOs + BQ * LDF, *dSs = Ps + BQ * LDP, *lse_s = dSs + BQ * LDP, *D_s = lse_s + BQ;
     const int c = threadIdx.x >> 2, c4 = threadIdx.x & 3;
@@ -781,8 +729,8 @@ __device__ __forceinline__ void attn_bwd_dq_simt(TDQ *dq, const TDO *dout, const
     attn_simt_checks<T, H, KV, HD>();
     using C = AttnSimt<HD>;
     constexpr int BQ = C::BQ, THREADS = C::THREADS, LDF = C::LDF, LDP = C::LDP, NQT = (T + BQ - 1) / BQ;
-    extern __shared__ __align__(16) u8 attn_smem[];
-    attn_check_smem(C::DQ_SMEM);
+    DYNAMIC_SMEM(u8, attn_smem, 16);
+    check_dynamic_smem(C::DQ_SMEM);
     float *Qs = (float *)attn_smem, *dOs = Qs + BQ * LDF, *Ks = dOs + BQ * LDF, *Vs = Ks + BQ * LDF, *dSs = Vs + BQ * LDF;
     const int r = threadIdx.x >> 2, c4 = threadIdx.x & 3;
     const int qt = NQT - 1 - (int)blockIdx.x, h = blockIdx.y, b = blockIdx.z, hk = h / (H / KV);

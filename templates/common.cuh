@@ -13,7 +13,9 @@ typedef unsigned short u16;
 typedef unsigned int u32;
 typedef long long i64;
 
-#ifndef __CUDA_ARCH__
+#if defined(FP8C_HOST)
+// tests/host: the host tier compiles this file as C++ for the CPU (tests only; see PTX helpers)
+#elif !defined(__CUDA_ARCH__)
 #error "fp8c kernels are device code: compile them with NVRTC for sm_89 or later"
 #elif __CUDA_ARCH__ < 890
 #error "fp8c kernels need FP8 conversions: sm_89 or later"
@@ -45,27 +47,142 @@ template <> struct FmtMax<FMT_E4M3> { static constexpr float v = 448.0f; };
 template <> struct FmtMax<FMT_E5M2> { static constexpr float v = 57344.0f; };
 template <> struct FmtMax<FMT_E2M1> { static constexpr float v = 6.0f; };
 
+// ---- PTX helpers -------------------------------------------------------------------------------
+// Every inline PTX instruction of the templates, by name, here and nowhere else. The host tier
+// (tests/host, tests only) compiles the kernels with FP8C_HOST defined and gets a host twin of
+// each from tests/host/cuda_host_ptx.h; NVRTC never sees that branch.
+#ifdef FP8C_HOST
+#include "cuda_host_ptx.h"
+#else
+
+// Conversions, round-to-nearest-even. The pair forms put `hi` in bits 16-31, `lo` in bits 0-15.
+__device__ __forceinline__ float f16_bits_to_f32(u16 h) {
+    float f;
+    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
+    return f;
+}
+__device__ __forceinline__ u16 f32_to_bf16_bits(float v) {
+    u16 h;
+    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+}
+__device__ __forceinline__ u16 f32_to_f16_bits(float v) {
+    u16 h;
+    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
+    return h;
+}
+__device__ __forceinline__ u32 pack_bf16x2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ u32 pack_f16x2(float lo, float hi) {
+    u32 r;
+    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+// Two floats to two FP8 codes, round-to-nearest-even with saturation (cvt.rn.satfinite).
+template <int FMT> __device__ __forceinline__ u16 fp8x2_encode_sat(float hi, float lo) {
+    u16 r;
+    if (FMT == FMT_E4M3)
+        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+    else
+        asm("cvt.rn.satfinite.e5m2x2.f32 %0, %1, %2;" : "=h"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+// Two FP8 codes to two halves (exact).
+template <int FMT> __device__ __forceinline__ u32 fp8x2_to_f16x2(u16 in) {
+    u32 h2;
+    if (FMT == FMT_E4M3)
+        asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(in));
+    else
+        asm("cvt.rn.f16x2.e5m2x2 %0, %1;" : "=r"(h2) : "h"(in));
+    return h2;
+}
+
+// The 32-bit shared-window address of a generic pointer into shared memory.
+__device__ __forceinline__ u32 smem_addr(const void *p) {
+    u32 r;
+    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
+    return r;
+}
+// 16 bytes global -> shared, asynchronously (complete after cp_async_wait of its group).
+__device__ __forceinline__ void cp_async16(void *dst, const void *src) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
+// The same; ok == false writes 16 zero bytes and reads nothing (src-size 0).
+__device__ __forceinline__ void cp_async16_zfill(void *dst, const void *src, bool ok) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(smem_addr(dst)), "l"(src), "r"(ok ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+// Wait until at most N of this thread's committed groups are still in flight.
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
+
+// ldmatrix .x4: four 8x8 matrices of 16-byte rows; lane l gives the address of row l%8 of matrix
+// l/8 and receives, of each matrix, the 4 bytes 4*(l%4)..+3 of row l/4 (as b16 pairs: row l/4,
+// columns 2*(l%4), +1). .trans gives each matrix transposed (rows 2*(l%4), +1 of column l/4).
+__device__ __forceinline__ void ldsm_x4(u32 (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+__device__ __forceinline__ void ldsm_x4_trans(u32 (&r)[4], const void *p) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(smem_addr(p))
+                 : "memory");
+}
+
+// d += a (16x32, row) x b (32x8, col), FP8 operands (E4M3/E5M2 in any pairing), FP32 accumulators.
+template <int AF, int BF> __device__ __forceinline__ void mma_m16n8k32_fp8(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    static_assert((AF == FMT_E4M3 || AF == FMT_E5M2) && (BF == FMT_E4M3 || BF == FMT_E5M2),
+                  "mma.sync m16n8k32 multiplies E4M3 and E5M2 only (E2M1 needs sm_100a)");
+#define FP8C_MMA_FP8(AT, BT)                                                                                     \
+    asm("mma.sync.aligned.m16n8k32.row.col.f32." AT "." BT ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "        \
+        "{%0,%1,%2,%3};"                                                                                         \
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                                         \
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
+    if constexpr (AF == FMT_E4M3 && BF == FMT_E4M3) FP8C_MMA_FP8("e4m3", "e4m3");
+    else if constexpr (AF == FMT_E4M3 && BF == FMT_E5M2) FP8C_MMA_FP8("e4m3", "e5m2");
+    else if constexpr (AF == FMT_E5M2 && BF == FMT_E4M3) FP8C_MMA_FP8("e5m2", "e4m3");
+    else FP8C_MMA_FP8("e5m2", "e5m2");
+#undef FP8C_MMA_FP8
+}
+// d += a (16x16, row) x b (16x8, col), bf16 or f16 operands, FP32 accumulators.
+__device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+__device__ __forceinline__ void mma_m16n8k16_f16(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// The launch's dynamic shared memory must cover `need` bytes: trap otherwise, so that a
+// launch-shape mismatch with the generator is loud instead of a silent overrun.
+__device__ __forceinline__ void check_dynamic_smem(u32 need) {
+    u32 have;
+    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
+    if (have < need) __trap();
+}
+
+// The block's dynamic shared memory as an array NAME of T, aligned to ALIGN bytes.
+#define DYNAMIC_SMEM(T, NAME, ALIGN) extern __shared__ __align__(ALIGN) T NAME[]
+
+#endif // FP8C_HOST
+
 // ---- loads and stores ------------------------------------------------------------------------
 
 __device__ __forceinline__ float ld(float v) { return v; }
 __device__ __forceinline__ float ld(bf16 v) { return __uint_as_float(((u32)v.x) << 16); }
-__device__ __forceinline__ float ld(f16 v) {
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(v.x));
-    return f;
-}
+__device__ __forceinline__ float ld(f16 v) { return f16_bits_to_f32(v.x); }
 
 __device__ __forceinline__ void st(float *p, float v) { *p = v; }
-__device__ __forceinline__ void st(bf16 *p, float v) {
-    u16 h;
-    asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v));
-    p->x = h;
-}
-__device__ __forceinline__ void st(f16 *p, float v) {
-    u16 h;
-    asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v));
-    p->x = h;
-}
+__device__ __forceinline__ void st(bf16 *p, float v) { p->x = f32_to_bf16_bits(v); }
+__device__ __forceinline__ void st(f16 *p, float v) { p->x = f32_to_f16_bits(v); }
 
 // Round a float through a storage type (what st then ld would give).
 template <typename T> __device__ __forceinline__ float round_to(float v) {
@@ -80,26 +197,13 @@ template <typename T> __device__ __forceinline__ float round_to(float v) {
 // The cvt instructions convert pairs; the second lane is 0 and dropped.
 template <int FMT> __device__ __forceinline__ u8 fp8_encode(float x) {
     static_assert(FMT == FMT_E4M3 || FMT == FMT_E5M2, "fp8_encode: E2M1 needs sm_100a, not supported by these templates");
-    u16 r;
-    if (FMT == FMT_E4M3)
-        asm("cvt.rn.satfinite.e4m3x2.f32 %0, %1, %2;" : "=h"(r) : "f"(0.0f), "f"(x));
-    else
-        asm("cvt.rn.satfinite.e5m2x2.f32 %0, %1, %2;" : "=h"(r) : "f"(0.0f), "f"(x));
-    return (u8)(r & 0xff);
+    return (u8)(fp8x2_encode_sat<FMT>(0.0f, x) & 0xff);
 }
 
 // Exact: every FP8 value is a half, every half a float.
 template <int FMT> __device__ __forceinline__ float fp8_decode(u8 c) {
     static_assert(FMT == FMT_E4M3 || FMT == FMT_E5M2, "fp8_decode: E2M1 needs sm_100a, not supported by these templates");
-    u32 h2;
-    u16 in = c;
-    if (FMT == FMT_E4M3)
-        asm("cvt.rn.f16x2.e4m3x2 %0, %1;" : "=r"(h2) : "h"(in));
-    else
-        asm("cvt.rn.f16x2.e5m2x2 %0, %1;" : "=r"(h2) : "h"(in));
-    float f;
-    asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"((u16)(h2 & 0xffff)));
-    return f;
+    return f16_bits_to_f32((u16)(fp8x2_to_f16x2<FMT>(c) & 0xffff));
 }
 
 // runtime/quant.c q_compute_scale without pow2: fmax / amax * 2^-margin; an amax of 0 or not

@@ -39,68 +39,11 @@
 #define GEMM_MIN_BLOCKS 1
 #endif
 
-// ---- PTX helpers -----------------------------------------------------------------------------
+// ---- stores of two adjacent outputs (an even column and the next) -----------------------------
 
-__device__ __forceinline__ u32 gemm_smem_addr(const void *p) {
-    u32 r;
-    asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(r) : "l"(p));
-    return r;
-}
-
-// 16 bytes global -> shared, asynchronously; ok == false writes 16 zero bytes and reads nothing.
-__device__ __forceinline__ void gemm_cp_async16(u32 dst, const void *src, bool ok) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src), "r"(ok ? 16 : 0) : "memory");
-}
-__device__ __forceinline__ void gemm_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-template <int N> __device__ __forceinline__ void gemm_cp_wait() { asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory"); }
-
-// Four 8x8 matrices of 16-byte rows: lane l gives the address of row l%8 of matrix l/8 and gets
-// 4 bytes (bytes 4*(l%4)..+3 of row l/4) of each matrix: exactly an FP8 mma fragment register.
-__device__ __forceinline__ void gemm_ldsm_x4(u32 (&r)[4], u32 addr) {
-    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];"
-                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(addr)
-                 : "memory");
-}
-
-// d += a (16x32, row) x b (32x8, col), FP8 operands, FP32 accumulators.
-template <int AF, int BF> __device__ __forceinline__ void gemm_mma_fp8(float (&d)[4], const u32 (&a)[4], u32 b0, u32 b1) {
-    static_assert((AF == FMT_E4M3 || AF == FMT_E5M2) && (BF == FMT_E4M3 || BF == FMT_E5M2),
-                  "gemm: mma.sync multiplies E4M3 and E5M2 only (E2M1 needs sm_100a)");
-#define GEMM_MMA(AT, BT)                                                                                         \
-    asm("mma.sync.aligned.m16n8k32.row.col.f32." AT "." BT ".f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "        \
-        "{%0,%1,%2,%3};"                                                                                         \
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])                                                         \
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1))
-    if constexpr (AF == FMT_E4M3 && BF == FMT_E4M3) GEMM_MMA("e4m3", "e4m3");
-    else if constexpr (AF == FMT_E4M3 && BF == FMT_E5M2) GEMM_MMA("e4m3", "e5m2");
-    else if constexpr (AF == FMT_E5M2 && BF == FMT_E4M3) GEMM_MMA("e5m2", "e4m3");
-    else GEMM_MMA("e5m2", "e5m2");
-#undef GEMM_MMA
-}
-
-// Stores of two adjacent outputs (an even column and the next).
 __device__ __forceinline__ void gemm_st2(float *p, float a, float b) { *(float2 *)p = make_float2(a, b); }
-__device__ __forceinline__ void gemm_st2(bf16 *p, float a, float b) {
-    u32 r;
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a)); // a -> low half (lower address)
-    *(u32 *)p = r;
-}
-__device__ __forceinline__ void gemm_st2(f16 *p, float a, float b) {
-    u32 r;
-    asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(b), "f"(a));
-    *(u32 *)p = r;
-}
-
-// The entry's dynamic shared memory must cover the two stages: trap otherwise, so that a
-// launch-shape mismatch with cg_gemm.c is loud instead of a silent overrun.
-__device__ __forceinline__ void gemm_check_smem(u32 need) {
-    u32 have;
-    asm("mov.u32 %0, %%dynamic_smem_size;" : "=r"(have));
-    if (have < need) __trap();
-}
-
-// ---- end of PTX helpers --------------------------------------------------------------------
+__device__ __forceinline__ void gemm_st2(bf16 *p, float a, float b) { *(u32 *)p = pack_bf16x2(a, b); } // a -> lower address
+__device__ __forceinline__ void gemm_st2(f16 *p, float a, float b) { *(u32 *)p = pack_f16x2(a, b); }
 
 // ---- scales ----------------------------------------------------------------------------------
 
@@ -132,7 +75,7 @@ __device__ __forceinline__ void gemm_load_tile(u8 *s, const u8 *g, int row0, int
         int gr = row0 + row, gk = k0 + ch * 16;
         bool ok = gr < LIMIT && gk < R; // R % 16 == 0: a chunk is all in or all out
         const u8 *src = ok ? g + (i64)gr * R + gk : g;
-        gemm_cp_async16(gemm_smem_addr(s + row * 128 + ((ch ^ (row & 7)) << 4)), src, ok);
+        cp_async16_zfill(s + row * 128 + ((ch ^ (row & 7)) << 4), src, ok);
     }
 }
 
@@ -153,8 +96,8 @@ __device__ __forceinline__ void qgemm(TO *out, const u8 *a, const float *a_si, c
     static_assert(!GemmKVaries<B_TC, R>::v || B_TC % BK == 0, "gemm: b's K tile must be a multiple of 128 (one scale per K block)");
     static_assert(ACC == 0 || ACC == 1, "gemm: ACC is 0 or 1");
 
-    extern __shared__ __align__(128) u8 gemm_smem[];
-    gemm_check_smem(2 * STAGE_BYTES);
+    DYNAMIC_SMEM(u8, gemm_smem, 128);
+    check_dynamic_smem(2 * STAGE_BYTES);
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int g = lane >> 2, t = lane & 3;      // fragment row group, thread in group
     const int wm = warp / WN, wn = warp % WN;
@@ -171,17 +114,17 @@ __device__ __forceinline__ void qgemm(TO *out, const u8 *a, const float *a_si, c
 
     gemm_load_tile<BM, P, R, THREADS>(gemm_smem, a, m0, 0);
     gemm_load_tile<BN, Q, R, THREADS>(gemm_smem + A_BYTES, b, n0, 0);
-    gemm_cp_commit();
+    cp_async_commit();
 
     for (int kb = 0; kb < NKB; kb++) {
         if (kb + 1 < NKB) { // the next stage streams in while this one multiplies
             u8 *s = gemm_smem + ((kb + 1) & 1) * STAGE_BYTES;
             gemm_load_tile<BM, P, R, THREADS>(s, a, m0, (kb + 1) * BK);
             gemm_load_tile<BN, Q, R, THREADS>(s + A_BYTES, b, n0, (kb + 1) * BK);
-            gemm_cp_commit();
-            gemm_cp_wait<1>();
+            cp_async_commit();
+            cp_async_wait<1>();
         } else {
-            gemm_cp_wait<0>();
+            cp_async_wait<0>();
         }
         __syncthreads();
 
@@ -201,20 +144,20 @@ __device__ __forceinline__ void qgemm(TO *out, const u8 *a, const float *a_si, c
 #pragma unroll
             for (int i = 0; i < MT; i++) {
                 int row = wr0 + i * 16 + (lane & 7) + ((lane >> 3) & 1) * 8, ch = ks * 2 + (lane >> 4);
-                gemm_ldsm_x4(af[i], gemm_smem_addr(sA + row * 128 + ((ch ^ (row & 7)) << 4)));
+                ldsm_x4(af[i], sA + row * 128 + ((ch ^ (row & 7)) << 4));
             }
             // B: matrices (n 0-7, k 0-15), (n 0-7, k 16-31), (n 8-15, k 0-15), (n 8-15, k 16-31)
 #pragma unroll
             for (int j = 0; j < NT / 2; j++) {
                 int row = wc0 + j * 16 + (lane & 7) + (lane >> 4) * 8, ch = ks * 2 + ((lane >> 3) & 1);
                 u32 r[4];
-                gemm_ldsm_x4(r, gemm_smem_addr(sB + row * 128 + ((ch ^ (row & 7)) << 4)));
+                ldsm_x4(r, sB + row * 128 + ((ch ^ (row & 7)) << 4));
                 bfr[2 * j][0] = r[0], bfr[2 * j][1] = r[1], bfr[2 * j + 1][0] = r[2], bfr[2 * j + 1][1] = r[3];
             }
 #pragma unroll
             for (int i = 0; i < MT; i++)
 #pragma unroll
-                for (int j = 0; j < NT; j++) gemm_mma_fp8<AF, BF>(tmp[i][j], af[i], bfr[j][0], bfr[j][1]);
+                for (int j = 0; j < NT; j++) mma_m16n8k32_fp8<AF, BF>(tmp[i][j], af[i], bfr[j][0], bfr[j][1]);
         }
         __syncthreads(); // every warp is done with this stage before the next iteration refills it
 

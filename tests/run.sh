@@ -51,6 +51,9 @@ run e2e sh tests/e2e/run.sh "$B/fp8c"
 run ckpt sh tests/ckpt/run.sh "$B/fp8c"
 run schedule sh tests/schedule/run.sh "$B/fp8c" "$B/tests/gpu_ops"
 run dist sh tests/dist/run.sh "$B/fp8c"
+run test_host_shim "$B/tests/test_host_shim"
+# the host tier: emitted kernels executed on the CPU (tests/host); the whole matrix is .ci/run's
+case $B in *asan*) ;; *) run host_tier sh tests/host/run.sh "$B/fp8c" "$B/tests/gpu_ops" --quick ;; esac
 case $B in *asan*) ;; *) run nvrtc sh tests/nvrtc/run.sh "$B/fp8c" ;; esac
 # the GPU tier's script itself, against the exact stand-in device (no GPU needed)
 case $B in *asan*) ;; *) FP8C_GPU_NO_BUILD=1 run gpu_script_standin sh tests/gpu/run.sh --stand-in ;; esac

@@ -8,6 +8,12 @@
  *             not uploaded, an output poisoned although the op reads it), never in a kernel.
  *             With --fault it perturbs every output it writes, and every launch must FAIL: the
  *             comparison can fail.
+ *   host      the host tier (tests/host): the plan's emitted kernels compiled as C++ for the CPU
+ *             with the CUDA shim, launched with the plan's grids, on memory laid out as the CUDA
+ *             backend lays it out (16-bit tensors as real bf16/f16). Each launch runs twice from
+ *             the same memory, blocks and threads in ascending then descending order, and both
+ *             runs must leave every byte identical (a missing barrier or a race shows). cuBLASLt
+ *             units are not run there (SKIP lines: the host tier has no cuBLASLt).
  *
  * Per unit of the schedule, in order: the reference's state before the unit is the input. A
  * tensor the unit reads before it writes it (an input, or an output marked '+', '&' or '~' in
@@ -30,7 +36,8 @@
  *
  * Prints one FAIL line per failing launch and one summary line: "PASS gpu_ops DIR (DEVICE): N
  * launches" or "FAIL gpu_ops ...". --results FILE writes one PASS/FAIL line per launch there.
- * Usage: gpu_ops [--device cuda|stand-in] [--fault] [--results FILE] PLAN_DIR [seed]
+ * Usage: gpu_ops [--device cuda|stand-in|host] [--fault] [--results FILE] [--host-src DIR] [--host-cache DIR]
+ *               PLAN_DIR [seed]
  * With --device cuda (the default) and no GPU it prints SKIP and exits 0. */
 #include <math.h>
 #include <stdio.h>
@@ -39,6 +46,8 @@
 
 #include "cuda_backend.h"
 #include "data.h"
+#include "fp8.h"
+#include "host_kernels.h"
 #include "runtime.h"
 
 /* ---- the device interface ---------------------------------------------------------------------- */
@@ -54,7 +63,11 @@ struct Device {
     CudaBackend *cu;
     CpuBackend cpu;
     int fault;
+    struct HostDev *host;
+    int unchecked; /* after UNIT_PARTIAL: the tensor the device did not compute */
 };
+#define UNIT_SKIPPED 1 /* run_unit: the device does not run this unit (not a failure) */
+#define UNIT_PARTIAL 2 /* run_unit: it ran the unit's kernel but not its GEMM; Device.unchecked is not compared */
 
 static int cu_up(Device *d, const CpuBackend *h, int id, char *err, size_t n) { return cu_upload_tensor(d->cu, h, id, err, n); }
 static int cu_down(Device *d, CpuBackend *h, int id, char *err, size_t n) { return cu_download_tensor(d->cu, h, id, err, n); }
@@ -113,6 +126,182 @@ static int open_stand_in(Device *d, const Plan *p, char *err, size_t n) {
 static int open_cuda(Device *d, const Plan *p, char *err, size_t n) {
     if (!(d->cu = cu_init(p, err, n))) return -1;
     d->name = "cuda", d->upload = cu_up, d->download = cu_down, d->poison = cu_pois, d->run_unit = cu_unit, d->close = cu_close;
+    return 0;
+}
+
+
+/* ---- the host tier: emitted kernels on the CPU (tests/host) -------------------------------------- */
+
+typedef struct HostDev {
+    HostKernels *k;
+    const Plan *p;
+    unsigned char *base[TC_COUNT], *scratch, *rs; /* as runtime/cuda/cuda.c allocates them */
+    unsigned char *snap, *first;                 /* every byte a launch can touch, before and after run 1 */
+    size_t bytes[TC_COUNT + 2], total;
+} HostDev;
+
+static unsigned char *hd_ptr(const HostDev *h, int id) {
+    if (id < 0) return h->base[-1 - id];
+    return h->base[h->p->t[id].cls] + h->p->t[id].offset;
+}
+static size_t hd_bytes(const HostDev *h, int id) { return (size_t)h->p->t[id].n * (size_t)fp8c_tensor_dtype_bytes[h->p->t[id].dtype]; }
+
+static int hd_up(Device *d, const CpuBackend *from, int id, char *err, size_t n) {
+    (void)err, (void)n;
+    const RtTensor *t = &d->host->p->t[id];
+    unsigned char *dst = hd_ptr(d->host, id);
+    const float *f = cpu_ptr(from, id);
+    if (t->dtype == TD_BF16 || t->dtype == TD_F16)
+        for (int64_t i = 0; i < t->n; i++) {
+            uint16_t v = t->dtype == TD_BF16 ? fp8c_f32_to_bf16(f[i]) : fp8c_f32_to_f16(f[i]);
+            memcpy(dst + 2 * i, &v, 2);
+        }
+    else memcpy(dst, f, hd_bytes(d->host, id));
+    return 0;
+}
+static int hd_down(Device *d, CpuBackend *to, int id, char *err, size_t n) {
+    (void)err, (void)n;
+    const RtTensor *t = &d->host->p->t[id];
+    const unsigned char *src = hd_ptr(d->host, id);
+    float *f = cpu_ptr(to, id);
+    if (t->dtype == TD_BF16 || t->dtype == TD_F16)
+        for (int64_t i = 0; i < t->n; i++) {
+            uint16_t v;
+            memcpy(&v, src + 2 * i, 2);
+            f[i] = t->dtype == TD_BF16 ? fp8c_bf16_to_f32(v) : fp8c_f16_to_f32(v);
+        }
+    else memcpy(f, src, hd_bytes(d->host, id));
+    return 0;
+}
+static int hd_pois(Device *d, int id, char *err, size_t n) {
+    (void)err, (void)n;
+    memset(hd_ptr(d->host, id), 0xFF, hd_bytes(d->host, id));
+    return 0;
+}
+
+/* all device memory, in one order, to or from one buffer */
+static void hd_copy(HostDev *h, unsigned char *buf, int save) {
+    unsigned char *regions[TC_COUNT + 2];
+    for (int c = 0; c < TC_COUNT; c++) regions[c] = h->base[c];
+    regions[TC_COUNT] = h->scratch, regions[TC_COUNT + 1] = h->rs;
+    size_t o = 0;
+    for (int r = 0; r < TC_COUNT + 2; r++) {
+        if (save) memcpy(buf + o, regions[r], h->bytes[r]);
+        else memcpy(regions[r], buf + o, h->bytes[r]);
+        o += h->bytes[r];
+    }
+}
+
+/* the tensor (or scratch) holding byte o of hd_copy's buffer */
+static void hd_where(const HostDev *h, size_t o, char *out, size_t n) {
+    int r = 0;
+    while (r < TC_COUNT + 2 && o >= h->bytes[r]) o -= h->bytes[r++];
+    if (r >= TC_COUNT) {
+        snprintf(out, n, "%s byte %zu", r == TC_COUNT ? "the kernels' scratch" : "the run state", o);
+        return;
+    }
+    size_t k = 0; /* every tensor there: the memory plan reuses memory between lifetimes */
+    out[0] = 0;
+    for (int i = 0; i < h->p->nt && k + 1 < n; i++)
+        if ((int)h->p->t[i].cls == r && o >= (size_t)h->p->t[i].offset && o < (size_t)h->p->t[i].offset + hd_bytes(h, i))
+            k += (size_t)snprintf(out + k, n - k, "%s%s byte %zu", k ? " or " : "", h->p->t[i].name, o - (size_t)h->p->t[i].offset);
+    if (!k) snprintf(out, n, "%s byte %zu (no tensor)", fp8c_tensor_class_names[r], o);
+}
+
+static int hd_launch(HostDev *h, const GpuStep *g, int order, char *err, size_t n) {
+    const RtKernel *K = &h->p->kernels[g->kernel];
+    void *ptrs[RT_MAX_KPARAMS + 2], *args[RT_MAX_KPARAMS + 2];
+    int np = 0;
+    for (int i = 0; i < g->nparams; i++, np++) ptrs[np] = hd_ptr(h, g->params[i]), args[np] = &ptrs[np];
+    ptrs[np] = K->scratch ? h->scratch : NULL, args[np] = &ptrs[np], np++;
+    ptrs[np] = h->rs, args[np] = &ptrs[np];
+    for (int e = 0; e < K->ne; e++) {
+        char why[600];
+        if (hk_launch(h->k, g->kernel, e, args, order, why, sizeof why)) {
+            snprintf(err, n, "%s (%s) failed on the host tier (%s order): %s", K->e[e].symbol, K->name, order ? "descending" : "ascending", why);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int hd_unit(Device *d, Section sec, int u, const RunState *st, char *err, size_t n) {
+    HostDev *h = d->host;
+    const RtUnit *un = &h->p->units[sec][u];
+    const RtStep *s = &h->p->steps[sec][un->first];
+    const GpuStep *g = &un->gpu;
+    /* Fp8cRunState (templates/common.cuh), as cuda.c's dev_run_state writes it */
+    float rsf[4] = {st->dloss, st->lr, st->grad_scale, 0};
+    int rsi[4] = {(int)st->opt_step, (int)st->amax_step, 0, 0};
+    memcpy(h->rs, rsf, 16), memcpy(h->rs + 16, rsi, 16);
+    if (g->action == GPU_MEMSET) {
+        memset(hd_ptr(h, s->args[0]), 0, hd_bytes(h, s->args[0]));
+        return 0;
+    }
+    int partial = 0;
+    if (g->gemm == 1) {
+        snprintf(err, n, "a cuBLASLt GEMM: the host tier runs the emitted kernels only (compile with --gemm generated for FP8 GEMMs)");
+        if (g->kernel < 0 || s->op != OP_MATMUL_BWD_WEIGHT) return UNIT_SKIPPED;
+        d->unchecked = s->args[0], partial = 1; /* its dbias kernel runs; dw is cuBLASLt's */
+    }
+    if (g->kernel < 0) {
+        snprintf(err, n, "no CUDA kernel for this step in the plan (fp8c compile said so)");
+        return UNIT_SKIPPED;
+    }
+    /* twice from the same memory, in opposite thread orders: the results must be identical */
+    hd_copy(h, h->snap, 1);
+    if (hd_launch(h, g, 0, err, n)) return -1;
+    hd_copy(h, h->first, 1);
+    hd_copy(h, h->snap, 0);
+    if (hd_launch(h, g, 1, err, n)) return -1;
+    hd_copy(h, h->snap, 1);
+    for (size_t i = 0; i < h->total; i++)
+        if (h->snap[i] != h->first[i]) {
+            char where[300];
+            hd_where(h, i, where, sizeof where);
+            snprintf(err, n, "results depend on the thread order (a missing barrier or a race): %s is 0x%02x in ascending order, 0x%02x in descending",
+                     where, h->first[i], h->snap[i]);
+            return -1;
+        }
+    return partial ? UNIT_PARTIAL : 0;
+}
+
+static void hd_close(Device *d) {
+    HostDev *h = d->host;
+    if (!h) return;
+    hk_close(h->k);
+    for (int c = 0; c < TC_COUNT; c++) free(h->base[c]);
+    free(h->scratch), free(h->rs), free(h->snap), free(h->first);
+    free(h);
+}
+
+static int open_host(Device *d, const Plan *p, const char *src, const char *cache, char *err, size_t n) {
+    HostDev *h = calloc(1, sizeof *h);
+    if (!h) {
+        snprintf(err, n, "out of host memory");
+        return -1;
+    }
+    d->host = h, h->p = p;
+    d->name = "host tier", d->upload = hd_up, d->download = hd_down, d->poison = hd_pois, d->run_unit = hd_unit, d->close = hd_close;
+    int64_t scratch = 0;
+    for (int i = 0; i < p->nkernels; i++)
+        if (p->kernels[i].scratch > scratch) scratch = p->kernels[i].scratch;
+    for (int c = 0; c < TC_COUNT; c++) h->bytes[c] = (size_t)p->class_bytes[c] + 256;
+    h->bytes[TC_COUNT] = (size_t)scratch + 256, h->bytes[TC_COUNT + 1] = 256;
+    for (int r = 0; r < TC_COUNT + 2; r++) h->total += h->bytes[r];
+    for (int c = 0; c < TC_COUNT; c++) h->base[c] = aligned_alloc(256, h->bytes[c]);
+    h->scratch = aligned_alloc(256, h->bytes[TC_COUNT]), h->rs = aligned_alloc(256, 256);
+    h->snap = malloc(h->total), h->first = malloc(h->total);
+    for (int c = 0; c < TC_COUNT; c++)
+        if (!h->base[c]) h->snap = NULL;
+    if (!h->scratch || !h->rs || !h->snap || !h->first) {
+        snprintf(err, n, "out of host memory for %zu bytes of device memory", h->total);
+        return -1;
+    }
+    for (int c = 0; c < TC_COUNT; c++) memset(h->base[c], 0xFF, h->bytes[c]); /* as the stand-in: every byte poisoned */
+    memset(h->scratch, 0xFF, h->bytes[TC_COUNT]);
+    const char *jobs = getenv("FP8C_HOST_JOBS");
+    if (!(h->k = hk_open(p, src, cache, jobs ? atoi(jobs) : 2, err, n))) return -1;
     return 0;
 }
 
@@ -195,18 +384,20 @@ static int compare(const Plan *p, const Touch *tc, const float *ref, const float
 }
 
 int main(int argc, char **argv) {
-    const char *device = "cuda", *dir = NULL, *results = NULL;
+    const char *device = "cuda", *dir = NULL, *results = NULL, *host_src = ".", *host_cache = getenv("FP8C_HOST_CACHE");
     uint64_t seed = 0;
     int have_seed = 0, fault = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--device") && i + 1 < argc) device = argv[++i];
         else if (!strcmp(argv[i], "--results") && i + 1 < argc) results = argv[++i];
         else if (!strcmp(argv[i], "--fault")) fault = 1;
+        else if (!strcmp(argv[i], "--host-src") && i + 1 < argc) host_src = argv[++i];
+        else if (!strcmp(argv[i], "--host-cache") && i + 1 < argc) host_cache = argv[++i];
         else if (!dir) dir = argv[i];
         else seed = strtoull(argv[i], NULL, 10), have_seed = 1;
     }
-    if (!dir || (strcmp(device, "cuda") && strcmp(device, "stand-in"))) {
-        fprintf(stderr, "usage: gpu_ops [--device cuda|stand-in] [--fault] [--results FILE] PLAN_DIR [seed]\n");
+    if (!dir || (strcmp(device, "cuda") && strcmp(device, "stand-in") && strcmp(device, "host"))) {
+        fprintf(stderr, "usage: gpu_ops [--device cuda|stand-in|host] [--fault] [--results FILE] [--host-src DIR] [--host-cache DIR] PLAN_DIR [seed]\n");
         return 2;
     }
     char why[1024], err[2048];
@@ -227,8 +418,12 @@ int main(int argc, char **argv) {
         return 1;
     }
     Device dev = {.fault = fault};
-    if (cuda ? open_cuda(&dev, &p, err, sizeof err) : open_stand_in(&dev, &p, err, sizeof err)) {
+    int orc = cuda                        ? open_cuda(&dev, &p, err, sizeof err)
+              : !strcmp(device, "host") ? open_host(&dev, &p, host_src, host_cache ? host_cache : "build/host-kernels", err, sizeof err)
+                                        : open_stand_in(&dev, &p, err, sizeof err);
+    if (orc) {
         printf("FAIL gpu_ops %s: %s\n", dir, err);
+        if (dev.close) dev.close(&dev);
         return 1;
     }
     FILE *res = results ? fopen(results, "w") : NULL;
@@ -242,7 +437,7 @@ int main(int argc, char **argv) {
     data_split(&ds, (int)p.train.seq_len, &tr, &va);
     data_next_batch(&tr, (int)p.train.micro_batch, (int)p.train.seq_len, cpu_ptr(&ref, p.tokens), cpu_ptr(&ref, p.targets));
     RunState st = {.dloss = 1.0f / (float)(p.train.micro_batch * p.train.seq_len), .lr = 1e-3f, .grad_scale = 1.0f, .opt_step = 1};
-    int pass = 0, fail = 0;
+    int pass = 0, fail = 0, skip = 0;
     for (int sec = 0; sec < SEC_COUNT; sec++)
         for (int u = 0; u < p.nunits[sec]; u++) {
             const RtUnit *un = &p.units[sec][u];
@@ -256,10 +451,21 @@ int main(int argc, char **argv) {
             const RtStep *s0 = &p.steps[sec][un->first];
             snprintf(name, sizeof name, "%s:%d %s%s%s", fp8c_section_names[sec], u, un->fusion ? fuse_names[un->fusion] : fp8c_op_info[s0->op].name,
                      un->fusion ? " (fused)" : "", un->gpu.gemm == 1 ? " [cublaslt]" : un->gpu.gemm == 2 ? " [generated gemm]" : "");
+            if (rc == UNIT_SKIPPED) {
+                printf("SKIP %s: %s\n", name, err), skip++;
+                if (res) fprintf(res, "SKIP %s: %s\n", name, err);
+                free(tc);
+                continue;
+            }
+            int unchecked = -1;
+            if (rc == UNIT_PARTIAL) {
+                unchecked = dev.unchecked, rc = 0;
+                snprintf(name + strlen(name), sizeof name - strlen(name), " (its dbias kernel only: %s is not computed here)", p.t[unchecked].name);
+            }
             int bad = rc != 0;
             if (rc) snprintf(why, sizeof why, "%s", err);
             for (int k = 0; k < nt && !bad; k++) {
-                if (!tc[k].writes) continue;
+                if (!tc[k].writes || tc[k].id == unchecked) continue;
                 if (dev.download(&dev, &got, tc[k].id, err, sizeof err)) snprintf(why, sizeof why, "%s", err), bad = 1;
                 else bad = compare(&p, &tc[k], cpu_ptr(&ref, tc[k].id), cpu_ptr(&got, tc[k].id), why, sizeof why) != 0;
             }
@@ -269,7 +475,9 @@ int main(int argc, char **argv) {
             if (res && bad) fprintf(res, "FAIL %s: %s\n", name, why);
             else if (res) fprintf(res, "PASS %s\n", name);
         }
-    printf("%s gpu_ops %s (%s): %d of %d launches match the CPU reference\n", fail ? "FAIL" : "PASS", dir, dev.name, pass, pass + fail);
+    printf("%s gpu_ops %s (%s): %d of %d launches match the CPU reference", fail ? "FAIL" : "PASS", dir, dev.name, pass, pass + fail);
+    if (skip) printf(", %d not run there (SKIP)", skip);
+    printf("\n");
     if (res) fclose(res);
     dev.close(&dev);
     cpu_free(&ref);
