@@ -26,15 +26,12 @@ static int bad(const char *fmt, const char *arg) {
     return EXIT_BAD_INPUT;
 }
 
+/* the CLI's one strict parser (str_to_i64): overflow, signs, spaces and trailing text are refused */
 static int whole(const char *flag, const char *v, int64_t lo, int64_t *out) {
-    char *end;
-    errno = 0;
-    long long x = strtoll(v, &end, 10);
-    if (!*v || *end || errno || x < lo) {
-        fprintf(stderr, "fp8c: error: %s needs a whole number >= %lld, got '%s'\n", flag, (long long)lo, v);
+    if (str_to_i64(v, lo, (int64_t)1 << 40, out)) {
+        fprintf(stderr, "fp8c: error: %s needs a whole number from %lld to 2^40, got '%s'\n", flag, (long long)lo, v);
         return -1;
     }
-    *out = x;
     return 0;
 }
 
@@ -87,9 +84,7 @@ static int parse(int argc, char **argv, const char *const *flags, int nflags, in
         else if (!strcmp(flag, "--top-k") && whole(flag, val, 0, &a->top_k)) return EXIT_BAD_INPUT;
         else if (!strcmp(flag, "--seed") && whole(flag, val, 0, &a->seed)) return EXIT_BAD_INPUT;
         else if (!strcmp(flag, "--temperature")) {
-            char *end;
-            a->temperature = strtod(val, &end);
-            if (!*val || *end || !(a->temperature >= 0) || !isfinite(a->temperature)) {
+            if (str_to_f64(val, 0, 1e30, &a->temperature)) {
                 fprintf(stderr, "fp8c: error: --temperature needs a number >= 0, got '%s'\n", val);
                 return EXIT_BAD_INPUT;
             }

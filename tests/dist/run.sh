@@ -146,6 +146,13 @@ FP8C_DIST_FAULT=explode "$fp8c" train $model policies/bf16.yaml >"$tmp/out" 2>"$
 rc=$?
 if [ $rc -eq 2 ] && grep -q 'FP8C_DIST_FAULT' "$tmp/err"; then ok bad_fault_spec; else ko bad_fault_spec "exit $rc"; fi
 
+# MoE under mpirun: the expert-bias update is not reduced across ranks yet, so it is refused
+sed 's/^  grad_accum: 1$/  grad_accum: 2/' examples/deepseek-tiny/model.yaml >"$tmp/moe.yaml"
+mpi 2 "$fp8c" train "$tmp/moe.yaml" policies/bf16.yaml --steps 1 >"$tmp/out" 2>"$tmp/err"
+rc=$?
+if [ $rc -eq 2 ] && grep -q 'MoE models under mpirun are not supported yet' "$tmp/out" "$tmp/err"; then ok moe_under_mpirun_refused; else
+    ko moe_under_mpirun_refused "exit $rc"; fi
+
 # 6b. fp8c compile --ranks N: report.md's per-rank table; a count that does not divide the batch is refused
 if "$fp8c" compile $model policies/deepseek_v3.yaml --target cpu --ranks 2 -o "$tmp/rk" 2>"$tmp/err" &&
     grep -q '^## Data parallel over 2 ranks' "$tmp/rk/report.md" &&
@@ -170,14 +177,14 @@ if [ $rc -ne 0 ] && grep -q "after step 2, rank 1's parameters differ" "$tmp/err
     ko verify_catches_divergence "exit $rc"; fi
 
 # 8. faults: a rank that dies, or hangs, ends the job within bounded time with a clear error,
-#    and the last good checkpoint stays (rank 0 writes temp + rename)
+#    and the last good checkpoint stays (rank 0 writes temp + rename; plan.json is kept beside the checkpoints)
 start=$(date +%s)
 FP8C_DIST_FAULT=die:1:3 mpi 2 "$fp8c" train $model policies/bf16.yaml --checkpoint-dir "$tmp/die" --checkpoint-every 1 \
     >"$tmp/out" 2>"$tmp/err"
 rc=$?
 took=$(($(date +%s) - start))
 if [ $rc -ne 0 ] && [ $took -lt 60 ] && [ -f "$tmp/die/step_2.safetensors" ] && [ ! -f "$tmp/die/step_3.safetensors" ] &&
-    [ -z "$(ls "$tmp/die" | grep -v '^step_[12]\.safetensors$')" ] &&
+    [ -z "$(ls "$tmp/die" | grep -v '^step_[12]\.safetensors$' | grep -v '^plan\.json$')" ] &&
     "$fp8c" train $model policies/bf16.yaml --steps 3 --resume "$tmp/die/step_2.safetensors" >"$tmp/out" 2>>"$tmp/err"; then
     ok rank_dies_job_ends
 else ko rank_dies_job_ends "exit $rc after ${took}s, or the step_2 checkpoint is missing or unreadable"; fi

@@ -49,7 +49,7 @@ def check_model(plan, exp_path, fails):
             total = int(w[1])
         elif w[0] == "modules":
             nmods = int(w[1])
-        elif w[0] in ("refuse", "only", "norun", "nvrtc_only"):
+        elif w[0] in ("refuse", "only", "norun", "nvrtc_only", "nvrtc_none"):
             continue
         else:
             rows.append({"glob": w[0], "kind": w[1], "params": int(w[2]), "count": int(w[3]), "seen": 0})

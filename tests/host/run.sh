@@ -56,8 +56,27 @@ if [ $quick = 1 ]; then
     run_case tiny bf16
     run_case gpt2-124m te_current
 else
+    # every distinct shrunk architecture (examples that shrink to the same model run once), every
+    # shipped policy the example takes: as tests/schedule, the golden files' `only` and `refuse`
+    # lines, and the MoE budget subset (each MoE step runs every expert over a full buffer)
+    seen=""
     for m in examples/*/model.yaml; do
         ex=$(basename "$(dirname "$m")")
-        for pol in policies/*.yaml; do run_case "$ex" "$(basename "$pol" .yaml)"; done
+        python3 tests/schedule/shrink.py "$m" "$tmp/arch.yaml"
+        sum=$(grep -v '^ *#' "$tmp/arch.yaml" | sed 's/ *#.*//; /^ *name:/d' | md5sum | cut -c1-12)
+        if echo "$seen" | grep -q "$sum"; then
+            echo "host tier: $ex shrinks to the same model as $(echo "$seen" | tr ' ' '\n' | grep "$sum" | cut -d= -f1); not run twice"
+            continue
+        fi
+        seen="$seen $ex=$sum"
+        golden=tests/golden/models/$ex.txt
+        only=$(sed -n 's/^only //p' "$golden" 2>/dev/null)
+        grep -q '^ *ffn: *moe' "$m" && [ -z "$only" ] && only="bf16 te_delayed deepseek_v3 deepseek_v3_q_a_norm_fp16"
+        for pol in policies/*.yaml; do
+            p=$(basename "$pol" .yaml)
+            if [ -n "$only" ] && ! echo " $only " | grep -q " $p "; then continue; fi
+            grep -q "^refuse $p " "$golden" 2>/dev/null && continue # the policy names paths this example lacks
+            run_case "$ex" "$p"
+        done
     done
 fi

@@ -174,8 +174,8 @@ static void text_needs_byte_vocab(void)
     CHECK(write_bytes(path, "hello", 5) == 0);
     Dataset d;
     CHECK(data_load(&d, path, 50257, err, sizeof err) == -1);
-    snprintf(expect, sizeof expect, "%s is not an llm.c token shard (magic 20240520) and the "
-             "model's vocab is 50257, not 256 bytes", path);
+    snprintf(expect, sizeof expect, "%s is not an llm.c token shard (magic 20240520), a .npy or a .bin of "
+             "token ids, and the model's vocab is 50257, not 256 bytes", path);
     CHECKF(strcmp(err, expect) == 0, "%s", err);
     /* A shard with a different magic (llama-3's 20240801) is not a shard either. */
     static const uint16_t tok[] = {1};
