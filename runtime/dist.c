@@ -449,11 +449,53 @@ static void fault(Dist *d, int64_t step) {
     for (;;) pause();
 }
 
+/* MoE: each layer's tokens per expert, summed over ranks (rank order; the counts are whole numbers
+ * far below 2^24, so the float sums are exact), so that every rank's expert-bias update reads the
+ * same global load and the biases stay identical (DeepSeek-V3 balances on the whole batch's load) */
+static int reduce_expert_load(Dist *d, CpuBackend *b, CudaBackend *cu, char *err, size_t errlen) {
+    const Plan *p = d->p;
+    int64_t n = 0;
+    for (int i = 0; i < p->n_expert_load; i++) n += p->t[p->expert_load[i]].n;
+    if (!n) return 0;
+    if (n > INT_MAX / d->size) return snprintf(err, errlen, "the expert-load all-gather is too large for MPI's int count"), -1;
+    float *mine = malloc((size_t)n * sizeof *mine), *all = malloc((size_t)n * (size_t)d->size * sizeof *all);
+    if (!mine || !all) return free(mine), free(all), snprintf(err, errlen, "out of memory"), -1;
+    int64_t o = 0;
+    for (int i = 0; i < p->n_expert_load; i++) {
+        int t = p->expert_load[i];
+        if (cu && cu_download_tensor(cu, b, t, err, errlen)) return free(mine), free(all), -1;
+        memcpy(mine + o, cpu_ptr(b, t), (size_t)p->t[t].n * sizeof *mine);
+        o += p->t[t].n;
+    }
+    op_begin(d, "the expert-load all-gather");
+    int rc = d->mpi.Allgather(mine, (int)n, d->t_float, all, (int)n, d->t_float, d->comm_world);
+    op_end(d);
+    if (rc != MPI_SUCCESS) {
+        free(mine), free(all);
+        return mpi_fail(d, rc, "the expert-load all-gather", err, errlen);
+    }
+    o = 0;
+    for (int i = 0; i < p->n_expert_load; i++) {
+        int t = p->expert_load[i];
+        float *load = cpu_ptr(b, t);
+        for (int64_t k = 0; k < p->t[t].n; k++) {
+            float sum = 0;
+            for (int r = 0; r < d->size; r++) sum += all[(size_t)r * (size_t)n + (size_t)(o + k)];
+            load[k] = sum;
+        }
+        o += p->t[t].n;
+        if (cu && cu_upload_tensor(cu, b, t, err, errlen)) return free(mine), free(all), -1;
+    }
+    free(mine), free(all);
+    return 0;
+}
+
 int dist_reduce(Dist *d, CpuBackend *b, CudaBackend *cu, int64_t step, double *loss, int *finite, char *err, size_t errlen) {
     if (reduce_amax(d, b, cu, err, errlen)) return -1;
     if (d->size == 1) return 0;
     fault(d, step);
     const Plan *p = d->p;
+    if (reduce_expert_load(d, b, cu, err, errlen)) return -1;
     /* a rank's gradients may be non-finite where the sum is not (inf - inf is NaN, but a huge
      * positive and negative contribution could cancel): agree on the flag explicitly */
     int ok = 1;

@@ -392,13 +392,6 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         if (!dist.rank || rc == EXIT_RUNTIME) fprintf(stderr, "fp8c: error: %s\n", err); /* bad input: the same on every rank */
         goto done;
     }
-    /* MoE's expert-bias update reads the last micro-batch's tokens per expert, which differ per
-     * rank: under mpirun the ranks' biases (and then their weights) would drift apart */
-    if (dist.size > 1 && p.n_expert_load) {
-        if (!dist.rank) fprintf(stderr, "fp8c: error: MoE models under mpirun are not supported yet (the expert-bias update is not reduced across ranks); run one process\n");
-        rc = EXIT_BAD_INPUT;
-        goto done;
-    }
     rc = EXIT_RUNTIME;
     int gpu = pick_device(o->device, dist.rank);
     if (gpu < 0) goto done;

@@ -146,12 +146,21 @@ FP8C_DIST_FAULT=explode "$fp8c" train $model policies/bf16.yaml >"$tmp/out" 2>"$
 rc=$?
 if [ $rc -eq 2 ] && grep -q 'FP8C_DIST_FAULT' "$tmp/err"; then ok bad_fault_spec; else ko bad_fault_spec "exit $rc"; fi
 
-# MoE under mpirun: the expert-bias update is not reduced across ranks yet, so it is refused
+# MoE under mpirun: every rank's expert-bias update reads the load summed over ranks, so the
+# biases (TC_SCALE, hashed by FP8C_DIST_VERIFY after every step) and the weights stay identical,
+# replicated and under ZeRO-1
 sed 's/^  grad_accum: 1$/  grad_accum: 2/' examples/deepseek-tiny/model.yaml >"$tmp/moe.yaml"
-mpi 2 "$fp8c" train "$tmp/moe.yaml" policies/bf16.yaml --steps 1 >"$tmp/out" 2>"$tmp/err"
-rc=$?
-if [ $rc -eq 2 ] && grep -q 'MoE models under mpirun are not supported yet' "$tmp/out" "$tmp/err"; then ok moe_under_mpirun_refused; else
-    ko moe_under_mpirun_refused "exit $rc"; fi
+for z in 0 1; do
+    FP8C_DIST_VERIFY=1 mpi 2 "$fp8c" train "$tmp/moe.yaml" policies/deepseek_v3.yaml --steps 3 --zero $z --log "$tmp/moe$z.jsonl" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ $rc -eq 0 ] && [ "$(grep -c '"step"' "$tmp/moe$z.jsonl")" -ge 3 ]; then ok "moe_ranks_identical_zero$z"; else
+        ko "moe_ranks_identical_zero$z" "exit $rc: $(grep -m1 error "$tmp/err")"; fi
+done
+# the first step (biases still zero) matches one process on the same global batch
+"$fp8c" train "$tmp/moe.yaml" policies/deepseek_v3.yaml --steps 1 --log "$tmp/moe1p.jsonl" >"$tmp/out" 2>"$tmp/err"
+head -1 "$tmp/moe0.jsonl" >"$tmp/moe0.first.jsonl"
+if match "$tmp/moe1p.jsonl" "$tmp/moe0.first.jsonl" 1e-6 >"$tmp/m" 2>&1; then ok moe_ranks_match_one_process; else
+    ko moe_ranks_match_one_process "$(cat "$tmp/m")"; fi
 
 # 6b. fp8c compile --ranks N: report.md's per-rank table; a count that does not divide the batch is refused
 if "$fp8c" compile $model policies/deepseek_v3.yaml --target cpu --ranks 2 -o "$tmp/rk" 2>"$tmp/err" &&
