@@ -512,6 +512,11 @@ int low_lower(Arena *a, Diag *d, const Resolution *r, Graph *g);
 /* Liveness over the launch schedule (g->u): offsets for activations, packed offsets for every
  * other class. Needs sch_build first. */
 void mem_plan(Graph *g);
+/* the placement: AUTO is the greedy (tightest) up to MEM_PLAN_GREEDY_MAX activations, the linear
+ * scan above (the greedy is quadratic in activations); tests pick one */
+typedef enum { MEM_PLAN_AUTO, MEM_PLAN_GREEDY, MEM_PLAN_SCAN } MemPlanMethod;
+#define MEM_PLAN_GREEDY_MAX 100000
+void mem_plan_with(Graph *g, MemPlanMethod method);
 /* The verifier after memory planning, computed afresh from the schedule: no two tensors that are
  * live at the same unit share a byte (activations), no two tensors of any other class overlap,
  * and no activation is read before a unit of the step writes it. 0, or -1 with the first

@@ -49,7 +49,93 @@ static void liveness(const Graph *g, int *first, int *last) {
     if (g->losses >= 0 && g->losses < g->nt && first[g->losses] >= 0 && last[g->losses] < end_fwd) last[g->losses] = end_fwd;
 }
 
-void mem_plan(Graph *g) {
+/* Linear scan over the schedule, for graphs too large for the greedy placement below (which
+ * compares every activation with every placed one that shares a unit: quadratic, about 40
+ * minutes for a DeepSeek-V3-sized plan of a few hundred thousand activations). At each unit, the
+ * activations it starts are placed (largest first) at the lowest free offset that fits, then the
+ * ones it ends are freed. Free space is a list of (offset, length) blocks in address order,
+ * coalesced on free. The result is a valid plan by the same rule (mem_verify checks both); it
+ * packs somewhat less tightly than the greedy, so small graphs keep the greedy. */
+typedef struct {
+    int64_t off, len;
+} Block;
+
+static const Graph *scan_graph;
+static int by_first_then_size(const void *a, const void *b) {
+    const GTensor *x = &scan_graph->t[*(const int *)a], *y = &scan_graph->t[*(const int *)b];
+    if (x->first != y->first) return x->first < y->first ? -1 : 1;
+    if (x->bytes != y->bytes) return x->bytes < y->bytes ? 1 : -1;
+    return *(const int *)a - *(const int *)b;
+}
+static int by_last(const void *a, const void *b) {
+    const GTensor *x = &scan_graph->t[*(const int *)a], *y = &scan_graph->t[*(const int *)b];
+    if (x->last != y->last) return x->last < y->last ? -1 : 1;
+    return *(const int *)a - *(const int *)b;
+}
+
+static int64_t place_by_scan(Graph *g, int *order, int n) {
+    int *ends = xmalloc((size_t)(n ? n : 1) * sizeof *ends);
+    memcpy(ends, order, (size_t)n * sizeof *ends);
+    scan_graph = g;
+    qsort(order, (size_t)n, sizeof *order, by_first_then_size);
+    qsort(ends, (size_t)n, sizeof *ends, by_last);
+    Block *free_ = xmalloc(sizeof *free_);
+    int nf = 0, cap = 1;
+    int64_t top = 0;
+    for (int a = 0, e = 0; a < n || e < n;) {
+        /* the next unit with an event: its starts are placed before its ends are freed */
+        int u = a < n && g->t[order[a]].first <= g->t[ends[e]].last ? g->t[order[a]].first : g->t[ends[e]].last;
+        for (; a < n && g->t[order[a]].first == u; a++) {
+            GTensor *t = &g->t[order[a]];
+            int64_t size = align_up(t->bytes);
+            int k = 0;
+            while (k < nf && free_[k].len < size) k++;
+            if (k < nf) { /* first fit */
+                t->offset = free_[k].off;
+                free_[k].off += size, free_[k].len -= size;
+                if (!free_[k].len) memmove(free_ + k, free_ + k + 1, (size_t)(--nf - k) * sizeof *free_);
+            } else if (nf && free_[nf - 1].off + free_[nf - 1].len == top) { /* grow the last free block */
+                t->offset = free_[--nf].off;
+                top = t->offset + size;
+            } else {
+                t->offset = top;
+                top += size;
+            }
+        }
+        for (; e < n && g->t[ends[e]].last == u; e++) {
+            const GTensor *t = &g->t[ends[e]];
+            int64_t lo = t->offset, len = align_up(t->bytes);
+            int lo_k = 0, hi_k = nf; /* the first block above lo */
+            while (lo_k < hi_k) {
+                int mid = (lo_k + hi_k) / 2;
+                if (free_[mid].off < lo) lo_k = mid + 1;
+                else hi_k = mid;
+            }
+            int k = lo_k;
+            int left = k > 0 && free_[k - 1].off + free_[k - 1].len == lo, right = k < nf && lo + len == free_[k].off;
+            if (left && right) {
+                free_[k - 1].len += len + free_[k].len;
+                memmove(free_ + k, free_ + k + 1, (size_t)(--nf - k) * sizeof *free_);
+            } else if (left) {
+                free_[k - 1].len += len;
+            } else if (right) {
+                free_[k].off = lo, free_[k].len += len;
+            } else {
+                if (nf == cap) free_ = xrealloc(free_, (size_t)(cap *= 2) * sizeof *free_);
+                memmove(free_ + k + 1, free_ + k, (size_t)(nf - k) * sizeof *free_);
+                free_[k].off = lo, free_[k].len = len;
+                nf++;
+            }
+        }
+    }
+    free(free_);
+    free(ends);
+    return top;
+}
+
+void mem_plan(Graph *g) { mem_plan_with(g, MEM_PLAN_AUTO); }
+
+void mem_plan_with(Graph *g, MemPlanMethod method) {
     int *first = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int)), *last = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof(int));
     liveness(g, first, last);
     for (int i = 0; i < g->nt; i++) g->t[i].first = first[i], g->t[i].last = last[i];
@@ -67,6 +153,11 @@ void mem_plan(Graph *g) {
         } else {
             t->offset = 0; /* never touched by a training step */
         }
+    }
+    if (method == MEM_PLAN_SCAN || (method == MEM_PLAN_AUTO && n > MEM_PLAN_GREEDY_MAX)) {
+        g->class_bytes[TC_ACT] = place_by_scan(g, order, n);
+        free(order);
+        return;
     }
     /* Greedy: largest first, lowest offset that overlaps no already placed live-overlapping tensor. */
     sort_graph = g;
