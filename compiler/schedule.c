@@ -55,6 +55,9 @@ typedef struct {
     const Graph *g;
     Arena *a;
     char *taken;    /* per step: in an accepted group */
+    int *qhead;     /* per tensor: the first step quantizing it (-1: none) */
+    int *qnext;     /* per step: the next step quantizing the same tensor, in program order */
+    int *run_end;   /* per step: the first later step of another section (ns: none) */
     CgGroup *groups;
     int ng, capg;
     int nrejected;
@@ -85,12 +88,32 @@ static int written_between(const Graph *g, int i, int j, int t) {
     return 0;
 }
 
+/* The quantize steps of each tensor as chains in program order, and each step's section run:
+ * the proposals look a tensor's quantizes up here instead of scanning the program (which was
+ * quadratic in steps: a DeepSeek-V3-sized program has millions). */
+static void index_quantizes(Fuser *f) {
+    const Graph *g = f->g;
+    f->qhead = xmalloc((size_t)(g->nt ? g->nt : 1) * sizeof *f->qhead);
+    f->qnext = xmalloc((size_t)(g->ns ? g->ns : 1) * sizeof *f->qnext);
+    f->run_end = xmalloc((size_t)(g->ns ? g->ns : 1) * sizeof *f->run_end);
+    for (int t = 0; t < g->nt; t++) f->qhead[t] = -1;
+    for (int j = g->ns - 1; j >= 0; j--) {
+        const GStep *q = &g->s[j];
+        f->run_end[j] = j + 1 < g->ns && g->s[j + 1].sec == q->sec ? f->run_end[j + 1] : j + 1;
+        f->qnext[j] = -1;
+        if (q->op != OP_QUANTIZE || q->args[3] < 0) continue;
+        f->qnext[j] = f->qhead[q->args[3]];
+        f->qhead[q->args[3]] = j;
+    }
+}
+
 /* The step after i (same section) that quantizes tensor t row-wise, not yet taken; -1 if none. */
 static int next_row_quant(Fuser *f, int i, int t) {
     const Graph *g = f->g;
-    for (int j = i + 1; j < g->ns && g->s[j].sec == g->s[i].sec; j++) {
+    for (int j = f->qhead[t]; j >= 0 && j < f->run_end[i]; j = f->qnext[j]) {
+        if (j <= i) continue;
         const GStep *q = &g->s[j];
-        if (q->op == OP_QUANTIZE && q->args[3] == t && q->ints[6] == 0 && !f->taken[j]) return written_between(g, i, j, t) ? -1 : j;
+        if (q->ints[6] == 0 && !f->taken[j]) return written_between(g, i, j, t) ? -1 : j;
     }
     return -1;
 }
@@ -171,17 +194,17 @@ static void propose_all(Fuser *f) {
         if (s->op != OP_ADAMW || f->taken[i]) continue;
         int k = 0;
         ids[k++] = i;
-        for (int j = 0; j < g->ns && k < 3; j++)
-            if (g->s[j].op == OP_QUANTIZE && g->s[j].args[3] == s->args[0] && !f->taken[j]) ids[k++] = j;
+        for (int j = s->args[0] >= 0 ? f->qhead[s->args[0]] : -1; j >= 0 && k < 3; j = f->qnext[j])
+            if (!f->taken[j]) ids[k++] = j;
         if (k > 1) propose(f, FUSE_ADAMW_QUANT, ids, k);
     }
     /* (a) one read of a tensor writes its row-wise and column-wise copies */
     for (int i = 0; i < g->ns; i++) {
         const GStep *s = &g->s[i];
         if (s->op != OP_QUANTIZE || f->taken[i]) continue;
-        for (int j = i + 1; j < g->ns && g->s[j].sec == s->sec; j++) {
+        for (int j = f->qnext[i]; j >= 0 && j < f->run_end[i]; j = f->qnext[j]) {
             const GStep *q = &g->s[j];
-            if (q->op != OP_QUANTIZE || f->taken[j] || q->args[3] != s->args[3] || q->ints[6] == s->ints[6]) continue;
+            if (f->taken[j] || q->ints[6] == s->ints[6]) continue;
             if (written_between(g, i, j, s->args[3])) break;
             ids[0] = i, ids[1] = j;
             if (s->ints[6]) ids[0] = j, ids[1] = i; /* the generator takes the row copy first */
@@ -348,7 +371,11 @@ int sch_verify(const Graph *g, char *err, size_t errlen) {
 
 int sch_build(Arena *a, Graph *g, int fuse) {
     Fuser f = {.g = g, .a = a, .taken = calloc((size_t)(g->ns ? g->ns : 1), 1)};
-    if (fuse) propose_all(&f);
+    if (fuse) {
+        index_quantizes(&f);
+        propose_all(&f);
+        free(f.qhead), free(f.qnext), free(f.run_end);
+    }
     char *enabled = xmalloc((size_t)(f.ng ? f.ng : 1));
     int *gpos = xmalloc((size_t)(f.ng ? f.ng : 1) * sizeof(int));
     for (int k = 0; k < f.ng; k++) {
