@@ -10,6 +10,7 @@
  * N-1), and MPI_Allgatherv returns the parts: the same bytes on every rank and in every run with
  * N ranks, for the traffic of a ring all-reduce (2 (N-1)/N of the buffer per rank). */
 #include "dist.h"
+#include "quant.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -170,6 +171,53 @@ static int64_t unit_cost(const Plan *p, const RtUnit *u) {
 
 static int64_t plan_bytes(const RtTensor *t) { return t->n * fp8c_tensor_dtype_bytes[t->dtype]; }
 
+/* Where a unit quantizes one weight into a row-wise and a column-wise FP8 copy with tilings whose
+ * transpose is exact (q_transpose_copy: square blocks or one scale for the tensor; same format,
+ * same given scale, no MX), only the row-wise copy is sent and every other rank transposes it:
+ * half the bytes of sending both (MS-AMP and torchao all-gather one FP8 copy). */
+static int derive_col_copies(Dist *d, char *err, size_t errlen) {
+    const Plan *p = d->p;
+    int nu = p->nunits[SEC_OPTIMIZER];
+    for (int u = 0; u < nu; u++) {
+        const RtUnit *unit = &p->units[SEC_OPTIMIZER][u];
+        for (int i = unit->first; i < unit->first + unit->n; i++) {
+            const RtStep *r = &p->steps[SEC_OPTIMIZER][i];
+            if (r->op != OP_QUANTIZE || r->ints[6] || r->ints[5]) continue;
+            for (int j = unit->first; j < unit->first + unit->n; j++) {
+                const RtStep *c = &p->steps[SEC_OPTIMIZER][j];
+                if (c->op != OP_QUANTIZE || !c->ints[6] || c->ints[5] || c->args[3] != r->args[3] || c->args[4] != r->args[4]) continue;
+                if (c->ints[0] != r->ints[0] || c->ints[1] != r->ints[1] || c->ints[2] != r->ints[2] || c->ints[3] != r->ints[3] ||
+                    c->ints[4] != r->ints[4])
+                    continue;
+                int R = (int)r->ints[0], C = (int)r->ints[1], tr = (int)r->ints[2], tc = (int)r->ints[3];
+                int square = (tr <= 0 && tc <= 0) || (tr > 1 && tr == tc);
+                int ct = c->args[0], st = c->args[1];
+                if (!square || ct < 0 || st < 0 || r->args[0] < 0 || r->args[1] < 0 || d->send[ct] != 1 || d->send[st] != 1 ||
+                    d->send[r->args[0]] != 1 || d->send[r->args[1]] != 1)
+                    continue;
+                struct DistDerived *grown = realloc(d->derived, (size_t)(d->nderived + 1) * sizeof *grown);
+                if (!grown) return snprintf(err, errlen, "out of memory planning ZeRO-1"), -1;
+                d->derived = grown;
+                d->derived[d->nderived++] = (struct DistDerived){u, r->args[0], r->args[1], ct, st, R, C, tr, tc};
+                d->send[ct] = d->send[st] = 0; /* derived on arrival, not sent */
+                d->gather_bytes -= plan_bytes(&p->t[ct]) + plan_bytes(&p->t[st]);
+                break;
+            }
+        }
+    }
+    return 0;
+}
+
+/* After a gather: the column-wise copies of the units other ranks own, from their row-wise ones. */
+static void derive_received(Dist *d, CpuBackend *b) {
+    for (int k = 0; k < d->nderived; k++) {
+        const struct DistDerived *x = &d->derived[k];
+        if (d->owner[x->unit] == d->rank) continue;
+        q_transpose_copy(cpu_ptr(b, x->codes_t), cpu_ptr(b, x->scale_inv_t), cpu_ptr(b, x->codes), cpu_ptr(b, x->scale_inv), x->R, x->C,
+                         x->tr, x->tc);
+    }
+}
+
 static int plan_zero(Dist *d, char *err, size_t errlen) {
     const Plan *p = d->p;
     int nu = p->nunits[SEC_OPTIMIZER];
@@ -220,7 +268,7 @@ static int plan_zero(Dist *d, char *err, size_t errlen) {
         }
     }
     free(load), free(cost), free(read_outside);
-    return 0;
+    return derive_col_copies(d, err, errlen);
 }
 
 int dist_init(Dist *d, const Plan *p, int zero, char *err, size_t errlen) {
@@ -328,7 +376,8 @@ void dist_end(Dist *d, int ok) {
     /* libmpi stays loaded: Open MPI does not support dlclose after MPI_Finalize */
     pthread_mutex_destroy(&d->mu);
     pthread_cond_destroy(&d->cv);
-    free(d->amax), free(d->amax_run), free(d->scratch), free(d->skip_tokens), free(d->owner), free(d->send), free(d->pack);
+    free(d->amax), free(d->amax_run), free(d->scratch), free(d->skip_tokens), free(d->owner), free(d->send), free(d->pack), free(d->derived);
+    d->derived = NULL, d->nderived = 0;
     d->amax = NULL, d->amax_run = NULL, d->scratch = NULL, d->skip_tokens = NULL, d->owner = NULL, d->send = NULL, d->pack = NULL;
 }
 
@@ -601,13 +650,16 @@ int dist_optimizer(Dist *d, CpuBackend *b, const RunState *st, char *err, size_t
         cpu_run_unit(b, SEC_OPTIMIZER, u, st);
     }
     if (gather_units(d, b, 1, "the ZeRO-1 parameter all-gather", err, errlen)) return -1;
+    derive_received(d, b);
     if (writes_copies) b->copies_fresh = 1; /* every copy came from its owner's adamw_quantize unit */
     return 0;
 }
 
 int dist_gather_state(Dist *d, CpuBackend *b, char *err, size_t errlen) {
     if (!d->zero) return 0;
-    return gather_units(d, b, 2, "the ZeRO-1 state gather for a checkpoint", err, errlen);
+    if (gather_units(d, b, 2, "the ZeRO-1 state gather for a checkpoint", err, errlen)) return -1;
+    derive_received(d, b);
+    return 0;
 }
 
 /* ---- verification ---- */

@@ -67,6 +67,12 @@ typedef struct {
     int64_t gather_bytes;    /* plan bytes sent per step (FP8 copies + scales where the policy keeps them) */
     int64_t gather_bytes_bf16; /* the same parameters sent in their storage dtype */
     int has_copies;          /* some unit writes FP8 weight copies (TC_WCOPY) */
+    /* column-wise weight copies every rank derives from the gathered row-wise ones (transposed
+     * codes and scales, exact for square blocks and whole-tensor scales) instead of receiving */
+    struct DistDerived {
+        int unit, codes, scale_inv, codes_t, scale_inv_t, R, C, tr, tc;
+    } *derived;
+    int nderived;
     int64_t shard_bytes;     /* this rank's master + moment bytes (plan dtypes) */
     unsigned char *pack;
     char desc[192];

@@ -429,6 +429,25 @@ float q_fake_quant(float *out, const float *x, int R, int C, int tr, int tc, QFo
     return amax;
 }
 
+int q_transpose_copy(uint8_t *codes_t, float *scale_inv_t, const uint8_t *codes, const float *scale_inv, int R, int C,
+                     int tr, int tc)
+{
+    struct tiling a = make_tiling(R, C, tr, tc), b = make_tiling(C, R, tr, tc);
+    if (a.layout != LAYOUT_TENSOR && a.layout != LAYOUT_BLK)
+        return -1;
+    enum { TB = 64 }; /* cache blocks of the transpose */
+    for (int i0 = 0; i0 < a.R; i0 += TB)
+        for (int j0 = 0; j0 < a.C; j0 += TB)
+            for (int i = i0; i < i0 + TB && i < a.R; i++)
+                for (int j = j0; j < j0 + TB && j < a.C; j++)
+                    codes_t[(size_t)j * (size_t)a.R + (size_t)i] = codes[(size_t)i * (size_t)a.C + (size_t)j];
+    if (scale_inv && scale_inv_t)
+        for (int bi = 0; bi < a.nbr; bi++)
+            for (int bj = 0; bj < a.nbc; bj++)
+                scale_inv_t[scale_index(&b, bj, bi)] = scale_inv[scale_index(&a, bi, bj)];
+    return 0;
+}
+
 void q_dequantize(float *out, const uint8_t *codes, const float *scale_inv, const uint8_t *scale_inv_e8m0, int R,
                   int C, int tr, int tc, QFormat fmt, int e8m0)
 {

@@ -83,6 +83,14 @@ void q_dequantize(float *out, const uint8_t *codes, const float *scale_inv, cons
 float q_fake_quant(float *out, const float *x, int R, int C, int tr, int tc, QFormat fmt, int e8m0, float given_scale,
                    int transpose);
 
+/* The column-wise copy (what quantize with transpose writes: C x R codes, tiles over the
+ * transposed matrix) from the row-wise one (R x C), without the source values. Exact where the
+ * transposed tiles hold the same elements as the row-wise ones, so that their amax, scale and
+ * every code agree: square tr x tr blocks (BLK) and whole-tensor scaling; -1 for any other
+ * tiling (1 x T, rows, MX). Scale entries the layout pads are not written. */
+int q_transpose_copy(uint8_t *codes_t, float *scale_inv_t, const uint8_t *codes, const float *scale_inv, int R, int C,
+                     int tr, int tc);
+
 /* Number of float scale_inv entries for the layouts above (BLK padding
  * included). */
 size_t q_scale_count(int R, int C, int tr, int tc);

@@ -279,6 +279,39 @@ static void case_transposed_copy(void)
     CHECKF(k < 0, "out[%d] = %.9g, want %.9g", k, k < 0 ? 0.0 : (double)out[k], k < 0 ? 0.0 : (double)want[k]);
 }
 
+/* The column-wise copy derived from the row-wise one (ZeRO-1 sends only that one): equal, code
+ * for code and scale for scale, to quantizing the transposed matrix, for square blocks (ragged
+ * edges included) and whole-tensor scales; other tilings are refused. */
+static void case_transpose_copy_equals_quantized_transpose(void)
+{
+    enum { R = 37, C = 23 };
+    float x[R * C], xt[C * R];
+    uint32_t st = 12345;
+    for (int i = 0; i < R; i++)
+        for (int j = 0; j < C; j++) {
+            st = st * 1664525u + 1013904223u;
+            float v = ((float)(st >> 8) / 16777216.0f - 0.5f) * (float)(1 + (i * 7 + j) % 13);
+            x[i * C + j] = v, xt[j * R + i] = v;
+        }
+    const int tiles[][2] = {{0, 0}, {4, 4}, {8, 8}, {128, 128}};
+    for (size_t t = 0; t < sizeof tiles / sizeof *tiles; t++) {
+        int tr = tiles[t][0], tc = tiles[t][1];
+        size_t ns = q_scale_count(R, C, tr, tc), nst = q_scale_count(C, R, tr, tc);
+        uint8_t q[R * C], qt[C * R], want[C * R];
+        float *s = calloc(ns, sizeof *s), *sd = calloc(nst, sizeof *sd), *sw = calloc(nst, sizeof *sw);
+        q_quantize(q, s, NULL, x, R, C, tr, tc, Q_E4M3, 0, 0.0f);
+        q_quantize(want, sw, NULL, xt, C, R, tr, tc, Q_E4M3, 0, 0.0f);
+        CHECKF(q_transpose_copy(qt, sd, q, s, R, C, tr, tc) == 0, "tile %dx%d refused", tr, tc);
+        CHECKF(!memcmp(qt, want, sizeof want), "tile %dx%d: codes differ", tr, tc);
+        CHECKF(!memcmp(sd, sw, nst * sizeof *sd), "tile %dx%d: scales differ", tr, tc);
+        free(s), free(sd), free(sw);
+    }
+    uint8_t q[R * C], qt[C * R];
+    float s[R * C];
+    CHECK(q_transpose_copy(qt, s, q, s, R, C, 1, 4) == -1); /* 1 x T: the transposed tiles hold other elements */
+    CHECK(q_transpose_copy(qt, s, q, s, R, C, 2, 4) == -1);
+}
+
 /* ---- 8. MX: 1 x 32 blocks with E8M0 scales ---------------------------------------- */
 
 static void case_mx_e4m3(void)
@@ -736,6 +769,7 @@ int main(void)
     RUN_CASE(case_blk_4x4_ragged);
     RUN_CASE(case_rowmajor_2x4);
     RUN_CASE(case_transposed_copy);
+    RUN_CASE(case_transpose_copy_equals_quantized_transpose);
     RUN_CASE(case_mx_e4m3);
     RUN_CASE(case_mx_e2m1);
     RUN_CASE(case_margin_pow2);
