@@ -352,6 +352,33 @@ static double expert_imbalance(Run *r) {
     return worst;
 }
 
+/* MoE: the expert-bias update balances on the whole step's load. The forward writes each layer's
+ * tokens per expert for its micro-batch; these sum the step's micro-batches (whole numbers, exact
+ * in float) and put the sums back before the optimizer section reads them (and before the ranks'
+ * loads are summed under mpirun), so any micro-batch split and rank count sees the same load. */
+static int64_t expert_load_size(const Plan *p) {
+    int64_t n = 0;
+    for (int i = 0; i < p->n_expert_load; i++) n += p->t[p->expert_load[i]].n;
+    return n;
+}
+
+static int expert_load_fold(Run *r, float *sum, int put) {
+    const Plan *p = r->p;
+    int64_t o = 0;
+    for (int i = 0; i < p->n_expert_load; i++) {
+        int t = p->expert_load[i];
+        float *load = cpu_ptr(r->b, t);
+        if (!put && r->cu && cu_download_tensor(r->cu, r->b, t, r->err, sizeof r->err)) return -1;
+        for (int64_t e = 0; e < p->t[t].n; e++) {
+            if (put) load[e] = sum[o + e];
+            else sum[o + e] += load[e];
+        }
+        if (put && r->cu && cu_upload_tensor(r->cu, r->b, t, r->err, sizeof r->err)) return -1;
+        o += p->t[t].n;
+    }
+    return 0;
+}
+
 static void fmt_eta(char *out, size_t n, double s) {
     if (s < 0 || !isfinite(s)) s = 0;
     if (s >= 3600.0 * 1e6) { /* beyond int hours: no overflowing conversion */
@@ -375,6 +402,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     Dataset ds = {0};
     Run run = {0};
     Dist dist = {0};
+    float *load_sum = NULL; /* MoE: the step's tokens per expert, summed over micro-batches */
     if (plan_load(&arena, &d, plan_dir, &p)) {
         arena_free(&arena);
         return EXIT_BAD_INPUT;
@@ -494,6 +522,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
     for (int i = 0; i < p.nt; i++)
         if (p.t[i].cls == TC_GRAD) ngrad += p.t[i].n;
     size_t grad_bytes = (size_t)p.class_bytes[TC_GRAD] * (size_t)b.factor[TC_GRAD];
+    if (p.n_expert_load) load_sum = xmalloc((size_t)expert_load_size(&p) * sizeof *load_sum);
     while (s.step < total) {
         double ts = now_s();
         RunState st = {0};
@@ -502,6 +531,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         memset(grads, 0, grad_bytes);
         if (run.cu && cu_zero_class(run.cu, TC_GRAD, run.err, sizeof run.err)) goto gpu_fail;
         double loss = 0;
+        if (load_sum) memset(load_sum, 0, (size_t)expert_load_size(&p) * sizeof *load_sum);
         for (int64_t micro = 0; micro < p.train.grad_accum; micro++) {
             if (!dist_mine(&dist, micro)) { /* another rank's slice of the global batch */
                 dist_skip_batch(&dist, &run.train, (int)B, (int)T);
@@ -509,9 +539,11 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             }
             feed(&run, &run.train);
             if (dev_run(&run, SEC_FORWARD, &st)) goto gpu_fail;
+            if (load_sum && expert_load_fold(&run, load_sum, 0)) goto gpu_fail;
             loss += mean_loss(&run) / (double)p.train.grad_accum;
             if (dev_run(&run, SEC_BACKWARD, &st) || dist_micro_done(&dist, &b, run.cu, run.err, sizeof run.err)) goto gpu_fail;
         }
+        if (load_sum && expert_load_fold(&run, load_sum, 1)) goto gpu_fail;
         if (o->inject_nan_step == s.step + 1 && dist.rank == dist.size - 1) {
             for (int i = 0; i < p.nt; i++)
                 if (p.t[i].cls == TC_GRAD) {
@@ -608,6 +640,7 @@ gpu_fail:
     fprintf(stderr, "fp8c: error: %s\n", run.err);
     rc = EXIT_RUNTIME;
 done:
+    free(load_sum);
     dist_end(&dist, rc == EXIT_OK);
     cu_free(run.cu);
     if (run.log) fclose(run.log);
