@@ -33,6 +33,10 @@
  *     with rope_bwd (dq and dk are rounded by attention_bwd, rotated, rounded again), and
  *     crossentropy forward + backward in place (the logits' buffer);
  *   other f32 outputs: 1e-4 relative + 1e-5 x max|ref| (reductions of up to 10^4 terms).
+ *   bias gradients (column sums of dout) also get 1e-5 x max over columns of sum |dout| as an
+ *   absolute floor: an FP32 sum's rounding error scales with its terms, and a zero gradient (a
+ *   key projection's bias) is rounding noise on both sides; a missing or doubled row of 10^4
+ *   still fails it.
  *
  * Prints one FAIL line per failing launch and one summary line: "PASS gpu_ops DIR (DEVICE): N
  * launches" or "FAIL gpu_ops ...". --results FILE writes one PASS/FAIL line per launch there.
@@ -314,6 +318,7 @@ typedef struct {
     int first;      /* T_UPLOAD: read before written in the unit; T_POISON: written first */
     int writes;     /* ops of the unit that write it (roundings) */
     int exact, gemm;
+    double mag;     /* bias gradients: max over columns of the summed terms' magnitudes (sum |dout|) */
 } Touch;
 
 static int find_touch(Touch *t, int n, int id) {
@@ -335,7 +340,7 @@ static int unit_touches(const Plan *p, Section sec, const RtUnit *u, Touch **out
                 int j = find_touch(t, n, id);
                 if (j < 0) {
                     if (n == cap) t = realloc(t, (size_t)(cap *= 2) * sizeof *t);
-                    t[n] = (Touch){id, pass == 0 ? T_UPLOAD : T_POISON, 0, 0, 0};
+                    t[n] = (Touch){id, pass == 0 ? T_UPLOAD : T_POISON, 0, 0, 0, 0};
                     j = n++;
                 }
                 if (pass == 1) {
@@ -347,6 +352,28 @@ static int unit_touches(const Plan *p, Section sec, const RtUnit *u, Touch **out
     }
     *out = t;
     return n;
+}
+
+/* A bias gradient is a column sum of dout, and its rounding error scales with the terms summed,
+ * not with the result: where the true gradient is zero (a key projection's bias: softmax ignores
+ * a shift shared by every key), the result is pure rounding noise that neither side computes
+ * "right". Record sum |dout| per column (max over columns) as the tensor's magnitude. */
+static void bias_magnitudes(const Plan *p, Section sec, const RtUnit *u, CpuBackend *ref, Touch *t, int n) {
+    for (int i = u->first; i < u->first + u->n; i++) {
+        const RtStep *s = &p->steps[sec][i];
+        int db = -1, dout = -1;
+        int64_t M = 0, N = 0;
+        if (s->op == OP_MATMUL_BWD_WEIGHT) db = s->args[1], dout = s->args[2], M = s->ints[0], N = s->ints[2];
+        else if (s->op == OP_BIAS_BWD) db = s->args[0], dout = s->args[1], M = s->ints[0], N = s->ints[1];
+        int j = db >= 0 && dout >= 0 ? find_touch(t, n, db) : -1;
+        if (j < 0 || p->t[dout].dtype == TD_U8 || p->t[dout].dtype == TD_I32) continue;
+        const float *g = cpu_ptr(ref, dout);
+        for (int64_t c = 0; c < N; c++) {
+            double sum = 0;
+            for (int64_t r = 0; r < M; r++) sum += fabs(g[r * N + c]);
+            if (sum > t[j].mag) t[j].mag = sum;
+        }
+    }
 }
 
 /* 0 if the device's copy matches the reference; the worst element in why otherwise. */
@@ -371,6 +398,7 @@ static int compare(const Plan *p, const Touch *tc, const float *ref, const float
     else if (t->dtype == TD_BF16) rel = tc->writes / 128.0, abs_tol = 1e-6;
     else if (t->dtype == TD_F16) rel = tc->writes / 1024.0, abs_tol = 1e-6;
     else rel = 1e-4, abs_tol = 1e-5 * amax;
+    if (!tc->exact && 1e-5 * tc->mag > abs_tol) abs_tol = 1e-5 * tc->mag; /* a sum's error scales with its terms */
     for (int64_t i = 0; i < t->n; i++) {
         double r = ref[i], g = got[i];
         if (isnan(r) && isnan(g)) continue;
@@ -447,6 +475,7 @@ int main(int argc, char **argv) {
                 rc = tc[k].first == T_UPLOAD ? dev.upload(&dev, &ref, tc[k].id, err, sizeof err) : dev.poison(&dev, tc[k].id, err, sizeof err);
             if (!rc) rc = dev.run_unit(&dev, (Section)sec, u, &st, err, sizeof err);
             cpu_run_unit(&ref, (Section)sec, u, &st);
+            bias_magnitudes(&p, (Section)sec, un, &ref, tc, nt);
             char name[256];
             const RtStep *s0 = &p.steps[sec][un->first];
             snprintf(name, sizeof name, "%s:%d %s%s%s", fp8c_section_names[sec], u, un->fusion ? fuse_names[un->fusion] : fp8c_op_info[s0->op].name,
