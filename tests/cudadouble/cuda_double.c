@@ -135,6 +135,7 @@ typedef struct {
 static struct {
     int inited, ctx_retained, ctx_current, sticky;
     int order;                      /* FP8C_CUDA_DOUBLE_ORDER: 1 runs blocks and threads descending */
+    DStream *strict_capture;        /* a stream capturing in global or thread-local mode */
     DAlloc *allocs;
     int nallocs, cap_allocs;
     DStream null_stream;
@@ -538,11 +539,19 @@ static CUresult d_driver_get_version(int *v) {
     return R_SUCCESS;
 }
 
-static int capturing_anywhere(void) { return D.null_stream.capturing; }
+/* cuMemAlloc and cuMemFree are "potentially unsafe" during a global or thread-local capture:
+ * refused with CUDA_ERROR_STREAM_CAPTURE_UNSUPPORTED, and the capture is invalidated
+ * (cudaStreamCaptureMode's documentation); a relaxed capture allows them. */
+static int unsafe_during_capture(void) {
+    if (!D.strict_capture) return 0;
+    D.strict_capture->invalidated = 1;
+    return 1;
+}
 
 static CUresult d_mem_alloc(CUdeviceptr *p, size_t bytes) {
     NEED_CTX();
     if (!p || !bytes) return R_INVALID_VALUE; /* "If bytesize is 0, cuMemAlloc() returns CUDA_ERROR_INVALID_VALUE" */
+    if (unsafe_during_capture()) return R_CAPTURE_UNSUPPORTED;
     if (D.nallocs == D.cap_allocs) {
         int cap = D.cap_allocs ? 2 * D.cap_allocs : 64;
         DAlloc *na = realloc(D.allocs, (size_t)cap * sizeof *na);
@@ -560,6 +569,7 @@ static CUresult d_mem_alloc(CUdeviceptr *p, size_t bytes) {
 
 static CUresult d_mem_free(CUdeviceptr p) {
     NEED_CTX();
+    if (unsafe_during_capture()) return R_CAPTURE_UNSUPPORTED;
     for (int i = 0; i < D.nallocs; i++)
         if ((uintptr_t)D.allocs[i].base == p) {
             free(D.allocs[i].base);
@@ -706,6 +716,7 @@ static CUresult d_stream_begin_capture(void *s, int mode) {
     DStream *st = s;
     if (st->capturing) return R_ILLEGAL_STATE;
     st->capturing = 1, st->invalidated = 0;
+    if (mode != 2) D.strict_capture = st; /* not CU_STREAM_CAPTURE_MODE_RELAXED */
     clear(&st->captured);
     return R_SUCCESS;
 }
@@ -720,6 +731,7 @@ static CUresult d_stream_end_capture(void *s, void **graph) {
     DStream *st = s;
     if (!st->capturing) return R_ILLEGAL_STATE;
     st->capturing = 0;
+    if (D.strict_capture == st) D.strict_capture = NULL;
     *graph = NULL;
     if (st->invalidated) {
         clear(&st->captured);
@@ -775,7 +787,6 @@ static CUresult d_get_error_name(CUresult r, const char **name) {
 
 static CUresult d_ctx_synchronize(void) {
     NEED_CTX();
-    (void)capturing_anywhere;
     return drain(&D.null_stream);
 }
 

@@ -210,6 +210,12 @@ int main(int argc, char **argv) {
     GraphLaunch(exec, stream);
     StreamSync(stream);
     check(untouched && back[3] == 0, "double_09_capture_and_replay", "captured work ran at capture, or did not run at cuGraphLaunch");
+    BeginCapture(stream, 1);
+    Dptr z;
+    int alloc = MemAlloc(&z, 64);
+    ended = EndCapture(stream, &graph);
+    check(alloc == 900 && ended == 901, "double_12_alloc_during_capture",
+          "cuMemAlloc during a thread-local capture is not STREAM_CAPTURE_UNSUPPORTED with the capture invalidated");
     check(LoadData(&(void *){0}, "not an image") == 200, "double_10_bad_image", "a non-image is not CUDA_ERROR_INVALID_IMAGE");
 
     /* cuBLASLt */
