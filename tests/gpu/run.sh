@@ -19,7 +19,7 @@
 # Budget: about 8 minutes on an H200 (NVRTC compiles ~16 plans, then seconds of GPU work).
 # Writes $OUT/gpu_summary.txt (the PASS/FAIL lines and "N passed, N failed"), $OUT/ops/*.txt (one
 # line per launch), $OUT/train/*.jsonl (the loss curves) and $OUT/env.txt (GPU, driver, date).
-# Without a GPU (and without --stand-in) it says so and exits 1.
+# Without a GPU (and without --stand-in or --double) it says so and exits 1.
 set -u
 standin=0
 double=0
