@@ -273,13 +273,14 @@ fail:
 
 int hk_launch(HostKernels *h, int kernel, int entry, void **args, int order, char *err, size_t n) {
     const RtKEntry *E = &h->p->kernels[kernel].e[entry];
-    HostLaunch L = {{(unsigned)E->grid[0], (unsigned)E->grid[1], (unsigned)E->grid[2]},
-                    {(unsigned)E->block[0], (unsigned)E->block[1], (unsigned)E->block[2]},
-                    (unsigned)E->smem,
-                    args,
-                    order,
-                    err,
-                    n};
+    const unsigned grid[3] = {(unsigned)E->grid[0], (unsigned)E->grid[1], (unsigned)E->grid[2]};
+    const unsigned block[3] = {(unsigned)E->block[0], (unsigned)E->block[1], (unsigned)E->block[2]};
+    return hk_launch_shape(h, kernel, entry, grid, block, (unsigned)E->smem, args, order, err, n);
+}
+
+int hk_launch_shape(HostKernels *h, int kernel, int entry, const unsigned grid[3], const unsigned block[3], unsigned smem, void **args,
+                    int order, char *err, size_t n) {
+    HostLaunch L = {{grid[0], grid[1], grid[2]}, {block[0], block[1], block[2]}, smem, args, order, err, n};
     return h->fn[kernel][entry](&L);
 }
 

@@ -18,6 +18,9 @@ HostKernels *hk_open(const Plan *p, const char *src, const char *cache, int jobs
 /* One entry of one kernel over its grid; args as cuLaunchKernel takes them. order 0: blocks and
  * threads ascending, 1: descending. */
 int hk_launch(HostKernels *h, int kernel, int entry, void **args, int order, char *err, size_t n);
+/* The same with the launch's own shape (the test-double driver's cuLaunchKernel: tests/cudadouble). */
+int hk_launch_shape(HostKernels *h, int kernel, int entry, const unsigned grid[3], const unsigned block[3], unsigned smem, void **args,
+                    int order, char *err, size_t n);
 void hk_close(HostKernels *h);
 
 #endif
