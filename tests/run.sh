@@ -13,8 +13,10 @@ fail=0
 run() { # name, command...
     name=$1
     shift
+    t0=$(date +%s)
     "$@" >"$log" 2>"$log.err"
     rc=$?
+    echo "# $name: $(($(date +%s) - t0)) s" >&2 # each tier's wall time, on stderr
     cat "$log"
     p=$(grep -c '^PASS ' "$log")
     f=$(grep -c '^FAIL ' "$log")
