@@ -395,6 +395,55 @@ static int write_text(const char *path, const char *text, char *err, size_t errl
     return 0;
 }
 
+/* A DeepSeek model Hugging Face computes exactly: transformers' deepseek_v3 (sigmoid scores, the
+ * expert bias, normalization then routed_scaling_factor) or deepseek_v2 (softmax, no bias, no
+ * normalization); the import refuses the rest (docs/model.md), so export does too. */
+static int deepseek_exportable(const HfModel *m, char *err, size_t n) {
+    if (m->eps != 1e-6) return snprintf(err, n, "norm_eps %g: DeepSeek's latent norms use 1e-6", m->eps), -1;
+    if (m->softmax && m->norm_topk)
+        return snprintf(err, n, "softmax scoring with norm_topk_prob has no Hugging Face DeepSeek equivalent (deepseek_v2 does not normalize)"), -1;
+    if (m->softmax && m->bias_speed > 0)
+        return snprintf(err, n, "softmax scoring with an expert bias (bias_update_speed > 0) has no Hugging Face DeepSeek equivalent"), -1;
+    return 0;
+}
+
+/* config.json of a DeepSeek model: the fields hfconfig.c reads back to the same model. Re-import
+ * sets bias_update_speed from topk_method (noaux_tc: DeepSeek-V3's 0.001). */
+static void deepseek_config(Buf *b, const HfModel *m) {
+    int v3 = !m->softmax;
+    char ql[32];
+    if (m->q_lora) snprintf(ql, sizeof ql, "%" PRId64, m->q_lora);
+    else snprintf(ql, sizeof ql, "null");
+    buf_printf(b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"vocab_size\": %" PRId64 ",\n  \"hidden_size\": %" PRId64 ",\n"
+                  "  \"intermediate_size\": %" PRId64 ",\n  \"moe_intermediate_size\": %" PRId64 ",\n  \"num_hidden_layers\": %" PRId64 ",\n"
+                  "  \"num_attention_heads\": %" PRId64 ",\n  \"num_key_value_heads\": %" PRId64 ",\n  \"n_routed_experts\": %" PRId64 ",\n"
+                  "  \"n_shared_experts\": %" PRId64 ",\n  \"num_experts_per_tok\": %" PRId64 ",\n  \"first_k_dense_replace\": %" PRId64 ",\n"
+                  "  \"moe_layer_freq\": 1,\n  \"q_lora_rank\": %s,\n  \"kv_lora_rank\": %" PRId64 ",\n  \"qk_nope_head_dim\": %" PRId64 ",\n"
+                  "  \"qk_rope_head_dim\": %" PRId64 ",\n  \"v_head_dim\": %" PRId64 ",\n  \"hidden_act\": \"silu\",\n"
+                  "  \"max_position_embeddings\": %" PRId64 ",\n  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n  \"rope_scaling\": null,\n"
+                  "  \"rope_interleave\": true,\n  \"attention_bias\": false,\n  \"tie_word_embeddings\": %s,\n  \"n_group\": 1,\n  \"topk_group\": 1,\n"
+                  "  \"topk_method\": \"%s\",\n  \"scoring_func\": \"%s\",\n  \"norm_topk_prob\": %s,\n  \"routed_scaling_factor\": %.9g,\n"
+                  "  \"aux_loss_alpha\": %.9g,\n  \"seq_aux\": true,\n  \"num_nextn_predict_layers\": 0,\n",
+               v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM", v3 ? "deepseek_v3" : "deepseek_v2", m->vocab, m->d, m->ff, m->eff, m->L, m->H,
+               m->H, m->E, m->shared, m->topk, m->first_dense, ql, m->kv_lora, m->dn, m->dr, m->dv, m->max_seq, m->eps, m->theta,
+               m->tied ? "true" : "false", v3 ? "noaux_tc" : "greedy", v3 ? "sigmoid" : "softmax", m->norm_topk ? "true" : "false",
+               m->route_scale, m->aux_coef);
+}
+
+/* DeepSeek's router weight and expert bias stay F32 when fp8c keeps them so (the router is never
+ * low-bit; DeepSeek's own checkpoint stores e_score_correction_bias in F32): a BF16 export would
+ * move routing decisions. */
+static int router_f32(const StFile *f, const HfMap *map, int nmap, const char *hf) {
+    size_t n = strlen(hf);
+    int router = (n > 16 && !strcmp(hf + n - 16, ".mlp.gate.weight")) || (n > 23 && !strcmp(hf + n - 23, "e_score_correction_bias"));
+    for (int k = 0; router && k < nmap; k++)
+        if (!strcmp(map[k].hf, hf)) {
+            const StTensor *t = st_find(f, map[k].fp8c);
+            return t && !strcmp(t->dtype, "F32");
+        }
+    return 0;
+}
+
 int hf_export(const HfExport *o) {
     char err[1024] = "", why[512];
     HfModel m;
@@ -419,10 +468,11 @@ int hf_export(const HfExport *o) {
         goto fail;
     }
     int fp8 = !strcmp(o->format, "fp8");
-    if (fp8 && strcmp(arch, "llama")) {
-        snprintf(err, sizeof err, "--format fp8 writes the DeepSeek-V3 layout of Llama-named weights; this model is %s (use --format hf)", arch);
+    if (fp8 && !strcmp(arch, "gpt2")) {
+        snprintf(err, sizeof err, "--format fp8 writes the DeepSeek-V3 layout of Llama- or DeepSeek-named weights; this model is %s (use --format hf)", arch);
         goto fail;
     }
+    if (!strcmp(arch, "deepseek_v3") && deepseek_exportable(&m, err, sizeof err)) goto fail;
     if (!(f = st_read(o->ckpt, err, sizeof err))) goto fail;
     char want[32];
     snprintf(want, sizeof want, "%016" PRIx64, p.hash);
@@ -500,7 +550,7 @@ int hf_export(const HfExport *o) {
             nfp8++;
             continue;
         }
-        if (f32 && !fp8) {
+        if ((f32 && !fp8) || router_f32(f, map, nmap, t->name)) {
             bufs[ns] = NULL;
             st[ns] = (StTensor){t->name, "F32", ndim, {t->rows, t->cols, 0, 0}, t->x, (size_t)n * 4};
         } else {
@@ -523,6 +573,11 @@ int hf_export(const HfExport *o) {
                          "  \"tie_word_embeddings\": %s,\n",
                    m.vocab, m.d, m.ff, m.L, m.H, m.KV, m.hd, m.max_seq, m.eps, m.theta, m.bias ? "true" : "false", m.bias ? "true" : "false",
                    m.tied ? "true" : "false");
+        if (fp8)
+            buf_printf(&cfg, "  \"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e4m3\", \"activation_scheme\": \"dynamic\", "
+                             "\"weight_block_size\": [128, 128]},\n");
+    } else if (!strcmp(arch, "deepseek_v3")) {
+        deepseek_config(&cfg, &m);
         if (fp8)
             buf_printf(&cfg, "  \"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e4m3\", \"activation_scheme\": \"dynamic\", "
                              "\"weight_block_size\": [128, 128]},\n");
