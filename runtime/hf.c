@@ -11,6 +11,9 @@
  *     Attention scores are dot products within a head, unchanged by the common permutation.
  *   - GPT-2: Conv1D stores weights [in, out] (y = x W + b), fp8c [out, in] (y = x W^T + b): every
  *     block weight is transposed; c_attn is q, k and v side by side along its output columns.
+ *   - DeepSeek (MLA + MoE, transformers' deepseek_v3 / deepseek_v2 names): copied as they are.
+ *     The rope rows of q_b_proj / q_proj and kv_a_proj_with_mqa are stored in interleaved-pair
+ *     order (DeepSeek's view_as_complex), which is fp8c's MLA pairing (2i, 2i+1).
  *   - Tied embeddings: lm_head.weight is not written (both architectures tie by default in their
  *     configs when tie_word_embeddings is true).
  *
