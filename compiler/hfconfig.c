@@ -214,7 +214,7 @@ static int deepseek(Diag *d, const YamlNode *root, MapBuilder *m, int v3) {
     const YamlNode *rs = field(root, "rope_scaling");
     if (rs) bad |= refuse(d, rs, "fp8c computes plain RoPE (theta^(-2i/qk_rope_head_dim)) with softmax scale 1/sqrt(qk head width), not YaRN "
                           "(frequency interpolation and mscale); set rope_scaling to null", "\"%s\" is not supported", "rope_scaling");
-    int64_t kvh, heads, mtp, freq, ngroup, tgroup, topk;
+    int64_t kvh, heads, mtp, freq, ngroup, tgroup, rope, hd;
     const YamlNode *hn = field(root, "num_key_value_heads");
     bad |= int_field(d, root, "num_attention_heads", 0, &heads);
     bad |= int_field(d, root, "num_key_value_heads", heads, &kvh);
@@ -226,6 +226,13 @@ static int deepseek(Diag *d, const YamlNode *root, MapBuilder *m, int v3) {
         bad |= refuse(d, field(root, "num_nextn_predict_layers"),
                       "fp8c has no multi-token-prediction module (transformers drops those layers); set it to 0", "\"%s\" > 0 (MTP) is not supported",
                       "num_nextn_predict_layers");
+    /* transformers takes the RoPE frequencies over config.head_dim, which its DeepSeek configs
+     * set to qk_rope_head_dim */
+    bad |= int_field(d, root, "qk_rope_head_dim", 0, &rope);
+    bad |= int_field(d, root, "head_dim", rope, &hd);
+    if (!bad && hd != rope)
+        bad |= refuse(d, field(root, "head_dim"), "fp8c turns the rope part at theta^(-2i/qk_rope_head_dim); remove head_dim or set it to qk_rope_head_dim",
+                      "\"%s\" must equal qk_rope_head_dim", "head_dim");
     bad |= int_field(d, root, "moe_layer_freq", 1, &freq);
     if (!bad && freq != 1)
         bad |= refuse(d, field(root, "moe_layer_freq"), "fp8c puts a MoE FFN in every block from first_k_dense_replace on",
@@ -233,7 +240,6 @@ static int deepseek(Diag *d, const YamlNode *root, MapBuilder *m, int v3) {
     /* transformers' DeepseekV3Config defaults n_group 8, topk_group 4; V2's leave groups off */
     const char *method;
     bad |= str_field(d, root, "topk_method", v3 ? "noaux_tc" : "greedy", &method);
-    bad |= int_field(d, root, "num_experts_per_tok", 0, &topk);
     bad |= int_field(d, root, "n_group", v3 ? 8 : 1, &ngroup);
     bad |= int_field(d, root, "topk_group", v3 ? 4 : ngroup, &tgroup);
     if (bad) return -1;
@@ -285,7 +291,6 @@ static int deepseek(Diag *d, const YamlNode *root, MapBuilder *m, int v3) {
     if (alpha > 0 && !seq)
         return refuse(d, sn, "fp8c's aux_loss_coef is the sequence-wise balance loss", "\"%s\": false (batch-wise aux loss) is not supported",
                       "seq_aux");
-    (void)topk;
     Mark at = yml_get(root, "model_type")->mark;
     Arena *a = m->a;
     put(m, "vocab_size", field(root, "vocab_size"), at);

@@ -123,6 +123,7 @@ REFUSALS = [
     ("group_limited_routing", V3, {"n_group": 4, "topk_group": 2}, "topk_group"),
     ("group_limited_routing_v3_default", V3, {"n_group": None, "topk_group": None}, "model_type"),
     ("moe_layer_freq", V3, {"moe_layer_freq": 2}, "moe_layer_freq"),
+    ("head_dim_not_rope", V3, {"head_dim": 64}, "head_dim"),
     ("num_key_value_heads", V3, {"num_key_value_heads": 2}, "num_key_value_heads"),
     ("hidden_act", V3, {"hidden_act": "gelu"}, "hidden_act"),
     ("attention_bias", V3, {"attention_bias": True}, "attention_bias"),
