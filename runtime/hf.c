@@ -1,6 +1,6 @@
 /* hf.c: Hugging Face checkpoints in and out. fp8c export writes a model directory
- * (config.json + model.safetensors) that transformers loads as LlamaForCausalLM or
- * GPT2LMHeadModel, or the DeepSeek-V3 FP8 layout (E4M3 weights + FP32 weight_scale_inv per
+ * (config.json + model.safetensors) with the names of LlamaForCausalLM, GPT2LMHeadModel or
+ * DeepseekV3ForCausalLM / DeepseekV2ForCausalLM, or the DeepSeek-V3 FP8 layout (E4M3 weights + FP32 weight_scale_inv per
  * 128x128 block for the plan's FP8 modules); hf_load_weights reads such a directory (BF16, F16,
  * F32, and FP8 with weight_scale_inv dequantized) into a plan's parameters.
  *
