@@ -3,7 +3,7 @@
  * model.yaml has) whose value nodes are the config's own nodes, so every error model_load
  * reports points at config.json:line:col. The mapping is documented in docs/model.md.
  *
- * Owns: which architectures and fields fp8c can take from Hugging Face (llama, gpt2), and the
+ * Owns: which architectures and fields fp8c can take from Hugging Face (llama, gpt2, deepseek_v2/v3), and the
  * refusals of configurations whose math fp8c does not compute (rope_scaling, erf GELU, ...).
  * Must not: guess. A field fp8c cannot honour is an error, never silently dropped. */
 #include "fp8c.h"
@@ -161,6 +161,171 @@ static int gpt2(Diag *d, const YamlNode *root, MapBuilder *m) {
     return 0;
 }
 
+/* ---- DeepSeek-V2 / V3 (MLA + DeepSeekMoE) ----
+ * Checked against transformers' modeling_deepseek_v3.py / modeling_deepseek_v2.py and DeepSeek-V3's
+ * inference/model.py (docs/model.md lists the mapping and each refusal with its reason). */
+
+static int refuse(Diag *d, const YamlNode *n, const char *why, const char *fmt, const char *key) {
+    diag_error(d, n->mark, why, fmt, key);
+    return -1;
+}
+
+/* An integer field (absent or null: dflt, which < 0 means "required"). */
+static int int_field(Diag *d, const YamlNode *root, const char *key, int64_t dflt, int64_t *out) {
+    const YamlNode *n = field(root, key);
+    if (!n) {
+        *out = dflt;
+        return 0;
+    }
+    return yml_int(d, n, 0, INT64_C(1) << 40, out);
+}
+
+/* A string field with a default when absent. */
+static int str_field(Diag *d, const YamlNode *root, const char *key, const char *dflt, const char **out) {
+    const YamlNode *n = field(root, key);
+    *out = dflt;
+    return n ? yml_str(d, n, out) : 0;
+}
+
+static int deepseek(Diag *d, const YamlNode *root, MapBuilder *m, int v3) {
+    const char *arch = v3 ? "deepseek_v3" : "deepseek_v2";
+    /* shapes have no default fp8c would trust: transformers' defaults are the 671B / 236B model's */
+    static const char *const req[] = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                                      "moe_intermediate_size", "n_routed_experts", "num_experts_per_tok", "first_k_dense_replace",
+                                      "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim"};
+    int bad = 0;
+    for (size_t i = 0; i < sizeof req / sizeof *req; i++) bad |= need(d, root, req[i], arch);
+    /* q_lora_rank and n_shared_experts: null is meaningful (no q-LoRA, no shared experts), absent
+     * would be transformers' 671B default: the key must be there */
+    static const char *const present[] = {"q_lora_rank", "n_shared_experts"};
+    for (int i = 0; i < 2; i++)
+        if (!yml_get(root, present[i])) {
+            diag_error(d, root->mark, "null means none; transformers' default is the full-size model's", "a %s config.json needs \"%s\"",
+                       arch, present[i]);
+            bad = 1;
+        }
+    if (bad) return -1;
+    static const char *const silu[] = {"silu"};
+    bad |= must_be(d, root, "hidden_act", silu, 1, "fp8c's SwiGLU FFN is silu(gate) * up");
+    bad |= must_be_bool(d, root, "attention_bias", 0, "fp8c's MLA projections have no biases");
+    bad |= must_be_bool(d, root, "mlp_bias", 0, "fp8c's MoE and dense FFN projections have no biases");
+    /* rope_interleave false: transformers rotates halves of stored weights; fp8c pairs (2i, 2i+1) */
+    bad |= must_be_bool(d, root, "rope_interleave", 1, "fp8c rotates interleaved pairs (2i, 2i+1), the order DeepSeek's weights are stored in");
+    const YamlNode *rs = field(root, "rope_scaling");
+    if (rs) bad |= refuse(d, rs, "fp8c computes plain RoPE (theta^(-2i/qk_rope_head_dim)) with softmax scale 1/sqrt(qk head width), not YaRN "
+                          "(frequency interpolation and mscale); set rope_scaling to null", "\"%s\" is not supported", "rope_scaling");
+    int64_t kvh, heads, mtp, freq, ngroup, tgroup, rope, hd;
+    const YamlNode *hn = field(root, "num_key_value_heads");
+    bad |= int_field(d, root, "num_attention_heads", 0, &heads);
+    bad |= int_field(d, root, "num_key_value_heads", heads, &kvh);
+    if (!bad && kvh != heads)
+        bad |= refuse(d, hn, "MLA's keys and values come per head from kv_b_proj; transformers repeats KV heads only when this differs",
+                      "\"%s\" must equal num_attention_heads", "num_key_value_heads");
+    bad |= int_field(d, root, "num_nextn_predict_layers", 0, &mtp);
+    if (!bad && mtp > 0)
+        bad |= refuse(d, field(root, "num_nextn_predict_layers"),
+                      "fp8c has no multi-token-prediction module (transformers drops those layers); set it to 0", "\"%s\" > 0 (MTP) is not supported",
+                      "num_nextn_predict_layers");
+    /* transformers takes the RoPE frequencies over config.head_dim, which its DeepSeek configs
+     * set to qk_rope_head_dim */
+    bad |= int_field(d, root, "qk_rope_head_dim", 0, &rope);
+    bad |= int_field(d, root, "head_dim", rope, &hd);
+    if (!bad && hd != rope)
+        bad |= refuse(d, field(root, "head_dim"), "fp8c turns the rope part at theta^(-2i/qk_rope_head_dim); remove head_dim or set it to qk_rope_head_dim",
+                      "\"%s\" must equal qk_rope_head_dim", "head_dim");
+    bad |= int_field(d, root, "moe_layer_freq", 1, &freq);
+    if (!bad && freq != 1)
+        bad |= refuse(d, field(root, "moe_layer_freq"), "fp8c puts a MoE FFN in every block from first_k_dense_replace on",
+                      "\"%s\" other than 1 is not supported", "moe_layer_freq");
+    /* transformers' DeepseekV3Config defaults n_group 8, topk_group 4; V2's leave groups off */
+    const char *method;
+    bad |= str_field(d, root, "topk_method", v3 ? "noaux_tc" : "greedy", &method);
+    bad |= int_field(d, root, "n_group", v3 ? 8 : 1, &ngroup);
+    bad |= int_field(d, root, "topk_group", v3 ? 4 : ngroup, &tgroup);
+    if (bad) return -1;
+    const YamlNode *gn = field(root, "topk_group") ? field(root, "topk_group") : field(root, "n_group");
+    int grouped = v3 || !strcmp(method, "group_limited_greedy");
+    if (grouped && ngroup > 1 && tgroup < ngroup && !gn) {
+        diag_error(d, yml_get(root, "model_type")->mark, "set n_group and topk_group to 1: fp8c routes each token to its top_k experts among all",
+                   "without n_group and topk_group, transformers' deepseek_v3 routes group-limited (8 groups, top 4): not supported");
+        return -1;
+    }
+    if (grouped && ngroup > 1 && tgroup < ngroup)
+        return refuse(d, gn,
+                      "fp8c routes each token to its top_k experts among all; group-limited routing (topk_group of n_group groups) "
+                      "is not computed: set n_group and topk_group to 1 (or topk_group = n_group)",
+                      "group-limited routing (\"%s\" < n_group) is not supported", "topk_group");
+    const YamlNode *mn = field(root, "topk_method") ? field(root, "topk_method") : yml_get(root, "model_type");
+    const char *speed;
+    if (v3 && !strcmp(method, "noaux_tc")) speed = "0.001"; /* DeepSeek-V3 report: bias update speed gamma = 0.001 */
+    else if (!v3 && (!strcmp(method, "greedy") || !strcmp(method, "group_limited_greedy"))) speed = "0";
+    else
+        return refuse(d, mn, v3 ? "transformers' deepseek_v3 routes with noaux_tc (the expert bias)" : "deepseek_v2 routes with greedy",
+                      "\"%s\" is not supported here", "topk_method");
+    const char *scoring;
+    bad |= str_field(d, root, "scoring_func", v3 ? "sigmoid" : "softmax", &scoring);
+    if (!bad && strcmp(scoring, v3 ? "sigmoid" : "softmax"))
+        return refuse(d, field(root, "scoring_func"),
+                      v3 ? "transformers' DeepseekV3TopkRouter always takes sigmoid scores" : "transformers' DeepseekV2Moe always takes softmax scores",
+                      "\"%s\" differs from what this model_type computes", "scoring_func");
+    /* norm_topk_prob: DeepSeek's V2 remote code normalizes (and then does not scale), transformers'
+     * DeepseekV2Moe never normalizes: the two disagree, so fp8c takes V2 only without it */
+    const YamlNode *nn = field(root, "norm_topk_prob");
+    int norm = v3;
+    if (nn && yml_bool(d, nn, &norm)) return -1;
+    if (!v3 && norm)
+        return refuse(d, nn, "DeepSeek's V2 code normalizes and skips routed_scaling_factor, transformers' never normalizes; fp8c will not pick one",
+                      "\"%s\": true is not supported for deepseek_v2", "norm_topk_prob");
+    double eps = 1e-6;
+    const YamlNode *en = field(root, "rms_norm_eps");
+    if (en && yml_float(d, en, 0, 1, &eps)) return -1;
+    if (eps != 1e-6)
+        return refuse(d, en, "DeepSeek's q_a_layernorm and kv_a_layernorm use eps 1e-6 whatever rms_norm_eps says; fp8c has one norm_eps",
+                      "\"%s\" other than 1e-6 is not supported", "rms_norm_eps");
+    /* aux_loss_alpha is DeepSeek's sequence-wise balance loss (seq_aux true), fp8c's aux_loss_coef */
+    const YamlNode *an = field(root, "aux_loss_alpha"), *sn = field(root, "seq_aux");
+    int seq = 1;
+    if (sn && yml_bool(d, sn, &seq)) return -1;
+    double alpha = 0;
+    if (an && yml_float(d, an, 0, 1, &alpha)) return -1;
+    if (alpha > 0 && !seq)
+        return refuse(d, sn, "fp8c's aux_loss_coef is the sequence-wise balance loss", "\"%s\": false (batch-wise aux loss) is not supported",
+                      "seq_aux");
+    Mark at = yml_get(root, "model_type")->mark;
+    Arena *a = m->a;
+    put(m, "vocab_size", field(root, "vocab_size"), at);
+    put(m, "d_model", field(root, "hidden_size"), at);
+    put(m, "n_layers", field(root, "num_hidden_layers"), at);
+    put(m, "n_heads", field(root, "num_attention_heads"), at);
+    put(m, "d_ff", field(root, "intermediate_size"), at);
+    put(m, "activation", scalar(a, "swiglu", at), at);
+    put(m, "norm", scalar(a, "rmsnorm", at), at);
+    put(m, "norm_eps", en ? (YamlNode *)en : scalar(a, "1e-6", at), at);
+    put(m, "positions", scalar(a, "rope", at), at);
+    put(m, "rope_theta", field(root, "rope_theta"), at);
+    put(m, "max_seq_len", field(root, "max_position_embeddings") ? field(root, "max_position_embeddings") : scalar(a, v3 ? "4096" : "2048", at), at);
+    put(m, "bias", scalar(a, "false", at), at);
+    put(m, "tie_embeddings", field(root, "tie_word_embeddings") ? field(root, "tie_word_embeddings") : scalar(a, "false", at), at);
+    put(m, "attention", scalar(a, "mla", at), at);
+    put(m, "q_lora_rank", field(root, "q_lora_rank") ? field(root, "q_lora_rank") : scalar(a, "0", yml_get(root, "q_lora_rank")->mark), at);
+    put(m, "kv_lora_rank", field(root, "kv_lora_rank"), at);
+    put(m, "qk_nope_head_dim", field(root, "qk_nope_head_dim"), at);
+    put(m, "qk_rope_head_dim", field(root, "qk_rope_head_dim"), at);
+    put(m, "v_head_dim", field(root, "v_head_dim"), at);
+    put(m, "ffn", scalar(a, "moe", at), at);
+    put(m, "n_routed_experts", field(root, "n_routed_experts"), at);
+    put(m, "n_shared_experts", field(root, "n_shared_experts") ? field(root, "n_shared_experts") : scalar(a, "0", yml_get(root, "n_shared_experts")->mark), at);
+    put(m, "top_k", field(root, "num_experts_per_tok"), at);
+    put(m, "expert_d_ff", field(root, "moe_intermediate_size"), at);
+    put(m, "first_dense_layers", field(root, "first_k_dense_replace"), at);
+    put(m, "scoring", scalar(a, scoring, field(root, "scoring_func") ? field(root, "scoring_func")->mark : at), at);
+    put(m, "norm_topk_prob", scalar(a, norm ? "true" : "false", nn ? nn->mark : at), at);
+    put(m, "routed_scaling_factor", field(root, "routed_scaling_factor") ? field(root, "routed_scaling_factor") : scalar(a, v3 ? "2.5" : "1.0", at), at);
+    put(m, "bias_update_speed", scalar(a, speed, mn->mark), at);
+    put(m, "aux_loss_coef", an ? (YamlNode *)an : scalar(a, "0", at), at);
+    return 0;
+}
+
 YamlNode *hf_config_model(Arena *a, Diag *d, const YamlNode *root) {
     const YamlNode *mt = yml_get(root, "model_type");
     const char *type;
@@ -173,12 +338,10 @@ YamlNode *hf_config_model(Arena *a, Diag *d, const YamlNode *root) {
         rc = llama(d, root, &model);
     } else if (!strcmp(type, "gpt2")) {
         rc = gpt2(d, root, &model);
-    } else if (!strcmp(type, "deepseek_v3")) {
-        diag_error(d, mt->mark, "fp8c analyze reads DeepSeek-V3 checkpoints; training one needs MLA and MoE in fp8c's model",
-                   "model_type \"deepseek_v3\" is not supported yet");
-        return NULL;
+    } else if (!strcmp(type, "deepseek_v3") || !strcmp(type, "deepseek_v2")) {
+        rc = deepseek(d, root, &model, !strcmp(type, "deepseek_v3"));
     } else {
-        diag_error(d, mt->mark, "fp8c imports Hugging Face configs of model_type llama and gpt2",
+        diag_error(d, mt->mark, "fp8c imports Hugging Face configs of model_type llama, gpt2, deepseek_v2 and deepseek_v3",
                    "model_type \"%s\" is not supported", type);
         return NULL;
     }

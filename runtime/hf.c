@@ -1,6 +1,6 @@
 /* hf.c: Hugging Face checkpoints in and out. fp8c export writes a model directory
- * (config.json + model.safetensors) that transformers loads as LlamaForCausalLM or
- * GPT2LMHeadModel, or the DeepSeek-V3 FP8 layout (E4M3 weights + FP32 weight_scale_inv per
+ * (config.json + model.safetensors) with the names of LlamaForCausalLM, GPT2LMHeadModel or
+ * DeepseekV3ForCausalLM / DeepseekV2ForCausalLM, or the DeepSeek-V3 FP8 layout (E4M3 weights + FP32 weight_scale_inv per
  * 128x128 block for the plan's FP8 modules); hf_load_weights reads such a directory (BF16, F16,
  * F32, and FP8 with weight_scale_inv dequantized) into a plan's parameters.
  *
@@ -11,6 +11,9 @@
  *     Attention scores are dot products within a head, unchanged by the common permutation.
  *   - GPT-2: Conv1D stores weights [in, out] (y = x W + b), fp8c [out, in] (y = x W^T + b): every
  *     block weight is transposed; c_attn is q, k and v side by side along its output columns.
+ *   - DeepSeek (MLA + MoE, transformers' deepseek_v3 / deepseek_v2 names): copied as they are.
+ *     The rope rows of q_b_proj / q_proj and kv_a_proj_with_mqa are stored in interleaved-pair
+ *     order (DeepSeek's view_as_complex), which is fp8c's MLA pairing (2i, 2i+1).
  *   - Tied embeddings: lm_head.weight is not written (both architectures tie by default in their
  *     configs when tie_word_embeddings is true).
  *
@@ -101,6 +104,14 @@ int hf_model_of_plan(const char *plan_dir, HfModel *m, char *err, size_t errlen)
     m->gelu = gets_is(mm, "activation", "gelu"), m->layernorm = gets_is(mm, "norm", "layernorm");
     m->learned = gets_is(mm, "positions", "learned"), m->bias = gets_is(mm, "bias", "true");
     m->tied = gets_is(mm, "tie_embeddings", "true"), m->gate = gets_is(mm, "attention_gate", "true");
+    m->mla = gets_is(mm, "attention", "mla"), m->moe = gets_is(mm, "ffn", "moe");
+    m->q_lora = geti(mm, "q_lora_rank"), m->kv_lora = geti(mm, "kv_lora_rank");
+    m->dn = geti(mm, "qk_nope_head_dim"), m->dr = geti(mm, "qk_rope_head_dim"), m->dv = geti(mm, "v_head_dim");
+    m->E = geti(mm, "n_routed_experts"), m->shared = geti(mm, "n_shared_experts"), m->topk = geti(mm, "top_k");
+    m->eff = geti(mm, "expert_d_ff"), m->first_dense = geti(mm, "first_dense_layers");
+    m->softmax = gets_is(mm, "scoring", "softmax"), m->norm_topk = gets_is(mm, "norm_topk_prob", "true");
+    m->route_scale = getf(mm, "routed_scaling_factor"), m->bias_speed = getf(mm, "bias_update_speed");
+    m->aux_coef = getf(mm, "aux_loss_coef");
     const YamlNode *train = yml_get(root, "train");
     Buf tb = {0};
     if (train) to_json(&tb, train);
@@ -123,6 +134,7 @@ typedef struct {
     int64_t col0;   /* GPT-2 c_attn: the first HF column (weight) or element (bias) this part fills */
     int64_t hf_rows, hf_cols; /* the whole HF tensor ([n] for vectors: hf_cols 0) */
     int64_t rows, cols;       /* the fp8c tensor (vectors: cols 1) */
+    int optional;             /* import: absent in the HF files leaves fp8c's value (expert bias) */
 } HfMap;
 
 /* One entry; the fp8c tensor has the HF tensor's shape unless set otherwise after. */
@@ -132,11 +144,17 @@ static HfMap *add(HfMap *v, int *n, const char *fp8c, const char *hf, Xform x, i
     snprintf(e->hf, sizeof e->hf, "%s", hf);
     e->x = x, e->col0 = col0, e->hf_rows = r, e->hf_cols = c;
     e->rows = r, e->cols = c ? c : 1;
+    e->optional = 0;
     return e;
 }
 
 /* Which HF architecture holds this model exactly; NULL with a reason otherwise. */
 const char *hf_arch(const HfModel *m, char *why, size_t n) {
+    if (m->mla || m->moe) {
+        if (m->mla && m->moe && !m->gelu && !m->layernorm && !m->learned && !m->bias && !m->gate) return "deepseek_v3";
+        snprintf(why, n, "Hugging Face DeepSeek is attention: mla with ffn: moe, swiglu, rmsnorm, rope, no biases");
+        return NULL;
+    }
     if (m->gate) return snprintf(why, n, "attention_gate has no Hugging Face Llama or GPT-2 equivalent"), NULL;
     if (!m->gelu && !m->layernorm && !m->learned) return "llama";
     if (m->gelu && m->layernorm && m->learned && m->bias && m->KV == m->H && m->H * m->hd == m->d) return "gpt2";
@@ -146,12 +164,73 @@ const char *hf_arch(const HfModel *m, char *why, size_t n) {
     return NULL;
 }
 
+/* DeepSeek-V2/V3 names (transformers' modeling_deepseek_v3.py). Every layout is fp8c's own:
+ * kv_a_proj_with_mqa rows are [latent (kv_lora_rank) | k_pe (qk_rope_head_dim)], q_proj / q_b_proj
+ * rows per head [nope | rope], kv_b_proj rows per head [k_nope | v], and the rope rows are stored in
+ * interleaved-pair order, which is fp8c's MLA pairing (2i, 2i+1): all copied as they are. */
+/* blocks.{l}.FP <- model.layers.{l}.HF */
+static void pair(HfMap *v, int *n, int64_t l, const char *fp, const char *hf, int64_t r, int64_t c) {
+    char f[96], h[128];
+    snprintf(f, sizeof f, "blocks.%" PRId64 ".%s", l, fp);
+    snprintf(h, sizeof h, "model.layers.%" PRId64 ".%s", l, hf);
+    add(v, n, f, h, X_COPY, 0, r, c);
+}
+
+static int deepseek_map(const HfModel *m, HfMap *v, int n) {
+    int64_t D = m->d, H = m->H, qk = m->dn + m->dr;
+    add(v, &n, "embed.weight", "model.embed_tokens.weight", X_COPY, 0, m->vocab, D);
+    for (int64_t l = 0; l < m->L; l++) {
+        pair(v, &n, l, "attn_norm.weight", "input_layernorm.weight", D, 0);
+        pair(v, &n, l, "ffn_norm.weight", "post_attention_layernorm.weight", D, 0);
+        if (m->q_lora) {
+            pair(v, &n, l, "attn.q_a_proj.weight", "self_attn.q_a_proj.weight", m->q_lora, D);
+            pair(v, &n, l, "attn.q_a_norm.weight", "self_attn.q_a_layernorm.weight", m->q_lora, 0);
+            pair(v, &n, l, "attn.q_b_proj.weight", "self_attn.q_b_proj.weight", H * qk, m->q_lora);
+        } else {
+            pair(v, &n, l, "attn.q_proj.weight", "self_attn.q_proj.weight", H * qk, D);
+        }
+        pair(v, &n, l, "attn.kv_a_proj.weight", "self_attn.kv_a_proj_with_mqa.weight", m->kv_lora + m->dr, D);
+        pair(v, &n, l, "attn.kv_a_norm.weight", "self_attn.kv_a_layernorm.weight", m->kv_lora, 0);
+        pair(v, &n, l, "attn.kv_b_proj.weight", "self_attn.kv_b_proj.weight", H * (m->dn + m->dv), m->kv_lora);
+        pair(v, &n, l, "attn.o_proj.weight", "self_attn.o_proj.weight", D, H * m->dv);
+        static const char *const mlp[] = {"gate", "up", "down"};
+        char fp[96], hf[128];
+        if (l < m->first_dense) {
+            for (int p = 0; p < 3; p++) {
+                snprintf(fp, sizeof fp, "ffn.%s_proj.weight", mlp[p]);
+                snprintf(hf, sizeof hf, "mlp.%s_proj.weight", mlp[p]);
+                pair(v, &n, l, fp, hf, p == 2 ? D : m->ff, p == 2 ? m->ff : D);
+            }
+            continue;
+        }
+        pair(v, &n, l, "ffn.router.weight", "mlp.gate.weight", m->E, D);
+        pair(v, &n, l, "ffn.router.expert_bias", "mlp.gate.e_score_correction_bias", m->E, 0);
+        v[n - 1].optional = 1; /* transformers' buffer; greedy (V2) checkpoints have none */
+        for (int64_t e = 0; e < m->E; e++)
+            for (int p = 0; p < 3; p++) {
+                snprintf(fp, sizeof fp, "ffn.experts.%" PRId64 ".%s_proj.weight", e, mlp[p]);
+                snprintf(hf, sizeof hf, "mlp.experts.%" PRId64 ".%s_proj.weight", e, mlp[p]);
+                pair(v, &n, l, fp, hf, p == 2 ? D : m->eff, p == 2 ? m->eff : D);
+            }
+        int64_t sff = m->shared * m->eff;
+        for (int p = 0; sff && p < 3; p++) {
+            snprintf(fp, sizeof fp, "ffn.shared.%s_proj.weight", mlp[p]);
+            snprintf(hf, sizeof hf, "mlp.shared_experts.%s_proj.weight", mlp[p]);
+            pair(v, &n, l, fp, hf, p == 2 ? D : sff, p == 2 ? sff : D);
+        }
+    }
+    add(v, &n, "final_norm.weight", "model.norm.weight", X_COPY, 0, D, 0);
+    return n;
+}
+
 static int build_map(const HfModel *m, const char *arch, HfMap **out) {
-    int cap = 32 + 32 * (int)m->L, n = 0;
+    int cap = 32 + (int)((40 + 3 * m->E) * m->L), n = 0;
     HfMap *v = xmalloc((size_t)cap * sizeof *v);
     char f[96], h[128];
     int64_t D = m->d, q = m->H * m->hd, kv = m->KV * m->hd;
-    if (!strcmp(arch, "llama")) {
+    if (!strcmp(arch, "deepseek_v3")) {
+        n = deepseek_map(m, v, n);
+    } else if (!strcmp(arch, "llama")) {
         add(v, &n, "embed.weight", "model.embed_tokens.weight", X_COPY, 0, m->vocab, D);
         for (int64_t l = 0; l < m->L; l++) {
             static const char *const proj[] = {"q", "k", "v", "o"};
@@ -319,6 +398,55 @@ static int write_text(const char *path, const char *text, char *err, size_t errl
     return 0;
 }
 
+/* A DeepSeek model Hugging Face computes exactly: transformers' deepseek_v3 (sigmoid scores, the
+ * expert bias, normalization then routed_scaling_factor) or deepseek_v2 (softmax, no bias, no
+ * normalization); the import refuses the rest (docs/model.md), so export does too. */
+static int deepseek_exportable(const HfModel *m, char *err, size_t n) {
+    if (m->eps != 1e-6) return snprintf(err, n, "norm_eps %g: DeepSeek's latent norms use 1e-6", m->eps), -1;
+    if (m->softmax && m->norm_topk)
+        return snprintf(err, n, "softmax scoring with norm_topk_prob has no Hugging Face DeepSeek equivalent (deepseek_v2 does not normalize)"), -1;
+    if (m->softmax && m->bias_speed > 0)
+        return snprintf(err, n, "softmax scoring with an expert bias (bias_update_speed > 0) has no Hugging Face DeepSeek equivalent"), -1;
+    return 0;
+}
+
+/* config.json of a DeepSeek model: the fields hfconfig.c reads back to the same model. Re-import
+ * sets bias_update_speed from topk_method (noaux_tc: DeepSeek-V3's 0.001). */
+static void deepseek_config(Buf *b, const HfModel *m) {
+    int v3 = !m->softmax;
+    char ql[32];
+    if (m->q_lora) snprintf(ql, sizeof ql, "%" PRId64, m->q_lora);
+    else snprintf(ql, sizeof ql, "null");
+    buf_printf(b, "{\n  \"architectures\": [\"%s\"],\n  \"model_type\": \"%s\",\n  \"vocab_size\": %" PRId64 ",\n  \"hidden_size\": %" PRId64 ",\n"
+                  "  \"intermediate_size\": %" PRId64 ",\n  \"moe_intermediate_size\": %" PRId64 ",\n  \"num_hidden_layers\": %" PRId64 ",\n"
+                  "  \"num_attention_heads\": %" PRId64 ",\n  \"num_key_value_heads\": %" PRId64 ",\n  \"n_routed_experts\": %" PRId64 ",\n"
+                  "  \"n_shared_experts\": %" PRId64 ",\n  \"num_experts_per_tok\": %" PRId64 ",\n  \"first_k_dense_replace\": %" PRId64 ",\n"
+                  "  \"moe_layer_freq\": 1,\n  \"q_lora_rank\": %s,\n  \"kv_lora_rank\": %" PRId64 ",\n  \"qk_nope_head_dim\": %" PRId64 ",\n"
+                  "  \"qk_rope_head_dim\": %" PRId64 ",\n  \"v_head_dim\": %" PRId64 ",\n  \"hidden_act\": \"silu\",\n"
+                  "  \"max_position_embeddings\": %" PRId64 ",\n  \"rms_norm_eps\": %.9g,\n  \"rope_theta\": %.9g,\n  \"rope_scaling\": null,\n"
+                  "  \"rope_interleave\": true,\n  \"attention_bias\": false,\n  \"tie_word_embeddings\": %s,\n  \"n_group\": 1,\n  \"topk_group\": 1,\n"
+                  "  \"topk_method\": \"%s\",\n  \"scoring_func\": \"%s\",\n  \"norm_topk_prob\": %s,\n  \"routed_scaling_factor\": %.9g,\n"
+                  "  \"aux_loss_alpha\": %.9g,\n  \"seq_aux\": true,\n  \"num_nextn_predict_layers\": 0,\n",
+               v3 ? "DeepseekV3ForCausalLM" : "DeepseekV2ForCausalLM", v3 ? "deepseek_v3" : "deepseek_v2", m->vocab, m->d, m->ff, m->eff, m->L, m->H,
+               m->H, m->E, m->shared, m->topk, m->first_dense, ql, m->kv_lora, m->dn, m->dr, m->dv, m->max_seq, m->eps, m->theta,
+               m->tied ? "true" : "false", v3 ? "noaux_tc" : "greedy", v3 ? "sigmoid" : "softmax", m->norm_topk ? "true" : "false",
+               m->route_scale, m->aux_coef);
+}
+
+/* DeepSeek's router weight and expert bias stay F32 when fp8c keeps them so (the router is never
+ * low-bit; DeepSeek's own checkpoint stores e_score_correction_bias in F32): a BF16 export would
+ * move routing decisions. */
+static int router_f32(const StFile *f, const HfMap *map, int nmap, const char *hf) {
+    size_t n = strlen(hf);
+    int router = (n > 16 && !strcmp(hf + n - 16, ".mlp.gate.weight")) || (n > 23 && !strcmp(hf + n - 23, "e_score_correction_bias"));
+    for (int k = 0; router && k < nmap; k++)
+        if (!strcmp(map[k].hf, hf)) {
+            const StTensor *t = st_find(f, map[k].fp8c);
+            return t && !strcmp(t->dtype, "F32");
+        }
+    return 0;
+}
+
 int hf_export(const HfExport *o) {
     char err[1024] = "", why[512];
     HfModel m;
@@ -343,10 +471,11 @@ int hf_export(const HfExport *o) {
         goto fail;
     }
     int fp8 = !strcmp(o->format, "fp8");
-    if (fp8 && strcmp(arch, "llama")) {
-        snprintf(err, sizeof err, "--format fp8 writes the DeepSeek-V3 layout of Llama-named weights; this model is %s (use --format hf)", arch);
+    if (fp8 && !strcmp(arch, "gpt2")) {
+        snprintf(err, sizeof err, "--format fp8 writes the DeepSeek-V3 layout of Llama- or DeepSeek-named weights; this model is %s (use --format hf)", arch);
         goto fail;
     }
+    if (!strcmp(arch, "deepseek_v3") && deepseek_exportable(&m, err, sizeof err)) goto fail;
     if (!(f = st_read(o->ckpt, err, sizeof err))) goto fail;
     char want[32];
     snprintf(want, sizeof want, "%016" PRIx64, p.hash);
@@ -424,7 +553,7 @@ int hf_export(const HfExport *o) {
             nfp8++;
             continue;
         }
-        if (f32 && !fp8) {
+        if ((f32 && !fp8) || router_f32(f, map, nmap, t->name)) {
             bufs[ns] = NULL;
             st[ns] = (StTensor){t->name, "F32", ndim, {t->rows, t->cols, 0, 0}, t->x, (size_t)n * 4};
         } else {
@@ -447,6 +576,11 @@ int hf_export(const HfExport *o) {
                          "  \"tie_word_embeddings\": %s,\n",
                    m.vocab, m.d, m.ff, m.L, m.H, m.KV, m.hd, m.max_seq, m.eps, m.theta, m.bias ? "true" : "false", m.bias ? "true" : "false",
                    m.tied ? "true" : "false");
+        if (fp8)
+            buf_printf(&cfg, "  \"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e4m3\", \"activation_scheme\": \"dynamic\", "
+                             "\"weight_block_size\": [128, 128]},\n");
+    } else if (!strcmp(arch, "deepseek_v3")) {
+        deepseek_config(&cfg, &m);
         if (fp8)
             buf_printf(&cfg, "  \"quantization_config\": {\"quant_method\": \"fp8\", \"fmt\": \"e4m3\", \"activation_scheme\": \"dynamic\", "
                              "\"weight_block_size\": [128, 128]},\n");
@@ -630,6 +764,7 @@ int hf_load_weights(CpuBackend *b, const char *dir, char *err, size_t errlen) {
     /* read and check everything first: a bad directory is refused, never half-loaded */
     for (int i = 0; i < nmap; i++) {
         const char *hn = map[i].hf + (bare && !strncmp(map[i].hf, "transformer.", 12) ? 12 : 0);
+        if (map[i].optional && !shard_find(&s, hn)) continue;
         float *h = hf_floats(&s, dir, hn, map[i].hf_rows, map[i].hf_cols, err, errlen);
         if (!h) goto out;
         int64_t rows, cols;
@@ -646,6 +781,7 @@ int hf_load_weights(CpuBackend *b, const char *dir, char *err, size_t errlen) {
     }
     cpu_params_changed(b);
     for (int i = 0; i < nmap; i++) {
+        if (!vals[i]) continue; /* an optional tensor the files do not have */
         int ti = plan_find(p, map[i].fp8c);
         const RtTensor *t = &p->t[ti];
         float *x = cpu_ptr(b, ti);

@@ -11,11 +11,16 @@ typedef struct {
     int64_t vocab, d, L, H, KV, hd, ff, max_seq;
     double eps, theta;
     int gelu, layernorm, learned, bias, tied, gate;
+    /* attention: mla / ffn: moe (DeepSeek-V2/V3) */
+    int mla, moe, softmax, norm_topk;
+    int64_t q_lora, kv_lora, dn, dr, dv;  /* ranks; per-head qk_nope, qk_rope, v widths */
+    int64_t E, shared, topk, eff, first_dense;
+    double route_scale, bias_speed, aux_coef;
     char train_json[2048]; /* the plan's "train" object, kept in config.json as fp8c_train */
 } HfModel;
 
 int hf_model_of_plan(const char *plan_dir, HfModel *m, char *err, size_t errlen);
-/* "llama" or "gpt2" when the model is exactly that architecture; NULL and why otherwise. */
+/* "llama", "gpt2" or "deepseek_v3" when the model is exactly that architecture; NULL and why otherwise. */
 const char *hf_arch(const HfModel *m, char *why, size_t n);
 
 typedef struct {

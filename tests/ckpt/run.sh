@@ -16,6 +16,9 @@ for p in python3 /usr/bin/python3; do
 done
 if [ -n "$py" ]; then
     "$py" tests/ckpt/hf_test.py "$fp8c" "$tmp/hf"
+    mkdir -p "$tmp/ds"
+    "$py" tests/ckpt/ds_test.py "$fp8c" "$tmp/ds"
 else
+    echo "FAIL ds_import: numpy is not installed"
     echo "FAIL hf_round_trip: numpy is not installed (apt-get install python3-numpy; .ci/run does)"
 fi
