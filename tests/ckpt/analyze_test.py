@@ -4,29 +4,21 @@ Expected numbers are computed here from the shapes this test writes.
 usage: analyze_test.py FP8C TMPDIR; one PASS/FAIL line per case."""
 import json
 import os
-import subprocess
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 import st  # noqa: E402
 
 fp8c, tmp = sys.argv[1], sys.argv[2]
 
 
-def run(*args):
-    p = subprocess.run([fp8c, *args], capture_output=True, text=True, errors="replace")
-    return p.returncode, p.stdout, p.stderr
+run = harness.runner(fp8c)
 
 
 def case(name, fn):
-    try:
-        fn()
-        print("PASS", name)
-    except AssertionError as e:
-        print("FAIL %s: %s" % (name, e))
-    except Exception as e:  # a crash of the test itself is a failure too
-        print("FAIL %s: %s: %s" % (name, type(e).__name__, e))
+    harness.case(name, fn, limit=None)
 
 
 def cdiv(a, b):

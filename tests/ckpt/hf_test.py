@@ -13,31 +13,20 @@ usage: hf_test.py FP8C TMPDIR; one PASS/FAIL line per case."""
 import json
 import os
 import re
-import subprocess
 import sys
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+import harness  # noqa: E402
 import st  # noqa: E402
 
 fp8c, tmp = sys.argv[1], sys.argv[2]
 root = os.getcwd()
 
 
-def run(*args):
-    p = subprocess.run([fp8c, *args], capture_output=True, text=True, errors="replace")
-    return p.returncode, p.stdout, p.stderr
-
-
-def case(name, fn):
-    try:
-        fn()
-        print("PASS", name)
-    except AssertionError as e:
-        print("FAIL %s: %s" % (name, str(e)[:1500]))
-    except Exception as e:
-        print("FAIL %s: %s: %s" % (name, type(e).__name__, str(e)[:1500]))
+run = harness.runner(fp8c)
+case = harness.case
 
 
 def floats(dtype, shape, raw):
