@@ -129,23 +129,33 @@ static void *desc_field(Desc *d, int attr, size_t *size) {
     return NULL;
 }
 
-EXPORT int cublasLtMatmulDescSetAttribute(void *desc, int attr, const void *buf, size_t size) {
-    size_t want;
-    void *f = desc ? desc_field(desc, attr, &want) : NULL;
-    if (!f) return desc ? S_NOT_SUPPORTED : S_INVALID_VALUE; /* an attribute the double does not model */
+/* An attribute's Set and Get once its field is found (f: NULL when the double does not model it;
+ * missing: the status a Set returns then): the size must be the attribute's own. */
+static int set_attr(void *f, int missing, size_t want, const void *buf, size_t size) {
+    if (!f) return missing;
     if (!buf || size != want) return S_INVALID_VALUE;
     memcpy(f, buf, size);
     return S_OK;
 }
 
-EXPORT int cublasLtMatmulDescGetAttribute(void *desc, int attr, void *buf, size_t size, size_t *written) {
-    size_t want;
-    void *f = desc ? desc_field(desc, attr, &want) : NULL;
+static int get_attr(const void *f, size_t want, void *buf, size_t size, size_t *written) {
     if (!f) return S_INVALID_VALUE;
     if (written) *written = want;
     if (!buf || size != want) return S_INVALID_VALUE;
     memcpy(buf, f, size);
     return S_OK;
+}
+
+EXPORT int cublasLtMatmulDescSetAttribute(void *desc, int attr, const void *buf, size_t size) {
+    size_t want = 0;
+    void *f = desc ? desc_field(desc, attr, &want) : NULL;
+    return set_attr(f, desc ? S_NOT_SUPPORTED : S_INVALID_VALUE, want, buf, size); /* NOT_SUPPORTED: not modelled */
+}
+
+EXPORT int cublasLtMatmulDescGetAttribute(void *desc, int attr, void *buf, size_t size, size_t *written) {
+    size_t want = 0;
+    void *f = desc ? desc_field(desc, attr, &want) : NULL;
+    return get_attr(f, want, buf, size, written);
 }
 
 EXPORT int cublasLtMatrixLayoutCreate(void **layout, int type, uint64_t rows, uint64_t cols, int64_t ld) {
@@ -174,22 +184,15 @@ static void *layout_field(Layout *l, int attr, size_t *size) {
 }
 
 EXPORT int cublasLtMatrixLayoutSetAttribute(void *layout, int attr, const void *buf, size_t size) {
-    size_t want;
+    size_t want = 0;
     void *f = layout ? layout_field(layout, attr, &want) : NULL;
-    if (!f) return S_NOT_SUPPORTED;
-    if (!buf || size != want) return S_INVALID_VALUE;
-    memcpy(f, buf, size);
-    return S_OK;
+    return set_attr(f, S_NOT_SUPPORTED, want, buf, size);
 }
 
 EXPORT int cublasLtMatrixLayoutGetAttribute(void *layout, int attr, void *buf, size_t size, size_t *written) {
-    size_t want;
+    size_t want = 0;
     void *f = layout ? layout_field(layout, attr, &want) : NULL;
-    if (!f) return S_INVALID_VALUE;
-    if (written) *written = want;
-    if (!buf || size != want) return S_INVALID_VALUE;
-    memcpy(buf, f, size);
-    return S_OK;
+    return get_attr(f, want, buf, size, written);
 }
 
 EXPORT int cublasLtMatmulPreferenceCreate(void **pref) {
@@ -219,22 +222,15 @@ static void *pref_field(Pref *p, int attr, size_t *size) {
 }
 
 EXPORT int cublasLtMatmulPreferenceSetAttribute(void *pref, int attr, const void *buf, size_t size) {
-    size_t want;
+    size_t want = 0;
     void *f = pref ? pref_field(pref, attr, &want) : NULL;
-    if (!f) return S_NOT_SUPPORTED;
-    if (!buf || size != want) return S_INVALID_VALUE;
-    memcpy(f, buf, size);
-    return S_OK;
+    return set_attr(f, S_NOT_SUPPORTED, want, buf, size);
 }
 
 EXPORT int cublasLtMatmulPreferenceGetAttribute(void *pref, int attr, void *buf, size_t size, size_t *written) {
-    size_t want;
+    size_t want = 0;
     void *f = pref ? pref_field(pref, attr, &want) : NULL;
-    if (!f) return S_INVALID_VALUE;
-    if (written) *written = want;
-    if (!buf || size != want) return S_INVALID_VALUE;
-    memcpy(buf, f, size);
-    return S_OK;
+    return get_attr(f, want, buf, size, written);
 }
 
 /* ---- the rules ----------------------------------------------------------------------------------- */
