@@ -233,6 +233,58 @@ typedef struct {
 
 static void zero(L *l, int t) { step(l, OP_ZERO)->args[0] = t; }
 
+/* ---- float GEMMs cuBLASLt can run ---- */
+
+/* A float (not FP8) GEMM reads two operands of one dtype and writes that dtype or f32: that is
+ * all cuBLASLt's COMPUTE_32F offers (runtime/cuda/lt.c, lt_check). A policy can ask for more:
+ * an FP32 module reads a BF16 neighbour's output, or its input gradient flows back into a BF16
+ * tensor (fp8_trainer's lm_head into d.final_norm.out, an FP32 router into the BF16 residual
+ * gradient). float_gemm emits such a GEMM in a form both backends run as written: an operand of
+ * another dtype is first widened into an f32 copy (exact), and an output the operands' dtype
+ * cannot write is computed into an f32 scratch and then added (rounded once) into the real one.
+ * The CPU runs these same steps, so it stays the oracle of what the GPU computes. */
+static int widened(L *l, int t, const char *role) {
+    const GTensor *src = &l->g->t[t];
+    int w = act(l, arena_printf(l->a, "%s.%s.f32", l->m->mods[l->module].path, role), TD_F32, src->shape[0],
+                src->ndim > 1 ? src->shape[1] : 1);
+    zero(l, w);
+    GStep *s = step(l, OP_ACCUMULATE);
+    s->args[0] = w, s->args[1] = t;
+    s->ints[0] = src->shape[0] * (src->ndim > 1 ? src->shape[1] : 1);
+    return w;
+}
+
+/* op: MATMUL_FWD (out | inp, w, ?bias), MATMUL_BWD_DATA (+dinp | dout, w) or MATMUL_BWD_WEIGHT
+ * (+dw, +?dbias | dout, inp); a[] in the op's argument order. */
+static void float_gemm(L *l, OpKind op, const int a[4], int64_t M, int64_t K, int64_t N) {
+    static const char *const roles[3][4] = {{"out", "inp", "w", ""}, {"dinp", "dout", "w", ""}, {"dw", "", "dout", "inp"}};
+    int r = op == OP_MATMUL_FWD ? 0 : op == OP_MATMUL_BWD_DATA ? 1 : 2;
+    int x = r == 2 ? 2 : 1, y = x + 1; /* the operands' argument positions */
+    int args[4] = {a[0], a[1], a[2], a[3]};
+    const GTensor *t = l->g->t;
+    if (t[args[x]].dtype != t[args[y]].dtype) {
+        if (t[args[x]].dtype != TD_F32) args[x] = widened(l, args[x], roles[r][x]);
+        if (t[args[y]].dtype != TD_F32) args[y] = widened(l, args[y], roles[r][y]);
+    }
+    TensorDtype in = l->g->t[args[x]].dtype, outdt = l->g->t[a[0]].dtype;
+    int scratch = -1;
+    if (outdt != in && outdt != TD_F32) {
+        const GTensor *o = &l->g->t[a[0]];
+        scratch = act(l, arena_printf(l->a, "%s.%s.f32", l->m->mods[l->module].path, roles[r][0]), TD_F32, o->shape[0],
+                      o->ndim > 1 ? o->shape[1] : 1);
+        if (op != OP_MATMUL_FWD) zero(l, scratch); /* the GEMM accumulates into it */
+        args[0] = scratch;
+    }
+    GStep *s = step(l, op);
+    memcpy(s->args, args, sizeof args);
+    s->ints[0] = M, s->ints[1] = K, s->ints[2] = N;
+    if (scratch < 0) return;
+    if (op == OP_MATMUL_FWD) zero(l, a[0]); /* an overwrite: out = 0 + scratch, rounded once */
+    s = step(l, OP_ACCUMULATE);
+    s->args[0] = a[0], s->args[1] = scratch;
+    s->ints[0] = l->g->t[a[0]].shape[0] * (l->g->t[a[0]].ndim > 1 ? l->g->t[a[0]].shape[1] : 1);
+}
+
 static Linear linear_fwd(L *l, const char *path, int inp, int wtensor, int gwtensor) {
     Linear lin = {0};
     lin.mr = res_of(l, path);
@@ -251,9 +303,7 @@ static Linear linear_fwd(L *l, const char *path, int inp, int wtensor, int gwten
     TensorDtype out_dt = lin.mr->low_bit ? l->act : td_of(lin.mr->compute);
     lin.out = act(l, arena_printf(l->a, "%s.out", path), out_dt, l->M, mod->n_out);
     if (!lin.mr->low_bit) {
-        GStep *s = step(l, OP_MATMUL_FWD);
-        s->args[0] = lin.out, s->args[1] = inp, s->args[2] = lin.p.w, s->args[3] = lin.p.b;
-        s->ints[0] = l->M, s->ints[1] = mod->k_in, s->ints[2] = mod->n_out;
+        float_gemm(l, OP_MATMUL_FWD, (const int[4]){lin.out, inp, lin.p.w, lin.p.b}, l->M, mod->k_in, mod->n_out);
         return lin;
     }
     lin.qx = qstate(l, lin.mr, OP_X);
@@ -272,12 +322,8 @@ static void linear_bwd(L *l, const Linear *lin, int dout, int dinp) {
     const Module *mod = lin->mr->mod;
     l->module = (int)(mod - l->m->mods);
     if (!lin->mr->low_bit) {
-        GStep *s = step(l, OP_MATMUL_BWD_DATA);
-        s->args[0] = dinp, s->args[1] = dout, s->args[2] = lin->p.w;
-        s->ints[0] = l->M, s->ints[1] = mod->k_in, s->ints[2] = mod->n_out;
-        s = step(l, OP_MATMUL_BWD_WEIGHT);
-        s->args[0] = lin->p.gw, s->args[1] = lin->p.gb, s->args[2] = dout, s->args[3] = lin->inp;
-        s->ints[0] = l->M, s->ints[1] = mod->k_in, s->ints[2] = mod->n_out;
+        float_gemm(l, OP_MATMUL_BWD_DATA, (const int[4]){dinp, dout, lin->p.w, -1}, l->M, mod->k_in, mod->n_out);
+        float_gemm(l, OP_MATMUL_BWD_WEIGHT, (const int[4]){lin->p.gw, lin->p.gb, dout, lin->inp}, l->M, mod->k_in, mod->n_out);
         return;
     }
     const char *ds = l->g->t[dout].name, *ws = l->g->t[lin->p.w].name;
@@ -536,9 +582,8 @@ static int moe_fwd(L *l, int i, int h2, Block *bk) {
     l->module = (int)(e->router->mod - m->mods);
     e->rw.w = param(l, e->router, "weight", E, D, "normal:0.02", 1, &e->rw.gw);
     e->logits = act(l, P("ffn.router.logits"), td_of(e->router->compute), M, E);
-    GStep *s = step(l, OP_MATMUL_FWD);
-    s->args[0] = e->logits, s->args[1] = h2, s->args[2] = e->rw.w;
-    s->ints[0] = M, s->ints[1] = D, s->ints[2] = E;
+    float_gemm(l, OP_MATMUL_FWD, (const int[4]){e->logits, h2, e->rw.w, -1}, M, D, E);
+    GStep *s;
     e->scores = act(l, P("ffn.router.scores"), TD_F32, M, E);
     e->sel = act(l, P("ffn.router.experts"), TD_I32, M, K);
     e->weights = act(l, P("ffn.router.weights"), TD_F32, M, K);
@@ -632,12 +677,8 @@ static void moe_bwd(L *l, int i, const Block *bk, int dh2) {
     memcpy(s->ints, rd, sizeof rd);
     s->floats[0] = m->routed_scaling_factor;
     s->floats[1] = m->aux_loss_coef;
-    s = step(l, OP_MATMUL_BWD_DATA);
-    s->args[0] = dh2, s->args[1] = dlogits, s->args[2] = e->rw.w;
-    s->ints[0] = M, s->ints[1] = D, s->ints[2] = E;
-    s = step(l, OP_MATMUL_BWD_WEIGHT);
-    s->args[0] = e->rw.gw, s->args[1] = -1, s->args[2] = dlogits, s->args[3] = bk->ffn_norm.out;
-    s->ints[0] = M, s->ints[1] = D, s->ints[2] = E;
+    float_gemm(l, OP_MATMUL_BWD_DATA, (const int[4]){dh2, dlogits, e->rw.w, -1}, M, D, E);
+    float_gemm(l, OP_MATMUL_BWD_WEIGHT, (const int[4]){e->rw.gw, -1, dlogits, bk->ffn_norm.out}, M, D, E);
 }
 
 static void block_fwd(L *l, int i, int x, Block *bk) {

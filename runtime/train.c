@@ -19,6 +19,7 @@
 #include "fp8.h"
 #include "io.h"
 #include "hf.h"
+#include "lt.h"
 #include "ref.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -413,6 +414,19 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         printf("%s: plan for %s x %s is valid: %d tensors, %d/%d/%d/%d launch units (forward/backward/optimizer/scale_update), "
                "%.1f MB in the plan's dtypes\n", plan_dir, p.model_name, p.policy_name, p.nt, p.nunits[SEC_FORWARD],
                p.nunits[SEC_BACKWARD], p.nunits[SEC_OPTIMIZER], p.nunits[SEC_SCALE_UPDATE], total / 1e6);
+        /* the GEMMs the CUDA backend hands to cuBLASLt, checked against its rules for the plan's
+         * target now instead of at the first GPU run */
+        int sm = 0;
+        if (p.target && sscanf(p.target, "sm_%d", &sm) == 1 && sm >= 10) {
+            int refused = lt_check_plan(&p, sm, err, sizeof err);
+            if (refused) {
+                /* a warning: the CPU backend runs it (the GEMMs' numerics are the plan's either way) */
+                fprintf(stderr, "fp8c: warning: %s: the CUDA backend cannot run this plan on %s (the CPU backend can): %d GEMM%s "
+                        "that cuBLASLt refuses and no generated kernel runs; the first: %s\n",
+                        plan_dir, p.target, refused, refused > 1 ? "s" : "", err);
+            } else
+                    printf("%s: every GEMM is one cuBLASLt runs on %s (or has a generated kernel)\n", plan_dir, p.target);
+        }
         rc = EXIT_OK;
         goto done;
     }

@@ -336,6 +336,20 @@ int lt_describe(const Plan *p, const RtStep *s, int sm, LtGemm *g, char *err, si
                 out >= 0 && out < p->nt ? p->t[out].name : "?", sm, why);
 }
 
+int lt_check_plan(const Plan *p, int sm, char *err, size_t errlen) {
+    int refused = 0;
+    char why[512];
+    for (int sec = 0; sec < SEC_COUNT; sec++)
+        for (int i = 0; i < p->nunits[sec]; i++) {
+            const RtUnit *u = &p->units[sec][i];
+            LtGemm g;
+            if (u->gpu.gemm != 1 || lt_describe(p, &p->steps[sec][u->first], sm, &g, why, sizeof why) == 0) continue;
+            if (p->steps[sec][u->first].op == OP_QGEMM && u->gpu.kernel >= 0) continue;
+            if (!refused++) fail(err, errlen, "%s unit %d: %s", fp8c_section_names[sec], i, why);
+        }
+    return refused;
+}
+
 int lt_check(const LtGemm *g, int sm, char *err, size_t errlen) {
     if (g->m < 1 || g->n < 1 || g->k < 1) return fail(err, errlen, "empty GEMM (m=%lld n=%lld k=%lld)", (long long)g->m,
                                                       (long long)g->n, (long long)g->k);

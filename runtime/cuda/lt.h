@@ -70,6 +70,12 @@ typedef struct {
  * partly filled and must not be used). Calls lt_check. */
 int lt_describe(const Plan *p, const RtStep *s, int sm, LtGemm *g, char *err, size_t errlen);
 
+/* Every cuBLASLt GEMM unit of plan p (gpu.gemm == 1) described for sm, before a GPU is
+ * needed: what `fp8c run DIR --check` reports. Returns how many cuBLASLt would refuse that have
+ * no generated kernel to run instead; err names the first ("<section> unit <i>: <why>"). An FP8
+ * GEMM with a generated kernel is not counted: the backend runs that kernel (cuda.c). */
+int lt_check_plan(const Plan *p, int sm, char *err, size_t errlen);
+
 /* The cuBLASLt rules on a described problem (TN and types for FP8, scale modes per
  * architecture, dimension and leading-dimension multiples, pointer alignment). 0 or -1 with
  * the reason in err. */

@@ -49,7 +49,7 @@ def check_model(plan, exp_path, fails):
             total = int(w[1])
         elif w[0] == "modules":
             nmods = int(w[1])
-        elif w[0] in ("refuse", "only", "norun", "nvrtc_only", "nvrtc_none"):
+        elif w[0] in ("refuse", "only", "norun", "nvrtc_only", "nvrtc_none", "nocuda"):
             continue
         else:
             rows.append({"glob": w[0], "kind": w[1], "params": int(w[2]), "count": int(w[3]), "seen": 0})
@@ -124,6 +124,13 @@ def load_refusals(path):
     return {w[1]: " ".join(w[2:]) for w in read_lines(path) if w[0] == "refuse"}
 
 
+def load_nocuda(path):
+    """`nocuda POLICY TEXT...` in an example's file (or `nocuda TEXT...` in a policy's): a known
+    gap of the CUDA backend, which `fp8c run DIR --check` must report with TEXT in its warning
+    (a GEMM cuBLASLt refuses and no generated kernel runs). Every other pair must be vouched for."""
+    return {w[1]: " ".join(w[2:]) for w in read_lines(path) if w[0] == "nocuda"}
+
+
 def load_only(path):
     """`only POLICY...` in an example's file: the pairs checked for an example whose every compile
     is expensive (deepseek-v2-lite: 5,319 modules, a 74 MB plan); its architecture is checked under
@@ -139,6 +146,8 @@ def load_policy_expect(path):
     for w in read_lines(path):
         if w[0] == "target":
             exp["target"] = w[1]
+        elif w[0] == "nocuda":
+            exp["nocuda"] = " ".join(w[1:])
         elif w[0] == "run":
             exp["run"] = dict(kv.split("=", 1) for kv in w[1:])
         else:
@@ -164,6 +173,7 @@ def main():
         for ex in examples:
             refusals = load_refusals(os.path.join(GOLDEN, "models", ex + ".txt"))
             only = load_only(os.path.join(GOLDEN, "models", ex + ".txt"))
+            nocuda = load_nocuda(os.path.join(GOLDEN, "models", ex + ".txt"))
             # `norun`: the runtime's plan reader cannot take this plan (see the example's file)
             norun = any(w[0] == "norun" for w in read_lines(os.path.join(GOLDEN, "models", ex + ".txt")))
             for pol in policies:
@@ -204,6 +214,15 @@ def main():
                             fails.append("expected the runtime to refuse the plan by size (norun): exit %d" % c.returncode)
                     elif c.returncode != 0:
                         fails.append("the runtime refuses the plan: " + c.stderr.strip()[:300])
+                    elif exp["target"].startswith("sm_"):
+                        # --check describes each cuBLASLt unit under lt.c's rules for the target;
+                        # a known gap is listed with the reason it must give (`nocuda`)
+                        gap = nocuda.get(pol, exp.get("nocuda"))
+                        vouched = "every GEMM is one cuBLASLt runs" in c.stdout
+                        if gap is None and not vouched:
+                            fails.append("--check: the CUDA backend cannot run it: " + c.stderr.strip()[-300:])
+                        elif gap is not None and (vouched or gap not in c.stderr):
+                            fails.append("--check: expected the known CUDA gap %r, got: %s" % (gap, (c.stdout + c.stderr).strip()[-300:]))
                     e = subprocess.run([fp8c, "explain", model, policy, "--target", exp["target"]], cwd=ROOT,
                                        capture_output=True, text=True)
                     if e.returncode != 0 or any(("\n" + m["path"] + "  (") not in e.stdout for m in plan["modules"]):

@@ -9,10 +9,11 @@
 #                                        host tier; the model is tiny shrunk as the host tier
 #                                        shrinks it, so that it fits CI's CPU time)
 # 1. every launch of tiny x every shipped policy the architecture runs (mxfp8 needs sm_100a;
-#    deepseek_v3 and its adamw_quantize fusion need sm_90a) against the CPU reference
+#    deepseek_v3 and its adamw_quantize fusion need sm_90a), and of deepseek-tiny (MLA, MoE) x
+#    deepseek_v3 on sm_90a and later, against the CPU reference
 #    (build/tests/gpu_ops: fresh random inputs, outputs poisoned unless the op reads them first,
 #    tolerances from each op's roundings, documented there), for --gemm cublaslt and generated;
-# 2. one training step per policy on the GPU and on the CPU: the step-1 loss must agree to 1e-3
+# 2. one training step per policy (and of deepseek-tiny) on the GPU and on the CPU: the step-1 loss must agree to 1e-3
 #    relative and the gradient norm to 2e-2;
 # 3. 50 steps (10 with --double) of tiny under bf16, te_delayed and deepseek_v3 on each: the loss curves must track
 #    (every step within 3% relative, the last 10 steps' mean within 1.5%).
@@ -76,34 +77,53 @@ train_steps=50
 [ $double = 1 ] && train_steps=10
 
 # 1. every launch
+ops() { # model, name (for files and lines), policy, gemm
+    d="$tmp/$2-$4"
+    if ! $FP8C compile "$1" "policies/$3.yaml" --target "$arch" --gemm $4 -o "$d" 2>"$tmp/err"; then
+        if grep -q "error:" "$tmp/err"; then say "SKIP ops $2/$4: the policy does not compile for $arch: $(grep error: "$tmp/err" | head -1)"; return; fi
+    fi
+    if [ $standin = 0 ] && ! $FP8C build "$d" --arch "$arch" >"$tmp/berr" 2>&1; then
+        say "FAIL ops $2/$4: fp8c build: $(tail -2 "$tmp/berr" | tr '\n' ' ')"; return
+    fi
+    FP8C_CUDA_DOUBLE_PLAN=$d build/tests/gpu_ops $device --results "$res/ops/$2-$4.txt" "$d" "$(date +%s)" >"$tmp/ops" 2>&1
+    grep '^FAIL ' "$tmp/ops" | grep -v '^FAIL gpu_ops' | head -10 | sed "s/^FAIL /FAIL $2\/$4 /" | tee -a "$summary"
+    last=$(grep '^\(PASS\|FAIL\) gpu_ops' "$tmp/ops" | tail -1)
+    [ -n "$last" ] || last="FAIL gpu_ops $d: $(tail -3 "$tmp/ops" | tr '\n' ' ')"
+    say "$(echo "$last" | cut -c1-4) ops $2/$4:${last#* gpu_ops*:}"
+}
 for pol in $policies; do
-    for gemm in cublaslt generated; do
-        d="$tmp/$pol-$gemm"
-        if ! $FP8C compile "$model" "policies/$pol.yaml" --target "$arch" --gemm $gemm -o "$d" 2>"$tmp/err"; then
-            if grep -q "error:" "$tmp/err"; then say "SKIP ops $pol/$gemm: the policy does not compile for $arch: $(grep error: "$tmp/err" | head -1)"; continue; fi
-        fi
-        if [ $standin = 0 ] && ! $FP8C build "$d" --arch "$arch" >"$tmp/berr" 2>&1; then
-            say "FAIL ops $pol/$gemm: fp8c build: $(tail -2 "$tmp/berr" | tr '\n' ' ')"; continue
-        fi
-        FP8C_CUDA_DOUBLE_PLAN=$d build/tests/gpu_ops $device --results "$res/ops/$pol-$gemm.txt" "$d" "$(date +%s)" >"$tmp/ops" 2>&1
-        grep '^FAIL ' "$tmp/ops" | grep -v '^FAIL gpu_ops' | head -10 | sed "s/^FAIL /FAIL $pol\/$gemm /" | tee -a "$summary"
-        last=$(grep '^\(PASS\|FAIL\) gpu_ops' "$tmp/ops" | tail -1)
-        [ -n "$last" ] || last="FAIL gpu_ops $d: $(tail -3 "$tmp/ops" | tr '\n' ' ')"
-        say "$(echo "$last" | cut -c1-4) ops $pol/$gemm:${last#* gpu_ops*:}"
-    done
+    for gemm in cublaslt generated; do ops "$model" "$pol" "$pol" $gemm; done
+done
+# MLA and MoE (deepseek-tiny x deepseek_v3, sm_90a and later): the router's FP32 GEMMs next to
+# BF16 tensors (widened operands, an f32 scratch output), the MLA split/RoPE/attention and MoE
+# permute/combine kernels; with the doubles a micro-batch of 4 instead of 16, cuBLASLt GEMMs only
+moe_model=examples/deepseek-tiny/model.yaml
+moe_gemms="cublaslt generated"
+if [ $double = 1 ]; then
+    sed 's/^  micro_batch: 16/  micro_batch: 4/' examples/deepseek-tiny/model.yaml >"$tmp/deepseek-tiny.yaml"
+    moe_model=$tmp/deepseek-tiny.yaml
+    moe_gemms=cublaslt
+fi
+moe_pols=
+case $arch in sm_90a | sm_100a) moe_pols=deepseek_v3 ;; esac
+for pol in $moe_pols; do
+    for gemm in $moe_gemms; do ops "$moe_model" "moe-$pol" "$pol" $gemm; done
 done
 
 # 2 and 3. training on the device vs the CPU
 if [ $standin = 0 ]; then
-    for pol in $policies; do
+    for run in $(for p in $policies; do echo "$p"; done) $(for p in $moe_pols; do echo "moe-$p"; done); do
+        pol=${run#moe-}
+        m=$model
+        [ "$run" = "$pol" ] || m=$moe_model
         steps=1
-        case $pol in bf16 | te_delayed | deepseek_v3) steps=$train_steps ;; esac
-        d="$tmp/train-$pol"
-        $FP8C compile "$model" "policies/$pol.yaml" --target "$arch" -o "$d" 2>/dev/null || continue
-        FP8C_CUDA_DOUBLE_PLAN=$d $FP8C run "$d" --device cuda --steps $steps --log "$res/train/$pol-gpu.jsonl" --progress-every 10 >/dev/null 2>"$tmp/gerr" ||
-            { say "FAIL train $pol on the GPU: $(tail -2 "$tmp/gerr" | tr '\n' ' ')"; continue; }
-        $FP8C run "$d" --device cpu --steps $steps --log "$res/train/$pol-cpu.jsonl" --progress-every 10 >/dev/null 2>&1
-        python3 - "$res/train/$pol-gpu.jsonl" "$res/train/$pol-cpu.jsonl" "$pol" "$steps" <<'PY' | tee -a "$summary"
+        case $run in bf16 | te_delayed | deepseek_v3) steps=$train_steps ;; esac
+        d="$tmp/train-$run"
+        $FP8C compile "$m" "policies/$pol.yaml" --target "$arch" -o "$d" 2>/dev/null || continue
+        FP8C_CUDA_DOUBLE_PLAN=$d $FP8C run "$d" --device cuda --steps $steps --log "$res/train/$run-gpu.jsonl" --progress-every 10 >/dev/null 2>"$tmp/gerr" ||
+            { say "FAIL train $run on the GPU: $(tail -2 "$tmp/gerr" | tr '\n' ' ')"; continue; }
+        $FP8C run "$d" --device cpu --steps $steps --log "$res/train/$run-cpu.jsonl" --progress-every 10 >/dev/null 2>&1
+        python3 - "$res/train/$run-gpu.jsonl" "$res/train/$run-cpu.jsonl" "$run" "$steps" <<'PY' | tee -a "$summary"
 import json, sys
 g = [json.loads(l) for l in open(sys.argv[1])]
 c = [json.loads(l) for l in open(sys.argv[2])]
