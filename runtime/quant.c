@@ -243,27 +243,6 @@ static float view_at(const struct view *v, int i, int j)
     return v->x[(int64_t)i * v->sr + (int64_t)j * v->sc];
 }
 
-/* Max |x| over a block as the max of the magnitude bit patterns: for non-negative floats the
- * bit order is the value order, and every NaN pattern lies above +Inf, so a NaN still wins
- * (as amax_join would have it) without a branch per element. */
-static float block_amax(const struct view *v, int i0, int i1, int j0, int j1)
-{
-    uint32_t m = 0;
-    for (int i = i0; i < i1; i++) {
-        const float *row = v->x + (int64_t)i * v->sr;
-        for (int j = j0; j < j1; j++) {
-            uint32_t b;
-            float x = row[(int64_t)j * v->sc];
-            memcpy(&b, &x, sizeof b);
-            b &= 0x7FFFFFFFu;
-            m = b > m ? b : m;
-        }
-    }
-    float r;
-    memcpy(&r, &m, sizeof r);
-    return r;
-}
-
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
 #define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
@@ -277,8 +256,15 @@ typedef uint8_t u8x8 __attribute__((vector_size(8)));
 #define SEL(m, a, b) (((m) & (a)) | (~(m) & (b))) /* m: all-ones or zero lanes */
 
 /* fp8c_encode_bits (fp8_encode.h) on 8 lanes at once, saturating, for a format with man_bits
- * mantissa bits and bias `bias`: the same integer steps with every branch turned into a
- * select, written with generic vectors so that it becomes AVX2 code in the x86-64-v3 clone.
+ * mantissa bits and bias `bias`, written with generic vectors so that it becomes AVX2 code in
+ * the x86-64-v3 clone. Two roundings, both round-to-nearest-even, and a select between them:
+ *   - |v| at or above the format's smallest normal 2^(1-bias): the float's own bits rounded to
+ *     man_bits mantissa bits (add half an ulp minus one, plus the kept lsb, then shift: a carry
+ *     out of the mantissa bumps the exponent, as it must), rebiased from 127 to `bias`;
+ *   - below it, the subnormal code is |v| / 2^(1-bias-man_bits) rounded to an integer (0 ..
+ *     2^man_bits, the last being the smallest normal's code): the multiplication by a power of
+ *     two is exact, and adding 2^23 leaves the rounded integer in the low mantissa bits;
+ *   - then saturation to max_mag (overflow and infinity: satfinite), NaN to `nan`, the sign.
  * test_quant checks it against the exported (exhaustively tested) conversions over a sweep of
  * float bit patterns, every lane position included. */
 #define ENCODE8(q, x, s, man_bits, bias, max_mag, nan)                                                     \
@@ -286,25 +272,59 @@ typedef uint8_t u8x8 __attribute__((vector_size(8)));
         f32x8 xv_;                                                                                           \
         memcpy(&xv_, (x), sizeof xv_);                                                                       \
         u32x8 bits_ = (u32x8)(xv_ * (s)); /* a bit cast */                                                   \
-        u32x8 abits_ = bits_ & 0x7FFFFFFFu, fexp_ = abits_ >> 23;                                            \
-        u32x8 sig_ = (abits_ & 0x7FFFFFu) | ((u32x8)(fexp_ != 0) & (1u << 23));                              \
-        u32x8 fe1_ = SEL((u32x8)(fexp_ > 1), fexp_, (u32x8){0} + 1u); /* max(fexp, 1) = e + 127 */         \
-        /* below = max(emin - e, 0) with emin + 127 = 128 - bias: */                                         \
-        u32x8 lim_ = (u32x8){0} + (uint32_t)(128 - (bias));                                                  \
-        u32x8 below_ = SEL((u32x8)(lim_ > fe1_), lim_ - fe1_, (u32x8){0});                                   \
-        u32x8 shift_ = below_ + (uint32_t)(23 - (man_bits));                                                 \
-        shift_ = SEL((u32x8)(shift_ < 25u), shift_, (u32x8){0} + 25u);                                       \
-        u32x8 q_ = sig_ >> shift_, rem_ = sig_ & ((1u << shift_) - 1u), half_ = 1u << (shift_ - 1u);         \
-        q_ += ((u32x8)(rem_ > half_) & 1u) | ((u32x8)(rem_ == half_) & q_ & 1u);                             \
-        u32x8 field_ = SEL((u32x8)(fe1_ > lim_), fe1_ - lim_, (u32x8){0}); /* max(e - emin, 0) */           \
-        u32x8 mag_ = (field_ << (man_bits)) + q_;                                                            \
-        mag_ = SEL((u32x8)(abits_ == 0x7F800000u), (u32x8){0} + (max_mag) + 1u, mag_);                       \
+        u32x8 abits_ = bits_ & 0x7FFFFFFFu;                                                                  \
+        u32x8 r_ = abits_ + ((1u << (22 - (man_bits))) - 1u) + ((abits_ >> (23 - (man_bits))) & 1u);         \
+        u32x8 nrm_ = (r_ >> (23 - (man_bits))) - ((127u - (bias)) << (man_bits));                            \
+        f32x8 t_ = (f32x8)abits_ * (float)(1u << ((bias) - 1 + (man_bits))) + 8388608.0f;                    \
+        u32x8 sub_ = (u32x8)t_ & 0x7FFFFFu;                                                                  \
+        u32x8 mag_ = SEL((u32x8)(abits_ < ((128u - (bias)) << 23)), sub_, nrm_);                             \
         mag_ = SEL((u32x8)(mag_ > (max_mag)), (u32x8){0} + (max_mag), mag_);                                 \
-        u32x8 r_ = SEL((u32x8)(abits_ > 0x7F800000u), (u32x8){0} + (nan), ((bits_ >> 31) * 0x80u) | mag_);   \
-        u8x8 c_ = __builtin_convertvector(r_, u8x8);                                                        \
+        u32x8 r8_ = SEL((u32x8)(abits_ > 0x7F800000u), (u32x8){0} + (nan), ((bits_ >> 24) & 0x80u) | mag_);  \
+        u8x8 c_ = __builtin_convertvector(r8_, u8x8);                                                       \
         memcpy((q), &c_, sizeof c_);                                                                         \
     } while (0)
 #endif
+
+/* Max |x| over a block as the max of the magnitude bit patterns: for non-negative floats the
+ * bit order is the value order, and every NaN pattern lies above +Inf, so a NaN still wins
+ * (as amax_join would have it) without a branch per element. Returns the bits. Unit-stride
+ * rows (q_quantize's views) go eight lanes at a time. */
+HOT_CLONES static uint32_t block_amax_bits(const struct view *v, int i0, int i1, int j0, int j1)
+{
+    uint32_t m = 0;
+    for (int i = i0; i < i1; i++) {
+        const float *row = v->x + (int64_t)i * v->sr;
+        int j = j0;
+#if defined(__GNUC__)
+        if (v->sc == 1 && j1 - j0 >= 8) {
+            u32x8 mv = {0};
+            for (; j + 8 <= j1; j += 8) {
+                u32x8 b;
+                memcpy(&b, row + j, sizeof b);
+                b &= 0x7FFFFFFFu;
+                mv = SEL((u32x8)(b > mv), b, mv);
+            }
+            for (int l = 0; l < 8; l++)
+                m = mv[l] > m ? mv[l] : m;
+        }
+#endif
+        for (; j < j1; j++) {
+            uint32_t b;
+            float x = row[(int64_t)j * v->sc];
+            memcpy(&b, &x, sizeof b);
+            b &= 0x7FFFFFFFu;
+            m = b > m ? b : m;
+        }
+    }
+    return m;
+}
+
+static float bits_float(uint32_t m)
+{
+    float r;
+    memcpy(&r, &m, sizeof r);
+    return r;
+}
 
 /* Codes of one contiguous run of n inputs, the hot case of q_quantize (its views are
  * unit-stride rows): E4M3 and E5M2 eight at a time, the format switch out of the loop. */
@@ -354,35 +374,45 @@ static void store_scale(const struct tiling *t, int bi, int bj, struct tile_scal
 }
 
 /* All tiles of tile row bi: amax, scale, codes; then the BLK padding. */
-static void quant_tile_row(const struct view *v, const struct tiling *t, int bi, QFormat fmt, int e8m0,
-                           float given_scale, const struct sink *k)
+/* All tiles of tile row bi: amax, scale, codes; then the BLK padding. Returns the max of the
+ * tiles' amax bits (their amax is needed for the returned tensor amax even under a given scale). */
+static uint32_t quant_tile_row(const struct view *v, const struct tiling *t, int bi, QFormat fmt, int e8m0,
+                               float given_scale, const struct sink *k)
 {
     int i0 = bi * t->tr;
     int i1 = i0 + t->tr < t->R ? i0 + t->tr : t->R;
-    int need_amax = e8m0 || !(given_scale > 0.0f);
+    uint32_t row_max = 0;
     for (int bj = 0; bj < t->nbc; bj++) {
         int j0 = bj * t->tc;
         int j1 = j0 + t->tc < t->C ? j0 + t->tc : t->C;
-        float amax = need_amax ? block_amax(v, i0, i1, j0, j1) : 0.0f;
-        struct tile_scale ts = tile_scale(amax, fmt, e8m0, given_scale);
+        uint32_t amax = block_amax_bits(v, i0, i1, j0, j1);
+        row_max = amax > row_max ? amax : row_max;
+        struct tile_scale ts = tile_scale(bits_float(amax), fmt, e8m0, given_scale);
         store_scale(t, bi, bj, ts, e8m0, k);
         encode_block(v, t, i0, i1, j0, j1, ts, fmt, k);
     }
     if (t->layout == LAYOUT_BLK && k->scale_inv)
         for (int bj = t->nbc; bj < t->ld; bj++)
             k->scale_inv[scale_index(t, bi, bj)] = 0.0f;
+    return row_max;
 }
 
-/* Quantize every tile of the view. `amax` is the whole view's amax, computed
- * once by the caller; a single tile (per tensor) uses it instead of a second
- * pass, and runs its rows in parallel. */
-static void quant_tiles(const struct view *v, const struct tiling *t, QFormat fmt, int e8m0, float given_scale,
-                        float amax, const struct sink *k)
+/* The amax q_amax reports, from the max of magnitude bits (every NaN becomes NAN). */
+static float amax_of_bits(uint32_t m)
+{
+    return m > 0x7F800000u ? NAN : bits_float(m);
+}
+
+/* Quantize every tile of the view and return the whole view's amax. A single tile (per tensor)
+ * needs that amax before it can encode: the caller passes it (amax, from q_amax) and its rows
+ * run in parallel. Several tiles compute their own amaxes, and the view's is their max. */
+static float quant_tiles(const struct view *v, const struct tiling *t, QFormat fmt, int e8m0, float given_scale,
+                         float amax, const struct sink *k)
 {
     if (t->nbr == 0 || t->nbc == 0) { /* empty matrix: only a per-tensor scale exists */
         if (t->layout == LAYOUT_TENSOR && k->scale_inv)
             k->scale_inv[0] = 1.0f;
-        return;
+        return amax;
     }
     if (t->nbr == 1 && t->nbc == 1) {
         struct tile_scale ts = tile_scale(amax, fmt, e8m0, given_scale);
@@ -395,13 +425,28 @@ static void quant_tiles(const struct view *v, const struct tiling *t, QFormat fm
 #endif
         for (int i = 0; i < t->R; i++)
             encode_block(v, t, i, i + 1, 0, t->C, ts, fmt, k);
-        return;
+        return amax;
     }
+    uint32_t m = 0;
+    /* rows of single-row tiles are cheap: static chunks instead of one dynamic grab per row */
+    if (t->tr == 1) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) if ((int64_t)t->R * t->C > 65536)
+#pragma omp parallel for schedule(static) reduction(max : m) if ((int64_t)t->R * t->C > 65536)
 #endif
-    for (int bi = 0; bi < t->nbr; bi++)
-        quant_tile_row(v, t, bi, fmt, e8m0, given_scale, k);
+        for (int bi = 0; bi < t->nbr; bi++) {
+            uint32_t r = quant_tile_row(v, t, bi, fmt, e8m0, given_scale, k);
+            m = r > m ? r : m;
+        }
+    } else {
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) reduction(max : m) if ((int64_t)t->R * t->C > 65536)
+#endif
+        for (int bi = 0; bi < t->nbr; bi++) {
+            uint32_t r = quant_tile_row(v, t, bi, fmt, e8m0, given_scale, k);
+            m = r > m ? r : m;
+        }
+    }
+    return amax_of_bits(m);
 }
 
 float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, const float *x, int R, int C, int tr,
@@ -410,9 +455,9 @@ float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, cons
     struct tiling t = make_tiling(R, C, tr, tc);
     struct view v = {x, t.C, 1};
     struct sink k = {codes, scale_inv, scale_inv_e8m0, NULL};
-    float amax = q_amax(x, (int64_t)t.R * t.C);
-    quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
-    return amax;
+    /* one tile needs the amax first; several find it tile by tile in the same pass */
+    float amax = (int64_t)t.nbr * t.nbc == 1 ? q_amax(x, (int64_t)t.R * t.C) : 0.0f;
+    return quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
 }
 
 float q_fake_quant(float *out, const float *x, int R, int C, int tr, int tc, QFormat fmt, int e8m0, float given_scale,
@@ -424,9 +469,8 @@ float q_fake_quant(float *out, const float *x, int R, int C, int tr, int tc, QFo
     struct tiling t = transpose ? make_tiling(C, R, tr, tc) : make_tiling(R, C, tr, tc);
     struct view v = {x, transpose ? 1 : C, transpose ? C : 1};
     struct sink k = {NULL, NULL, NULL, out};
-    float amax = q_amax(x, (int64_t)R * C);
-    quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
-    return amax;
+    float amax = (int64_t)t.nbr * t.nbc == 1 ? q_amax(x, (int64_t)R * C) : 0.0f;
+    return quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
 }
 
 int q_transpose_copy(uint8_t *codes_t, float *scale_inv_t, const uint8_t *codes, const float *scale_inv, int R, int C,

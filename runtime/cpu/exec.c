@@ -92,24 +92,12 @@ size_t cpu_tensor_bytes(const CpuBackend *b, int tensor) {
 
 /* out (C,R) = in (R,C)^T in 32 x 32 tiles: one row of strided writes per element was 15% of a
  * deepseek_v3 step on tiny (every column-wise FP8 copy goes through here). */
-static void transpose(float *out, const float *in, int64_t R, int64_t C) {
-    enum { TB = 32 };
-    int64_t nbr = (R + TB - 1) / TB, nbc = (C + TB - 1) / TB;
-#pragma omp parallel for schedule(static) if (R * C > 65536)
-    for (int64_t t = 0; t < nbr * nbc; t++) {
-        int64_t i0 = t / nbc * TB, j0 = t % nbc * TB;
-        int64_t i1 = i0 + TB < R ? i0 + TB : R, j1 = j0 + TB < C ? j0 + TB : C;
-        for (int64_t j = j0; j < j1; j++)
-            for (int64_t i = i0; i < i1; i++) out[j * R + i] = in[i * C + j];
-    }
-}
-
 static void run_quantize(CpuBackend *b, const RtStep *s) {
     const int64_t *v = s->ints;
     int64_t R = v[0], C = v[1];
     const float *x = F(3);
     if (v[6]) { /* the column-wise copy: quantize the transpose */
-        transpose(b->ws, x, R, C);
+        ref_transpose(b->ws, x, R, C);
         x = b->ws;
         int64_t t = R;
         R = C;

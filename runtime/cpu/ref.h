@@ -44,6 +44,10 @@ void ref_matmul_bwd_data(float *dinp,       // (M,K)
                          const float *dout, // (M,N)
                          const float *w,    // (N,K)
                          int M, int K, int N);
+/* out(C,R) = in(R,C)^T: a plain copy, eight by eight in registers (the quantize op's column-wise
+ * copy quantizes the transpose). */
+void ref_transpose(float *out, const float *in, int64_t R, int64_t C);
+
 /* dw += dout^T @ inp; dbias += column sums of dout. */
 void ref_matmul_bwd_weight(float *dw,         // (N,K)
                            float *dbias,      // (N) or NULL

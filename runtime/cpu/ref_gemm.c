@@ -335,3 +335,59 @@ void ref_matmul_bwd_weight(float *dw, float *dbias, const float *dout, const flo
         }
     }
 }
+
+/* ---- transpose ---- */
+
+#if defined(__GNUC__)
+typedef float tf8 __attribute__((vector_size(32)));
+typedef int ti8 __attribute__((vector_size(32)));
+
+/* An 8 x 8 block: rows r[0..7] in, columns out. Three shuffle stages: 32-bit interleave of row
+ * pairs, 64-bit interleave of those, then the 128-bit halves. */
+HOT_CLONES static void transpose8(float *out, int64_t ldo, const float *in, int64_t ldi)
+{
+    tf8 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++)
+        memcpy(&r[i], in + i * ldi, sizeof r[i]);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (ti8){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (ti8){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int h = 0; h < 8; h += 4)
+        for (int p = 0; p < 2; p++) {
+            u[h + 2 * p] = __builtin_shuffle(t[h + p], t[h + 2 + p], (ti8){0, 1, 8, 9, 4, 5, 12, 13});
+            u[h + 2 * p + 1] = __builtin_shuffle(t[h + p], t[h + 2 + p], (ti8){2, 3, 10, 11, 6, 7, 14, 15});
+        }
+    for (int c = 0; c < 4; c++) {
+        tf8 lo = __builtin_shuffle(u[c], u[4 + c], (ti8){0, 1, 2, 3, 8, 9, 10, 11});
+        tf8 hi = __builtin_shuffle(u[c], u[4 + c], (ti8){4, 5, 6, 7, 12, 13, 14, 15});
+        memcpy(out + c * ldo, &lo, sizeof lo);
+        memcpy(out + (c + 4) * ldo, &hi, sizeof hi);
+    }
+}
+#endif
+
+void ref_transpose(float *out, const float *in, int64_t R, int64_t C)
+{
+    enum { TB = 32 }; /* cache blocks */
+    int64_t nbr = (R + TB - 1) / TB, nbc = (C + TB - 1) / TB;
+#pragma omp parallel for schedule(static) if (R * C > 65536)
+    for (int64_t t = 0; t < nbr * nbc; t++) {
+        int64_t i0 = t / nbc * TB, j0 = t % nbc * TB;
+        int64_t i1 = i0 + TB < R ? i0 + TB : R, j1 = j0 + TB < C ? j0 + TB : C;
+        int64_t i8 = i0, j8 = j0;
+#if defined(__GNUC__)
+        i8 = i0 + (i1 - i0) / 8 * 8, j8 = j0 + (j1 - j0) / 8 * 8;
+        for (int64_t i = i0; i < i8; i += 8)
+            for (int64_t j = j0; j < j8; j += 8)
+                transpose8(out + j * R + i, R, in + i * C + j, C);
+#endif
+        /* the ragged edges: columns past j8 of every row, then rows past i8 */
+        for (int64_t i = i0; i < i8; i++)
+            for (int64_t j = j8; j < j1; j++)
+                out[j * R + i] = in[i * C + j];
+        for (int64_t i = i8; i < i1; i++)
+            for (int64_t j = j0; j < j1; j++)
+                out[j * R + i] = in[i * C + j];
+    }
+}

@@ -367,6 +367,30 @@ static void gemm_tiny(void)
     gemm_shape(4, 1, 1);
 }
 
+/* The transpose (the quantize op's column-wise copy): every element moved exactly, over the
+ * 8 x 8 register blocks, their ragged edges and the 32 x 32 cache blocks; one shape above the
+ * parallel threshold. */
+static void transpose_shapes(void)
+{
+    static const int shapes[][2] = {{1, 1}, {1, 9}, {9, 1}, {7, 9}, {8, 8}, {16, 24}, {37, 45}, {64, 128}, {130, 33}, {300, 520}};
+    for (size_t k = 0; k < sizeof shapes / sizeof shapes[0]; k++) {
+        int R = shapes[k][0], C = shapes[k][1];
+        float *in = falloc((int64_t)R * C), *out = falloc((int64_t)R * C);
+        for (int64_t i = 0; i < (int64_t)R * C; i++) in[i] = (float)i + 0.5f;
+        for (int64_t i = 0; i < (int64_t)R * C; i++) out[i] = -1.0f;
+        ref_transpose(out, in, R, C);
+        int bad = 0;
+        for (int i = 0; i < R && !bad; i++)
+            for (int j = 0; j < C; j++)
+                if (out[(int64_t)j * R + i] != in[(int64_t)i * C + j]) {
+                    CHECKF(0, "%d x %d: out[%d][%d] = %g, want %g", R, C, j, i, out[(int64_t)j * R + i], in[(int64_t)i * C + j]);
+                    bad = 1;
+                    break;
+                }
+        free(in), free(out);
+    }
+}
+
 /* 05: the number of threads does not change a bit of any GEMM output (each
  * element belongs to one tile with a fixed K order). */
 static void gemm_thread_invariance(void)
@@ -905,6 +929,7 @@ int main(void)
     RUN_CASE(gemm_big_blocks);
     RUN_CASE(gemm_tiny);
     RUN_CASE(gemm_thread_invariance);
+    RUN_CASE(transpose_shapes);
     RUN_CASE(matmul_grad);
     RUN_CASE(embed);
     RUN_CASE(rmsnorm);
