@@ -759,8 +759,41 @@ static void case_row_encoder_sweep(void)
     free(x), free(pat), free(codes);
 }
 
-int main(void)
+/* --exhaustive (.ci/run): the row encoder against fp8c_f32_to_e4m3/e5m2 on every one of the 2^32
+ * float bit patterns, in rows of 2^20 (about 50 s on one core). */
+static void case_row_encoder_exhaustive(void)
 {
+    enum { N = 1 << 20 };
+    float *x = malloc((size_t)N * sizeof *x);
+    uint8_t *codes = malloc(N);
+    float sinv = 0;
+    for (int f = 0; f < 2; f++) {
+        QFormat fmt = f ? Q_E5M2 : Q_E4M3;
+        int64_t bad = 0;
+        uint32_t first = 0;
+        for (uint64_t base = 0; base < (1ull << 32); base += N) {
+            for (uint32_t k = 0; k < N; k++) {
+                uint32_t p = (uint32_t)(base + k);
+                memcpy(&x[k], &p, sizeof p);
+            }
+            q_quantize(codes, &sinv, NULL, x, 1, N, 0, 0, fmt, 0, 1.0f);
+            for (uint32_t k = 0; k < N; k++) {
+                uint8_t want = f ? fp8c_f32_to_e5m2(x[k], 1) : fp8c_f32_to_e4m3(x[k], 1);
+                if (codes[k] != want && bad++ == 0)
+                    first = (uint32_t)(base + k);
+            }
+        }
+        CHECKF(bad == 0, "%s: %lld of 2^32 codes differ, first at bits 0x%08x", f ? "e5m2" : "e4m3", (long long)bad, (unsigned)first);
+    }
+    free(x), free(codes);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && !strcmp(argv[1], "--exhaustive")) {
+        RUN_CASE(case_row_encoder_exhaustive);
+        CHECK_EXIT();
+    }
     RUN_CASE(case_format_max);
     RUN_CASE(case_per_tensor_current_e4m3);
     RUN_CASE(case_per_tensor_current_e5m2);
