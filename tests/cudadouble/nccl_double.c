@@ -275,8 +275,8 @@ static int run_job(const void *arg, char *err, size_t errlen) {
     const Job *j = arg;
     if (!comm_ok(j->c)) return snprintf(err, errlen, "the communicator was destroyed before this collective ran"), -1;
     int n = j->c->nranks;
-    size_t es = type_bytes[j->type], step = WINDOW_BYTES / es;
-    char *all = malloc(WINDOW_BYTES * (size_t)n);
+    size_t es = type_bytes[j->type], step = WINDOW_BYTES / es, w0 = j->count < step ? j->count : step;
+    char *all = malloc(w0 * es * (size_t)n);
     if (!all) return snprintf(err, errlen, "out of host memory"), -1;
     for (size_t lo = 0; lo < j->count; lo += step) {
         size_t w = j->count - lo < step ? j->count - lo : step;
