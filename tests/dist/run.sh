@@ -2,7 +2,9 @@
 # Data-parallel training under mpirun on the CPU (runtime/dist.c): N ranks match one process with
 # the same global batch, every rank holds the same state, ZeRO-1 equals replicated optimizer
 # state, checkpoints resume across rank counts, bad launches are refused, and a rank that dies or
-# hangs ends the job with an error instead of a hang.
+# hangs ends the job with an error instead of a hang. Section 6d runs the CUDA backend's multi-rank
+# path (gradients all-reduced by NCCL on the device) against the test doubles in build/tests
+# (tests/cudadouble: driver, cuBLASLt and NCCL; no GPU, no real NCCL).
 # usage: tests/dist/run.sh FP8C   (from the repository root); one PASS/FAIL line per case
 #
 # The model (tests/dist/model.yaml) has grad_accum 4: a global batch of 4 micro-batches, which
