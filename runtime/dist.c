@@ -358,6 +358,8 @@ int dist_init(Dist *d, const Plan *p, int zero, char *err, size_t errlen) {
 
 void dist_end(Dist *d, int ok) {
     if (!d->p) return; /* dist_init never ran */
+    ccl_free(d->ccl, !ok); /* before the CUDA context goes (train.c frees the backend after this) */
+    d->ccl = NULL;
     if (d->watchdog_up) {
         if (ok && d->mpi_up) { /* leave together: a rank that finalizes early could strand a reduction */
             op_begin(d, "the final barrier");
@@ -383,7 +385,15 @@ void dist_end(Dist *d, int ok) {
 
 const char *dist_describe(Dist *d) {
     if (d->size == 1) return "";
-    if (!d->zero)
+    int v = d->ccl_version; /* NCCL >= 2.9: major * 10000 + minor * 100 + patch */
+    if (d->ccl)
+        snprintf(d->desc, sizeof d->desc, " x %d ranks (%s gradient all-reduce on the device over NCCL %d.%d.%d; "
+                 "losses, amaxes and expert loads over MPI; replicated optimizer state)", d->size, d->grad_bf16 ? "BF16" : "FP32",
+                 v / 10000, v / 100 % 100, v % 100);
+    else if (d->grads_mpi)
+        snprintf(d->desc, sizeof d->desc, " x %d ranks (MPI, %s gradient all-reduce staged through the host (FP8C_DIST_GRADS=mpi), "
+                 "replicated optimizer state)", d->size, d->grad_bf16 ? "BF16" : "FP32");
+    else if (!d->zero)
         snprintf(d->desc, sizeof d->desc, " x %d ranks (MPI, %s gradient all-reduce, replicated optimizer state)", d->size,
                  d->grad_bf16 ? "BF16" : "FP32");
     else
@@ -484,6 +494,21 @@ static int allreduce_sum(Dist *d, float *x, int64_t n, char *err, size_t errlen)
     return 0;
 }
 
+/* The CUDA backend: the gradient class buffer (every gradient, in the plan's dtype, and the
+ * zeroed gaps between them) summed over ranks on the device by NCCL, on the backend's stream
+ * behind the backward's kernels, then downloaded into the mirror for the norm. The all-reduce is
+ * a plain stream operation between two cu_run calls, outside the sections' CUDA graphs: the
+ * backward's graph stays the same on one rank and N, and the download that follows is the
+ * synchronization that waits for it (so the watchdog times it as a collective). */
+static int reduce_grads_nccl(Dist *d, CpuBackend *b, CudaBackend *cu, char *err, size_t errlen) {
+    size_t n = (size_t)d->p->class_bytes[TC_GRAD] / (d->grad_bf16 ? 2 : 4);
+    if (ccl_allreduce_sum(d->ccl, cu_class_ptr(cu, TC_GRAD), n, d->grad_bf16, cu_stream(cu), err, errlen)) return -1;
+    op_begin(d, "the NCCL gradient all-reduce");
+    int rc = cu_download(cu, b, TC_GRAD, err, errlen);
+    op_end(d);
+    return rc;
+}
+
 /* Scalars: gathered, then combined in rank order. */
 static int gather_doubles(Dist *d, const double *mine, int n, double *all, char *err, size_t errlen) {
     MPI_CALL(d, "a scalar all-gather", d->mpi.Allgather(mine, n, d->t_double, all, n, d->t_double, d->comm_world));
@@ -550,9 +575,13 @@ int dist_reduce(Dist *d, CpuBackend *b, CudaBackend *cu, int64_t step, double *l
     int ok = 1;
     for (int i = 0; i < p->nt; i++)
         if (p->t[i].cls == TC_GRAD) ok &= ref_all_finite(cpu_ptr(b, i), p->t[i].n);
-    int64_t n = p->class_bytes[TC_GRAD] * b->factor[TC_GRAD] / (int64_t)sizeof(float);
-    if (allreduce_sum(d, (float *)b->base[TC_GRAD], n, err, errlen)) return -1;
-    if (cu && cu_upload(cu, b, TC_GRAD, err, errlen)) return -1;
+    if (cu && d->ccl) {
+        if (reduce_grads_nccl(d, b, cu, err, errlen)) return -1;
+    } else {
+        int64_t n = p->class_bytes[TC_GRAD] * b->factor[TC_GRAD] / (int64_t)sizeof(float);
+        if (allreduce_sum(d, (float *)b->base[TC_GRAD], n, err, errlen)) return -1;
+        if (cu && cu_upload(cu, b, TC_GRAD, err, errlen)) return -1;
+    }
     double mine[2] = {*loss, ok}, *all = malloc((size_t)d->size * 2 * sizeof *all);
     if (!all) return snprintf(err, errlen, "out of memory"), -1;
     if (gather_doubles(d, mine, 2, all, err, errlen)) return free(all), -1;
@@ -734,4 +763,39 @@ Ccl *dist_ccl_init(Dist *d, char *err, size_t errlen) {
     unsigned char id[128] = {0};
     if (dist_ccl_id(d, id, err, errlen)) return NULL;
     return ccl_init(d->rank, d->size, id, err, errlen);
+}
+
+int dist_cuda(Dist *d, CudaBackend *cu, char *err, size_t errlen) {
+    (void)cu; /* the context it made current is what NCCL joins */
+    if (d->size == 1) return EXIT_OK;
+    const char *how = getenv("FP8C_DIST_GRADS");
+    if (how && *how && strcmp(how, "nccl") && strcmp(how, "mpi")) {
+        snprintf(err, errlen, "FP8C_DIST_GRADS='%s': want nccl (the default: NCCL on the device) or mpi (staged through the host)", how);
+        return EXIT_BAD_INPUT;
+    }
+    if (how && !strcmp(how, "mpi")) {
+        d->grads_mpi = 1;
+        return EXIT_OK;
+    }
+    const Plan *p = d->p;
+    for (int i = 0; i < p->nt; i++)
+        if (p->t[i].cls == TC_GRAD && p->t[i].dtype != TD_F32 && p->t[i].dtype != TD_BF16) {
+            snprintf(err, errlen, "gradient %s is %s: the NCCL all-reduce sums FP32 or BF16 gradients (FP8C_DIST_GRADS=mpi stages "
+                     "any through the host)", p->t[i].name, fp8c_tensor_dtype_names[p->t[i].dtype]);
+            return EXIT_RUNTIME;
+        }
+    /* every rank learns whether every rank opened NCCL, so that none waits for a rank that gave up */
+    char why[512] = "";
+    unsigned char mine = !ccl_open(&d->ccl_version, why, sizeof why), all[64];
+    if (d->size > 64) return snprintf(err, errlen, "more than 64 ranks: raise the limit in dist.c"), EXIT_RUNTIME;
+    if (dist_allgather_bytes(d, &mine, 1, all, err, errlen)) return EXIT_RUNTIME;
+    if (!mine) {
+        snprintf(err, errlen, "rank %d of %d: the CUDA backend all-reduces gradients with NCCL, and %s; set FP8C_DIST_GRADS=mpi "
+                 "to stage them through the host and MPI instead", d->rank, d->size, why);
+        return EXIT_RUNTIME;
+    }
+    for (int r = 0; r < d->size; r++)
+        if (!all[r]) return snprintf(err, errlen, "rank %d of %d: rank %d could not open NCCL (its error says why)", d->rank, d->size, r), EXIT_RUNTIME;
+    d->ccl = dist_ccl_init(d, err, errlen);
+    return d->ccl ? EXIT_OK : EXIT_RUNTIME;
 }

@@ -7,7 +7,8 @@
  * ranks computes what one process computes with the same plan, up to FP32 summation order.
  *
  * Collectives go through MPI (Open MPI, opened with dlopen, only when a launcher started the
- * process: a build and a run without MPI are single-process and never touch libmpi). Every
+ * process: a build and a run without MPI are single-process and never touch libmpi), except the
+ * CUDA backend's gradient all-reduce, which NCCL does on the device (dist_cuda). Every
  * reduction whose result enters the numerics is deterministic for a given N: gradients are
  * reduce-scattered with an all-to-all and summed in rank order, then all-gathered; scalars are
  * all-gathered and combined in rank order. A watchdog turns a collective that waits longer than
@@ -75,7 +76,11 @@ typedef struct {
     int nderived;
     int64_t shard_bytes;     /* this rank's master + moment bytes (plan dtypes) */
     unsigned char *pack;
-    char desc[192];
+    /* the CUDA backend's gradients (dist_cuda) */
+    Ccl *ccl;                /* NCCL: the gradient all-reduce on the device; NULL: none or staged */
+    int ccl_version;         /* ncclGetVersion's, e.g. 22809 */
+    int grads_mpi;           /* FP8C_DIST_GRADS=mpi: staged through the host and MPI */
+    char desc[256];
 } Dist;
 
 /* The rank a launcher gave this process (OMPI_COMM_WORLD_RANK), 0 without one: lets `fp8c train`
@@ -112,10 +117,17 @@ int dist_gather_state(Dist *d, CpuBackend *b, char *err, size_t errlen);
  * class that differs. A testing aid: it hashes the whole state. */
 int dist_verify(Dist *d, CpuBackend *b, int64_t step, char *err, size_t errlen);
 
+/* The CUDA backend on N > 1 ranks, after cu_init: open NCCL (every rank agrees that it opened)
+ * and form the communicator (dist_ccl_init), so that dist_reduce all-reduces the gradient class
+ * buffer on the device, on the backend's stream. NCCL that cannot open is an error that names
+ * the way out: FP8C_DIST_GRADS=mpi stages gradients through the host and MPI instead (the CPU
+ * path's deterministic all-reduce, then an upload), and dist_describe says which one runs.
+ * Returns EXIT_OK, EXIT_BAD_INPUT (a bad FP8C_DIST_GRADS) or EXIT_RUNTIME, the message in err. */
+int dist_cuda(Dist *d, CudaBackend *cu, char *err, size_t errlen);
+
 /* The CUDA backend's NCCL communicator, bootstrapped as llm.c does: rank 0 creates the unique id
  * (ncclGetUniqueId needs no GPU), MPI broadcasts it, every rank joins. dist_ccl_id is the first
- * half (tests/unit/test_dist_ccl.c runs it under mpirun). Not yet called by the training loop:
- * its multi-rank CUDA path stages gradients through the host and MPI (ccl.h says why). */
+ * half (tests/unit/test_dist_ccl.c runs it under mpirun); dist_cuda calls dist_ccl_init. */
 int dist_ccl_id(Dist *d, unsigned char id[128], char *err, size_t errlen);
 Ccl *dist_ccl_init(Dist *d, char *err, size_t errlen);
 /* Every rank's n bytes, in rank order (tests). */

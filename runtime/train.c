@@ -477,6 +477,11 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         rc = EXIT_BAD_INPUT;
         goto done;
     }
+    if (run.cu && (rc = dist_cuda(&dist, run.cu, err, sizeof err))) { /* N ranks: NCCL for the gradients */
+        if (!dist.rank || rc == EXIT_RUNTIME) fprintf(stderr, "fp8c: error: %s\n", err);
+        goto done;
+    }
+    rc = EXIT_RUNTIME;
     data_split(&ds, (int)T, &run.train, &run.val);
     TrainState s = {0, 0, 0, 0, p.ls_mode == LS_DYNAMIC ? p.ls_init : p.ls_mode == LS_STATIC ? p.ls_scale : 1.0, 0};
     if (o->resume) {
@@ -562,6 +567,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             for (int i = 0; i < p.nt; i++)
                 if (p.t[i].cls == TC_GRAD) {
                     ((float *)cpu_ptr(&b, i))[0] = NAN;
+                    if (run.cu && cu_upload_tensor(run.cu, &b, i, run.err, sizeof run.err)) goto gpu_fail; /* NCCL sums the device's */
                     break;
                 }
         }

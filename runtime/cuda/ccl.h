@@ -7,10 +7,13 @@
  * kernels around them and can be captured into its CUDA graph (NCCL supports capture since 2.9).
  *
  * Status: compiled, its ABI checked against nccl.h at build time, and the library's load,
- * version and unique id exercised without a GPU (tests/unit/test_ccl.c). No real NCCL
- * communicator has run: there is no GPU on the machines this was written on, and the training
- * loop's multi-rank CUDA path still stages gradients through the host and reduces them with MPI
- * (dist.c). Wiring these calls into the step is the next change.
+ * version and unique id exercised without a GPU (tests/unit/test_dist_ccl.c, real libnccl.so.2).
+ * The training loop uses it: on the CUDA backend with N > 1 ranks, dist.c's dist_cuda forms the
+ * communicator and dist_reduce all-reduces the gradient class buffer with ccl_allreduce_sum on
+ * the backend's stream (ccl_allgather is not called yet: ZeRO-1 is CPU-only). In CI that runs
+ * only against the NCCL test double (tests/cudadouble/nccl_double.c, under mpirun in
+ * tests/dist). No real NCCL communicator or collective has run: there is no GPU on the machines
+ * this was written on.
  */
 #ifndef FP8C_CCL_H
 #define FP8C_CCL_H

@@ -394,6 +394,8 @@ void cu_free(CudaBackend *b) {
 }
 
 const char *cu_device_name(const CudaBackend *b) { return b->name; }
+void *cu_class_ptr(const CudaBackend *b, TensorClass c) { return (void *)(uintptr_t)b->base[c]; }
+void *cu_stream(const CudaBackend *b) { return b->stream; }
 
 /* ---- host mirror <-> device ---------------------------------------------------------------------- */
 

@@ -15,6 +15,11 @@ int cu_probe(char *why, size_t n);
 CudaBackend *cu_init(const Plan *p, char *err, size_t errlen);
 void cu_free(CudaBackend *b);
 const char *cu_device_name(const CudaBackend *b);
+/* A tensor class's device buffer (class_bytes[c] bytes in the plan's dtypes) and the backend's
+ * stream (a CUstream): for collectives enqueued in order with its kernels (dist.c's NCCL
+ * all-reduce of TC_GRAD). Between cu_run calls the stream is idle. */
+void *cu_class_ptr(const CudaBackend *b, TensorClass c);
+void *cu_stream(const CudaBackend *b);
 /* Host mirror (floats for 16-bit tensors) <-> device (the plan's dtypes). */
 int cu_upload(CudaBackend *b, const CpuBackend *h, TensorClass c, char *err, size_t errlen);
 int cu_download(CudaBackend *b, CpuBackend *h, TensorClass c, char *err, size_t errlen);

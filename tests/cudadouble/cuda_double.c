@@ -101,7 +101,8 @@ typedef struct {
     DFunc *fn;                       /* W_LAUNCH */
     unsigned grid[3], block[3], smem;
     uint64_t params[MAX_PARAMS];    /* the parameter values, copied at the launch (all pointers) */
-    DoubleHostFn host;              /* W_HOST: cuBLASLt double's GEMM */
+    DoubleHostFn host;              /* W_HOST: the cuBLASLt double's GEMM, the NCCL double's collective */
+    const char *name;               /* W_HOST: what to call it in a failure */
     void *arg;                      /* owned copy */
     size_t arg_bytes;
 } DWork;
@@ -421,7 +422,7 @@ static CUresult drain(DStream *s) {
             if (w->kind == W_LAUNCH)
                 snprintf(what, sizeof what, "%s (%s)", D.plan.kernels[w->fn->kernel].e[w->fn->entry].symbol, D.plan.kernels[w->fn->kernel].name);
             else
-                snprintf(what, sizeof what, "%s", w->kind == W_HOST ? "cublasLtMatmul" : "a copy");
+                snprintf(what, sizeof what, "%s", w->kind == W_HOST ? w->name : "a copy");
             say("%s failed on the device: %s", what, err);
             D.sticky = R_LAUNCH_FAILED;
             clear(&s->queue);
@@ -790,12 +791,12 @@ static CUresult d_ctx_synchronize(void) {
     return drain(&D.null_stream);
 }
 
-/* ---- the cuBLASLt double's door ------------------------------------------------------------------- */
+/* ---- the cuBLASLt and NCCL doubles' door ------------------------------------------------------------ */
 
-EXPORT int fp8c_double_enqueue_host(void *stream, DoubleHostFn run, const void *arg, size_t arg_bytes) {
+EXPORT int fp8c_double_enqueue_host(void *stream, const char *name, DoubleHostFn run, const void *arg, size_t arg_bytes) {
     if (!D.inited || !D.ctx_current) return R_INVALID_CONTEXT;
     if (D.sticky) return D.sticky;
-    DWork w = {.kind = W_HOST, .host = run, .arg = (void *)arg, .arg_bytes = arg_bytes};
+    DWork w = {.kind = W_HOST, .host = run, .name = name ? name : "host work", .arg = (void *)arg, .arg_bytes = arg_bytes};
     return record(stream_of(stream), &w);
 }
 

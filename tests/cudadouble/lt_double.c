@@ -465,5 +465,5 @@ EXPORT int cublasLtMatmul(void *handle, void *op, const void *alpha, const void 
     if (is_fp8(((Layout *)Ad)->type) && ((d->a_scale && (uintptr_t)d->a_scale % 16) || (d->b_scale && (uintptr_t)d->b_scale % 16)))
         return refuse(S_INVALID_VALUE, "FP8 scale arrays start 16-byte aligned (docs 3.1.4.5.1; notes 1.4, 1.7)");
     Job j = {*d, *(Layout *)Ad, *(Layout *)Bd, *(Layout *)Cd, *(Layout *)Dd, *(const float *)alpha, *(const float *)beta, A, B, C, D};
-    return enqueue(stream, run_job, &j, sizeof j) ? S_EXECUTION_FAILED : S_OK;
+    return enqueue(stream, "cublasLtMatmul", run_job, &j, sizeof j) ? S_EXECUTION_FAILED : S_OK;
 }

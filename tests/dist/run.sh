@@ -2,7 +2,9 @@
 # Data-parallel training under mpirun on the CPU (runtime/dist.c): N ranks match one process with
 # the same global batch, every rank holds the same state, ZeRO-1 equals replicated optimizer
 # state, checkpoints resume across rank counts, bad launches are refused, and a rank that dies or
-# hangs ends the job with an error instead of a hang.
+# hangs ends the job with an error instead of a hang. Section 6d runs the CUDA backend's multi-rank
+# path (gradients all-reduced by NCCL on the device) against the test doubles in build/tests
+# (tests/cudadouble: driver, cuBLASLt and NCCL; no GPU, no real NCCL).
 # usage: tests/dist/run.sh FP8C   (from the repository root); one PASS/FAIL line per case
 #
 # The model (tests/dist/model.yaml) has grad_accum 4: a global batch of 4 micro-batches, which
@@ -191,6 +193,79 @@ mpi 2 "$(dirname "$fp8c")/tests/test_dist_ccl" >"$tmp/out" 2>"$tmp/err"
 rc=$?
 cat "$tmp/out"
 if [ $rc -ne 0 ] && ! grep -q '^FAIL' "$tmp/out"; then ko nccl_bootstrap "exit $rc"; fi
+
+# 6d. the CUDA backend on 2 ranks, against the test doubles (tests/cudadouble: libcuda.so.1,
+#     libcublasLt.so.13, libnccl.so.2 in build/tests; no GPU, and no real NCCL). The gradients are
+#     all-reduced on the "device" by ncclAllReduce on the backend's stream; the NCCL double runs it
+#     at the stream's synchronization over MPI, summing in rank order, as dist.c's MPI path does.
+dbl=$PWD/build/tests
+if [ -f "$dbl/libnccl.so.2" ] && [ -f "$dbl/libcuda.so.1" ] && [ -f "$dbl/libcublasLt.so.13" ] && [ -x "$dbl/test_nccl_double" ]; then
+    # the NCCL double on its own: 1 rank (no MPI), 2 ranks, and 3 (where the order of the sum shows)
+    for np in 1 2 3; do
+        if [ $np = 1 ]; then "$dbl/test_nccl_double" "$dbl" >"$tmp/out" 2>"$tmp/err"; else
+            mpi $np "$dbl/test_nccl_double" "$dbl" >"$tmp/out" 2>"$tmp/err"; fi
+        rc=$?
+        sed -n 's/^\(PASS\|FAIL\) /&/p' "$tmp/out"
+        if [ $rc -ne 0 ] && ! grep -q '^FAIL' "$tmp/out"; then ko "nccl_double_np$np" "exit $rc"; fi
+    done
+    # grad_accum bf16 (ncclBfloat16, a rounding after every addition) and deepseek_v3 (FP8, FP32 grads)
+    { cat policies/bf16.yaml; echo "grad_accum: bf16"; } | sed 's/^name: bf16$/name: bf16_grads/' >"$tmp/bf16g.yaml"
+    cu() { # PLAN, NP, LOG, extra args...: fp8c run on the doubles
+        plan=$1 np=$2 log=$3
+        shift 3
+        if [ "$np" = 1 ]; then
+            LD_LIBRARY_PATH="$dbl" FP8C_CUDA_DOUBLE_PLAN=$plan "$fp8c" run "$plan" --device cuda --steps 3 --log "$log" "$@"
+        else
+            LD_LIBRARY_PATH="$dbl" FP8C_CUDA_DOUBLE_PLAN=$plan mpi "$np" "$fp8c" run "$plan" --device cuda --steps 3 --log "$log" "$@"
+        fi
+    }
+    for pol in "$tmp/bf16g.yaml" policies/deepseek_v3.yaml; do
+        name=$(basename "$pol" .yaml)
+        d="$tmp/cuda-$name"
+        "$fp8c" compile $model "$pol" --target sm_90a -o "$d" >/dev/null 2>"$tmp/err" &&
+            LD_LIBRARY_PATH="$dbl" "$fp8c" build "$d" --arch sm_90a >/dev/null 2>>"$tmp/err" || { ko "cuda_nccl_$name" "compile/build failed"; continue; }
+        cu "$d" 2 "$tmp/$name.nccl.jsonl" >"$tmp/out" 2>"$tmp/err"
+        rc=$?
+        # used, on both ranks: the start line says so, and each rank's communicator ran 3 all-reduces
+        n=$(grep -c 'libnccl double: rank [01] of 2 destroyed: 3 all-reduces' "$tmp/err")
+        if [ $rc -eq 0 ] && [ "$n" -eq 2 ] && grep -q 'gradient all-reduce on the device over NCCL' "$tmp/err"; then ok "cuda_nccl_used_$name"; else
+            ko "cuda_nccl_used_$name" "exit $rc, $n of 2 ranks' NCCL communicators ran 3 all-reduces"; fi
+    done
+    # NCCL on the device computes, bit for bit, what the host staging through MPI does (the same
+    # rank-order sum, BF16-rounded per addition): every loss, norm and skip identical
+    if FP8C_DIST_GRADS=mpi cu "$tmp/cuda-bf16g" 2 "$tmp/bf16g.mpi.jsonl" >"$tmp/out" 2>"$tmp/err" &&
+        grep -q 'staged through the host (FP8C_DIST_GRADS=mpi)' "$tmp/err" && ! grep -q 'libnccl double (no GPU)' "$tmp/err" &&
+        match "$tmp/bf16g.nccl.jsonl" "$tmp/bf16g.mpi.jsonl" 0 2>>"$tmp/err"; then
+        ok cuda_nccl_equals_mpi_staging_bf16_grads
+    else ko cuda_nccl_equals_mpi_staging_bf16_grads "NCCL and FP8C_DIST_GRADS=mpi differ"; fi
+    # against one process on the doubles, same plan and global batch: the tolerance of 1. above
+    # (FP32 gradients summed (m0+m1)+(m2+m3) instead of ((m0+m1)+m2)+m3; 3 steps of 6)
+    cu "$tmp/cuda-deepseek_v3" 1 "$tmp/deepseek_v3.cuda1.jsonl" >"$tmp/out" 2>"$tmp/err"
+    if match "$tmp/deepseek_v3.cuda1.jsonl" "$tmp/deepseek_v3.nccl.jsonl" 2e-3 2>>"$tmp/err"; then ok cuda_nccl_np2_matches_single_deepseek_v3; else
+        ko cuda_nccl_np2_matches_single_deepseek_v3 "losses outside the tolerance"; fi
+    # an overflow on one rank skips the step on every rank (the NaN goes into rank 1's device gradients)
+    cu "$tmp/cuda-bf16g" 2 "$tmp/nan.cuda.jsonl" --debug-inject-nan 2 >"$tmp/out" 2>"$tmp/err"
+    if python3 -c "
+import json, sys
+r = [json.loads(l) for l in open(sys.argv[1])]
+assert [x['skipped'] for x in r] == [False, True, False]" "$tmp/nan.cuda.jsonl" 2>>"$tmp/err"; then
+        ok cuda_nccl_overflow_skips_everywhere
+    else ko cuda_nccl_overflow_skips_everywhere "step 2 not skipped"; fi
+    # no usable NCCL: an error on every rank that names FP8C_DIST_GRADS=mpi, not a silent fallback
+    # (a libnccl.so.2 without NCCL's symbols: the cuBLASLt double under that name); a bad value: exit 2
+    mkdir -p "$tmp/nonccl"
+    ln -sf "$dbl/libcuda.so.1" "$dbl/libcublasLt.so.13" "$tmp/nonccl/" && ln -sf "$dbl/libcublasLt.so.13" "$tmp/nonccl/libnccl.so.2"
+    LD_LIBRARY_PATH="$tmp/nonccl" FP8C_CUDA_DOUBLE_PLAN="$tmp/cuda-bf16g" mpi 2 "$fp8c" run "$tmp/cuda-bf16g" --device cuda --steps 1 \
+        >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ $rc -eq 1 ] && grep -q 'lacks ncclGetVersion.*set FP8C_DIST_GRADS=mpi' "$tmp/err" && ! grep -q '^step ' "$tmp/out"; then ok cuda_no_nccl_is_an_error; else
+        ko cuda_no_nccl_is_an_error "exit $rc"; fi
+    FP8C_DIST_GRADS=gloo cu "$tmp/cuda-bf16g" 2 "$tmp/x.jsonl" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ $rc -eq 2 ] && grep -q "FP8C_DIST_GRADS='gloo'" "$tmp/err"; then ok cuda_bad_grads_transport; else ko cuda_bad_grads_transport "exit $rc"; fi
+else
+    ko cuda_nccl "the test doubles are not built in build/tests (ninja builds them)"
+fi
 
 # 7. the state check can fail: one flipped parameter bit on rank 1 is caught
 FP8C_DIST_VERIFY=1 FP8C_DIST_FAULT=flip:1:2 mpi 2 "$fp8c" train $model policies/bf16.yaml >"$tmp/out" 2>"$tmp/err"
