@@ -166,6 +166,35 @@ HOT_CLONES static void compute_tile(float *c,        // (m, ldc) C at the block'
 #pragma GCC pop_options
 #endif
 
+#if defined(__GNUC__)
+typedef float tf8 __attribute__((vector_size(32)));
+typedef int ti8 __attribute__((vector_size(32)));
+
+/* An 8 x 8 block: rows r[0..7] in, columns out. Three shuffle stages: 32-bit interleave of row
+ * pairs, 64-bit interleave of those, then the 128-bit halves. */
+HOT_CLONES static void transpose8(float *out, int64_t ldo, const float *in, int64_t ldi)
+{
+    tf8 r[8], t[8], u[8];
+    for (int i = 0; i < 8; i++)
+        memcpy(&r[i], in + i * ldi, sizeof r[i]);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (ti8){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (ti8){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int h = 0; h < 8; h += 4)
+        for (int p = 0; p < 2; p++) {
+            u[h + 2 * p] = __builtin_shuffle(t[h + p], t[h + 2 + p], (ti8){0, 1, 8, 9, 4, 5, 12, 13});
+            u[h + 2 * p + 1] = __builtin_shuffle(t[h + p], t[h + 2 + p], (ti8){2, 3, 10, 11, 6, 7, 14, 15});
+        }
+    for (int c = 0; c < 4; c++) {
+        tf8 lo = __builtin_shuffle(u[c], u[4 + c], (ti8){0, 1, 2, 3, 8, 9, 10, 11});
+        tf8 hi = __builtin_shuffle(u[c], u[4 + c], (ti8){4, 5, 6, 7, 12, 13, 14, 15});
+        memcpy(out + c * ldo, &lo, sizeof lo);
+        memcpy(out + (c + 4) * ldo, &hi, sizeof hi);
+    }
+}
+#endif
+
 /* ---- packing ------------------------------------------------------------------------------
  * A whole block (up to MB x KB of A, KB x NB of B) is packed before any of its
  * tiles runs, so a block costs two synchronisation points (after packing,
@@ -182,7 +211,20 @@ static void pack_a_panel(float *ap, struct strided a, int i0, int mb, int64_t mp
     for (int pc = 0; pc < kb; pc += KC) {
         int kc = min_int(KC, kb - pc);
         float *dst = ap + (int64_t)pc * mpad + (int64_t)ip * kc * MR;
-        for (int p = 0; p < kc; p++) {
+        int p = 0;
+#if defined(__GNUC__)
+        /* A's rows contiguous in p (forward and data-gradient GEMMs): 8 rows transposed 8 x 8 at
+         * a time, the panel's 6 kept (the two below must exist in the block) */
+        if (a.cs == 1 && mr == MR && ii + 8 <= i0 + mb) {
+            float tmp[64];
+            for (; p + 8 <= kc; p += 8) {
+                transpose8(tmp, 8, a.base + (int64_t)ii * a.rs + p0 + pc + p, a.rs);
+                for (int q = 0; q < 8; q++)
+                    memcpy(dst + (p + q) * MR, tmp + q * 8, MR * sizeof *tmp);
+            }
+        }
+#endif
+        for (; p < kc; p++) {
             const float *src = a.base + (int64_t)ii * a.rs + (int64_t)(p0 + pc + p) * a.cs;
             for (int i = 0; i < mr; i++)
                 dst[p * MR + i] = src[i * a.rs];
@@ -200,7 +242,15 @@ static void pack_b_panel(float *bp, struct strided b, int j0, int nb, int64_t np
     for (int pc = 0; pc < kb; pc += KC) {
         int kc = min_int(KC, kb - pc);
         float *dst = bp + (int64_t)pc * npad + (int64_t)jp * kc * NR;
-        for (int p = 0; p < kc; p++) {
+        int p = 0;
+#if defined(__GNUC__)
+        /* B's columns contiguous in p (a forward GEMM's w): whole panels 8 x 8 at a time */
+        if (b.rs == 1 && nr == NR)
+            for (; p + 8 <= kc; p += 8)
+                for (int j = 0; j < NR; j += 8)
+                    transpose8(dst + p * NR + j, NR, b.base + (int64_t)(jj + j) * b.cs + p0 + pc + p, b.cs);
+#endif
+        for (; p < kc; p++) {
             const float *src = b.base + (int64_t)(p0 + pc + p) * b.rs + (int64_t)jj * b.cs;
             for (int j = 0; j < nr; j++)
                 dst[p * NR + j] = src[j * b.cs];
@@ -260,7 +310,12 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
         for (int jb = 0; jb < n; jb += NB) {
             int nb = min_int(NB, n - jb);
             int64_t npad = round_up(nb, NR);
-            int bpanels = (int)(npad / NR), ntiles = (nb + NT - 1) / NT;
+            /* tile width: NT, halved (down to 64) while a block would have fewer than 16 tiles,
+             * so that a small-M GEMM (256 rows: 3 tile rows) still spreads over the threads */
+            int mrows = min_int(m, MB), nt = NT;
+            while (nt > 64 && (int64_t)((mrows + MT - 1) / MT) * ((nb + nt - 1) / nt) < 16)
+                nt /= 2;
+            int bpanels = (int)(npad / NR), ntiles = (nb + nt - 1) / nt;
             for (int pb = 0; pb < k; pb += KB) {
                 int kb = min_int(KB, k - pb);
                 for (int ib = 0; ib < m; ib += MB) {
@@ -278,11 +333,11 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
                     }
                     OMP_FOR_DYNAMIC
                     for (int t = 0; t < mtiles * ntiles; t++) {
-                        int i0 = t / ntiles * MT, j0 = t % ntiles * NT;
+                        int i0 = t / ntiles * MT, j0 = t % ntiles * nt;
                         for (int pc = 0; pc < kb; pc += KC)
                             compute_tile(c + ib * ldc + jb, ap + pc * mpad, bp + pc * npad,
                                          min_int(KC, kb - pc), ldc, i0, min_int(i0 + MT, mb),
-                                         j0, min_int(j0 + NT, nb), accumulate || pb + pc > 0);
+                                         j0, min_int(j0 + nt, nb), accumulate || pb + pc > 0);
                     }
                     /* the implicit barrier above keeps the buffers until every tile is done */
                 }
@@ -338,34 +393,6 @@ void ref_matmul_bwd_weight(float *dw, float *dbias, const float *dout, const flo
 
 /* ---- transpose ---- */
 
-#if defined(__GNUC__)
-typedef float tf8 __attribute__((vector_size(32)));
-typedef int ti8 __attribute__((vector_size(32)));
-
-/* An 8 x 8 block: rows r[0..7] in, columns out. Three shuffle stages: 32-bit interleave of row
- * pairs, 64-bit interleave of those, then the 128-bit halves. */
-HOT_CLONES static void transpose8(float *out, int64_t ldo, const float *in, int64_t ldi)
-{
-    tf8 r[8], t[8], u[8];
-    for (int i = 0; i < 8; i++)
-        memcpy(&r[i], in + i * ldi, sizeof r[i]);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shuffle(r[i], r[i + 1], (ti8){0, 8, 1, 9, 4, 12, 5, 13});
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (ti8){2, 10, 3, 11, 6, 14, 7, 15});
-    }
-    for (int h = 0; h < 8; h += 4)
-        for (int p = 0; p < 2; p++) {
-            u[h + 2 * p] = __builtin_shuffle(t[h + p], t[h + 2 + p], (ti8){0, 1, 8, 9, 4, 5, 12, 13});
-            u[h + 2 * p + 1] = __builtin_shuffle(t[h + p], t[h + 2 + p], (ti8){2, 3, 10, 11, 6, 7, 14, 15});
-        }
-    for (int c = 0; c < 4; c++) {
-        tf8 lo = __builtin_shuffle(u[c], u[4 + c], (ti8){0, 1, 2, 3, 8, 9, 10, 11});
-        tf8 hi = __builtin_shuffle(u[c], u[4 + c], (ti8){4, 5, 6, 7, 12, 13, 14, 15});
-        memcpy(out + c * ldo, &lo, sizeof lo);
-        memcpy(out + (c + 4) * ldo, &hi, sizeof hi);
-    }
-}
-#endif
 
 void ref_transpose(float *out, const float *in, int64_t R, int64_t C)
 {
