@@ -172,7 +172,7 @@ typedef int ti8 __attribute__((vector_size(32)));
 
 /* An 8 x 8 block: rows r[0..7] in, columns out. Three shuffle stages: 32-bit interleave of row
  * pairs, 64-bit interleave of those, then the 128-bit halves. */
-HOT_CLONES static void transpose8(float *out, int64_t ldo, const float *in, int64_t ldi)
+static inline __attribute__((always_inline)) void transpose8(float *out, int64_t ldo, const float *in, int64_t ldi)
 {
     tf8 r[8], t[8], u[8];
     for (int i = 0; i < 8; i++)
@@ -204,7 +204,7 @@ HOT_CLONES static void transpose8(float *out, int64_t ldo, const float *in, int6
  * mpad/MR panels of (kc, MR); packed B likewise with npad and NR. */
 
 /* Panel ip of the A block at rows [i0, i0+mb), columns [p0, p0+kb). */
-static void pack_a_panel(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
+HOT_CLONES static void pack_a_panel(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
                          int ip)
 {
     int ii = i0 + ip * MR, mr = min_int(MR, i0 + mb - ii);
@@ -235,7 +235,7 @@ static void pack_a_panel(float *ap, struct strided a, int i0, int mb, int64_t mp
 }
 
 /* Panel jp of the B block at rows [p0, p0+kb), columns [j0, j0+nb). */
-static void pack_b_panel(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
+HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
                          int jp)
 {
     int jj = j0 + jp * NR, nr = min_int(NR, j0 + nb - jj);
@@ -394,14 +394,11 @@ void ref_matmul_bwd_weight(float *dw, float *dbias, const float *dout, const flo
 /* ---- transpose ---- */
 
 
-void ref_transpose(float *out, const float *in, int64_t R, int64_t C)
+/* One cache block of ref_transpose: rows [i0, i1), columns [j0, j1). */
+HOT_CLONES static void transpose_tile(float *out, const float *in, int64_t R, int64_t C, int64_t i0, int64_t i1, int64_t j0,
+                                      int64_t j1)
 {
-    enum { TB = 32 }; /* cache blocks */
-    int64_t nbr = (R + TB - 1) / TB, nbc = (C + TB - 1) / TB;
-#pragma omp parallel for schedule(static) if (R * C > 65536)
-    for (int64_t t = 0; t < nbr * nbc; t++) {
-        int64_t i0 = t / nbc * TB, j0 = t % nbc * TB;
-        int64_t i1 = i0 + TB < R ? i0 + TB : R, j1 = j0 + TB < C ? j0 + TB : C;
+    {
         int64_t i8 = i0, j8 = j0;
 #if defined(__GNUC__)
         i8 = i0 + (i1 - i0) / 8 * 8, j8 = j0 + (j1 - j0) / 8 * 8;
@@ -416,5 +413,16 @@ void ref_transpose(float *out, const float *in, int64_t R, int64_t C)
         for (int64_t i = i8; i < i1; i++)
             for (int64_t j = j0; j < j1; j++)
                 out[j * R + i] = in[i * C + j];
+    }
+}
+
+void ref_transpose(float *out, const float *in, int64_t R, int64_t C)
+{
+    enum { TB = 32 }; /* cache blocks */
+    int64_t nbr = (R + TB - 1) / TB, nbc = (C + TB - 1) / TB;
+#pragma omp parallel for schedule(static) if (R * C > 65536)
+    for (int64_t t = 0; t < nbr * nbc; t++) {
+        int64_t i0 = t / nbc * TB, j0 = t % nbc * TB;
+        transpose_tile(out, in, R, C, i0, i0 + TB < R ? i0 + TB : R, j0, j0 + TB < C ? j0 + TB : C);
     }
 }
