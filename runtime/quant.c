@@ -492,29 +492,57 @@ int q_transpose_copy(uint8_t *codes_t, float *scale_inv_t, const uint8_t *codes,
     return 0;
 }
 
+void q_decoder_init(QDecoder *d, const uint8_t *codes, const float *scale_inv, const uint8_t *scale_inv_e8m0, int R,
+                    int C, int tr, int tc, QFormat fmt, int e8m0)
+{
+    struct tiling t = make_tiling(R, C, tr, tc);
+    d->codes = codes;
+    d->R = t.R;
+    d->C = t.C;
+    d->tr = t.tr;
+    d->tc = t.tc;
+    d->scale_e8m0 = e8m0 && scale_inv_e8m0 ? scale_inv_e8m0 : NULL;
+    d->scale_inv = d->scale_e8m0 ? NULL : scale_inv;
+    if (d->scale_e8m0) { /* mx_index: always row-major */
+        d->s_row = t.nbc;
+        d->s_col = 1;
+    } else { /* scale_index, as a linear form in (bi, bj) */
+        d->s_row = (int64_t)scale_index(&t, 1, 0) - (int64_t)scale_index(&t, 0, 0);
+        d->s_col = (int64_t)scale_index(&t, 0, 1) - (int64_t)scale_index(&t, 0, 0);
+    }
+    for (int c = 0; c < 256; c++) /* a table of decode()'s results: exact */
+        d->lut[c] = decode(fmt, (uint8_t)c);
+}
+
+void q_decode_rect(const QDecoder *d, float *out, int64_t ldo, int r0, int nr, int c0, int nc)
+{
+    for (int i = r0; i < r0 + nr; i++) {
+        const uint8_t *row = d->codes + (size_t)i * (size_t)d->C;
+        float *orow = out + (int64_t)(i - r0) * ldo;
+        int64_t srow = (int64_t)(i / d->tr) * d->s_row;
+        for (int j0 = c0; j0 < c0 + nc;) {
+            int j1 = (j0 / d->tc + 1) * d->tc; /* the end of j0's tile */
+            if (j1 > c0 + nc)
+                j1 = c0 + nc;
+            int64_t si = srow + (int64_t)(j0 / d->tc) * d->s_col;
+            float sinv = d->scale_e8m0 ? fp8c_e8m0_to_f32(d->scale_e8m0[si]) : d->scale_inv[si];
+            for (int j = j0; j < j1; j++)
+                orow[j - c0] = d->lut[row[j]] * sinv;
+            j0 = j1;
+        }
+    }
+}
+
 void q_dequantize(float *out, const uint8_t *codes, const float *scale_inv, const uint8_t *scale_inv_e8m0, int R,
                   int C, int tr, int tc, QFormat fmt, int e8m0)
 {
-    struct tiling t = make_tiling(R, C, tr, tc);
-    int use_e8 = e8m0 && scale_inv_e8m0;
-    /* Decoding through a 256-entry table is exact (it holds decode()'s results) and keeps the
-     * GEMM emulation's dequantization memory-bound. */
-    float lut[256];
-    for (int c = 0; c < 256; c++) lut[c] = decode(fmt, (uint8_t)c);
+    QDecoder d;
+    q_decoder_init(&d, codes, scale_inv, scale_inv_e8m0, R, C, tr, tc, fmt, e8m0);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if ((int64_t)t.R * t.C > 65536)
+#pragma omp parallel for schedule(static) if ((int64_t)d.R * d.C > 65536)
 #endif
-    for (int i = 0; i < t.R; i++) {
-        int bi = i / t.tr;
-        const uint8_t *row = codes + (size_t)i * (size_t)t.C;
-        float *orow = out + (size_t)i * (size_t)t.C;
-        for (int j0 = 0; j0 < t.C; j0 += t.tc) {
-            int bj = j0 / t.tc, j1 = j0 + t.tc < t.C ? j0 + t.tc : t.C;
-            float sinv = use_e8 ? fp8c_e8m0_to_f32(scale_inv_e8m0[mx_index(&t, bi, bj)])
-                                : scale_inv[scale_index(&t, bi, bj)];
-            for (int j = j0; j < j1; j++) orow[j] = lut[row[j]] * sinv;
-        }
-    }
+    for (int i = 0; i < d.R; i++)
+        q_decode_rect(&d, out + (size_t)i * (size_t)d.C, d.C, i, 1, 0, d.C);
 }
 
 /* ---- delayed scaling -------------------------------------------------------------- */

@@ -75,6 +75,27 @@ float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, cons
 void q_dequantize(float *out, const uint8_t *codes, const float *scale_inv, const uint8_t *scale_inv_e8m0, int R,
                   int C, int tr, int tc, QFormat fmt, int e8m0);
 
+/* A quantized matrix decoded on demand, a rectangle at a time: what the CPU's quantized GEMM
+ * packs from instead of a dequantized copy. Element (i,j) is lut[codes[i*C + j]] times the
+ * scale inverse at (i/tr)*s_row + (j/tc)*s_col of scale_inv (or of the E8M0 codes), which
+ * covers every layout above; the values are q_dequantize's, bit for bit. */
+typedef struct {
+    const uint8_t *codes;      /* (R, C) row-major */
+    const float *scale_inv;    /* NULL when the scales are read from scale_e8m0 */
+    const uint8_t *scale_e8m0;
+    int R, C, tr, tc;
+    int64_t s_row, s_col;
+    float lut[256];            /* decode() of every code */
+} QDecoder;
+
+/* Same arguments as q_dequantize. */
+void q_decoder_init(QDecoder *d, const uint8_t *codes, const float *scale_inv, const uint8_t *scale_inv_e8m0, int R,
+                    int C, int tr, int tc, QFormat fmt, int e8m0);
+
+/* out (nr, nc) with row stride ldo = rows [r0, r0+nr), columns [c0, c0+nc) of the decoded
+ * matrix; the rectangle must lie inside it. */
+void q_decode_rect(const QDecoder *d, float *out, int64_t ldo, int r0, int nr, int c0, int nc);
+
 /* out = dequantize(quantize(x)) in one call, bit-identical to the two calls,
  * without scratch memory. With transpose != 0 the tensor is first transposed:
  * x is R x C, out is C x R and the tiles are laid over the transposed matrix,

@@ -49,13 +49,13 @@ int cpu_init(CpuBackend *b, const Plan *p, char *err, size_t errlen) {
             return -1;
         }
     }
-    /* scratch: the largest qgemm (two dequantized operands and the product) or transpose */
+    /* scratch: the largest accumulating qgemm's product, or transpose */
     size_t need = 0;
     for (int sec = 0; sec < SEC_COUNT; sec++)
         for (int i = 0; i < p->nsteps[sec]; i++) {
             const RtStep *s = &p->steps[sec][i];
             size_t n = 0;
-            if (s->op == OP_QGEMM) n = (size_t)(s->ints[0] * s->ints[2] + s->ints[1] * s->ints[2] + s->ints[0] * s->ints[1]);
+            if (s->op == OP_QGEMM && s->ints[3]) n = (size_t)(s->ints[0] * s->ints[1]);
             if (s->op == OP_QUANTIZE) n = (size_t)(s->ints[0] * s->ints[1]);
             if (n > need) need = n;
         }
@@ -112,12 +112,14 @@ static void run_quantize(CpuBackend *b, const RtStep *s) {
 static void run_qgemm(CpuBackend *b, const RtStep *s) {
     const int64_t *v = s->ints;
     int64_t P = v[0], Q = v[1], R = v[2];
-    float *A = b->ws, *B = A + P * R, *out = B + Q * R;
     int mx = (int)v[10];
-    q_dequantize(A, U(1), mx ? NULL : F(2), mx ? U(2) : NULL, (int)P, (int)R, (int)v[4], (int)v[5], (QFormat)v[6], mx);
-    q_dequantize(B, U(3), mx ? NULL : F(4), mx ? U(4) : NULL, (int)Q, (int)R, (int)v[7], (int)v[8], (QFormat)v[9], mx);
-    if (v[3]) {
-        ref_matmul_fwd(out, A, B, NULL, (int)P, (int)R, (int)Q);
+    /* both operands decoded while the GEMM packs them (no dequantized copies) */
+    QDecoder A, B;
+    q_decoder_init(&A, U(1), mx ? NULL : F(2), mx ? U(2) : NULL, (int)P, (int)R, (int)v[4], (int)v[5], (QFormat)v[6], mx);
+    q_decoder_init(&B, U(3), mx ? NULL : F(4), mx ? U(4) : NULL, (int)Q, (int)R, (int)v[7], (int)v[8], (QFormat)v[9], mx);
+    if (v[3]) { /* the product into scratch, then added: the GEMM's sum is rounded before the add */
+        float *out = b->ws;
+        ref_qmatmul_fwd(out, &A, &B, NULL, (int)P, (int)R, (int)Q);
         ref_accumulate(F(0), out, P * Q);
         if (s->args[5] >= 0) { /* a bias with accumulation is never emitted; keep it exact anyway */
             float *o = F(0);
@@ -126,7 +128,7 @@ static void run_qgemm(CpuBackend *b, const RtStep *s) {
                 for (int64_t j = 0; j < Q; j++) o[i * Q + j] += bias[j];
         }
     } else {
-        ref_matmul_fwd(F(0), A, B, s->args[5] >= 0 ? F(5) : NULL, (int)P, (int)R, (int)Q);
+        ref_qmatmul_fwd(F(0), &A, &B, s->args[5] >= 0 ? F(5) : NULL, (int)P, (int)R, (int)Q);
     }
 }
 

@@ -21,6 +21,7 @@
 #define FP8C_RUNTIME_CPU_REF_H
 
 #include <stdint.h>
+#include "quant.h"
 
 /* Storage dtype codes of ref_round and ref_adamw. */
 enum {
@@ -39,6 +40,10 @@ void ref_matmul_fwd(float *out,        // (M,N)
                     const float *w,    // (N,K)
                     const float *bias, // (N) or NULL
                     int M, int K, int N);
+/* out = dequantize(inp) @ dequantize(w)^T + bias (overwrite), for FP8 operands (the decoders of
+ * quant.h, both K-contiguous): the codes are decoded while the GEMM packs them, with no
+ * dequantized copy; bit-identical to q_dequantize of both followed by ref_matmul_fwd. */
+void ref_qmatmul_fwd(float *out, const QDecoder *inp, const QDecoder *w, const float *bias, int M, int K, int N);
 /* dinp += dout @ w. */
 void ref_matmul_bwd_data(float *dinp,       // (M,K)
                          const float *dout, // (M,N)

@@ -30,6 +30,7 @@
  * each thread's stack: O(BQ BK + BK hd) floats).
  */
 #include "ref.h"
+#include "vmath.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -65,35 +66,12 @@ typedef float v8u __attribute__((vector_size(32), aligned(4)));
 #define ld8(p) (*(const v8u *)(p))
 #define st8(p, x) (*(v8u *)(p) = (x))
 
-/* s[j] = exp(s[j] - sub) for the whole BK-wide row, 8 lanes at a time: libm's expf per score
- * cost more than the score's 2 x hd FMAs. Cody-Waite reduction x = n ln2 + r with n =
- * round(x log2 e), the degree-6 Cephes polynomial for e^r on |r| <= ln2/2, and 2^n put into
- * the exponent field: at most 0.98 ulp from the exact e^x over [-87, 0.5] sampled every 1e-5
- * (measured for issue 15; libm's expf is within 0.5), and the attention tests of test_ops
- * hold its results to the same tolerances as before. x is clamped to [-87.3, 88.3] so that 2^n stays a normal float: below
- * that, e^x < 2^-126 is returned as a tiny normal instead of a denormal or 0 (a weight of
- * 1e-38 next to the row maximum's 1 changes no sum). */
+/* s[j] = exp(s[j] - sub) for the whole BK-wide row, 8 lanes at a time (vmath.h's vexp8; the
+ * attention tests of test_ops hold its results to the same tolerances as libm's expf). */
 static inline void exp_row(float *s, float sub)
 {
-    typedef int32_t i8v __attribute__((vector_size(32)));
-    for (int c = 0; c < BK; c += 8) {
-        v8 x = ld8(s + c) - sub;
-        i8v lo = x < -87.33654f, hi = x > 88.3762589f; /* all-ones lanes where true */
-        x = (v8)(((i8v)x & ~lo) | ((i8v)((v8){0} - 87.33654f) & lo));
-        x = (v8)(((i8v)x & ~hi) | ((i8v)((v8){0} + 88.3762589f) & hi));
-        v8 t = x * 1.44269504088896341f + 12582912.0f; /* 1.5 * 2^23: rounds to an integer */
-        v8 n = t - 12582912.0f;
-        v8 r = x - n * 0.693359375f;
-        r = r - n * -2.12194440e-4f;
-        v8 p = 1.9875691500e-4f * r + 1.3981999507e-3f;
-        p = p * r + 8.3334519073e-3f;
-        p = p * r + 4.1665795894e-2f;
-        p = p * r + 1.6666665459e-1f;
-        p = p * r + 5.0000001201e-1f;
-        v8 y = p * (r * r) + r + 1.0f;
-        i8v e = __builtin_convertvector(n, i8v) << 23;
-        st8(s + c, (v8)((i8v)y + e));
-    }
+    for (int c = 0; c < BK; c += 8)
+        st8(s + c, vexp8(ld8(s + c) - sub));
 }
 
 /* Copy n rows (row i at src + i*stride, hd floats) into the (hd, BK) panel dst, columns n..BK

@@ -52,11 +52,14 @@
 #define NB 2048 /* block columns: packed B is at most KB x NB (16 MiB) */
 #define KB 2048 /* block contraction depth */
 
-/* An operand read through strides: element (i,p) is base[i*rs + p*cs]. */
+/* An operand read through strides: element (i,p) is base[i*rs + p*cs]. Or, with q set, an FP8
+ * operand whose element (i,p) is the decoder's: contiguous in p (rs = row length, cs = 1, for
+ * A; rs = 1, cs = row length, for B), decoded a panel at a time while packing. */
 struct strided {
     const float *base;
     int64_t rs; /* stride between rows */
     int64_t cs; /* stride between columns */
+    const QDecoder *q;
 };
 
 static int min_int(int a, int b) { return a < b ? a : b; }
@@ -208,26 +211,36 @@ HOT_CLONES static void pack_a_panel(float *ap, struct strided a, int i0, int mb,
                          int ip)
 {
     int ii = i0 + ip * MR, mr = min_int(MR, i0 + mb - ii);
+    float dec[8 * KC]; /* an FP8 panel's slice, decoded: 8 rows of kc, zero below the block */
     for (int pc = 0; pc < kb; pc += KC) {
         int kc = min_int(KC, kb - pc);
         float *dst = ap + (int64_t)pc * mpad + (int64_t)ip * kc * MR;
+        const float *src0 = a.base ? a.base + (int64_t)ii * a.rs + (int64_t)(p0 + pc) * a.cs : NULL;
+        int64_t rs = a.rs, cs = a.cs;
+        int rows8 = ii + 8 <= i0 + mb; /* the two rows below the panel exist */
+        if (a.q) {
+            int nr = min_int(8, i0 + mb - ii);
+            q_decode_rect(a.q, dec, KC, ii, nr, p0 + pc, kc);
+            memset(dec + nr * KC, 0, (size_t)(8 - nr) * KC * sizeof *dec);
+            src0 = dec, rs = KC, cs = 1, rows8 = 1;
+        }
         int p = 0;
 #if defined(__GNUC__)
         /* A's rows contiguous in p (forward and data-gradient GEMMs): 8 rows transposed 8 x 8 at
-         * a time, the panel's 6 kept (the two below must exist in the block) */
-        if (a.cs == 1 && mr == MR && ii + 8 <= i0 + mb) {
+         * a time, the panel's 6 kept */
+        if (cs == 1 && (mr == MR || a.q) && rows8) {
             float tmp[64];
             for (; p + 8 <= kc; p += 8) {
-                transpose8(tmp, 8, a.base + (int64_t)ii * a.rs + p0 + pc + p, a.rs);
+                transpose8(tmp, 8, src0 + p, rs);
                 for (int q = 0; q < 8; q++)
                     memcpy(dst + (p + q) * MR, tmp + q * 8, MR * sizeof *tmp);
             }
         }
 #endif
         for (; p < kc; p++) {
-            const float *src = a.base + (int64_t)ii * a.rs + (int64_t)(p0 + pc + p) * a.cs;
+            const float *src = src0 + (int64_t)p * cs;
             for (int i = 0; i < mr; i++)
-                dst[p * MR + i] = src[i * a.rs];
+                dst[p * MR + i] = src[i * rs];
             for (int i = mr; i < MR; i++)
                 dst[p * MR + i] = 0.0f;
         }
@@ -239,21 +252,30 @@ HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb,
                          int jp)
 {
     int jj = j0 + jp * NR, nr = min_int(NR, j0 + nb - jj);
+    float dec[NR * KC]; /* an FP8 panel's slice, decoded: NR columns of kc, zero past the block */
     for (int pc = 0; pc < kb; pc += KC) {
         int kc = min_int(KC, kb - pc);
         float *dst = bp + (int64_t)pc * npad + (int64_t)jp * kc * NR;
+        const float *src0 = b.base ? b.base + (int64_t)(p0 + pc) * b.rs + (int64_t)jj * b.cs : NULL;
+        int64_t rs = b.rs, cs = b.cs;
+        int full = nr == NR;
+        if (b.q) {
+            q_decode_rect(b.q, dec, KC, jj, nr, p0 + pc, kc);
+            memset(dec + nr * KC, 0, (size_t)(NR - nr) * KC * sizeof *dec);
+            src0 = dec, rs = 1, cs = KC, full = 1;
+        }
         int p = 0;
 #if defined(__GNUC__)
         /* B's columns contiguous in p (a forward GEMM's w): whole panels 8 x 8 at a time */
-        if (b.rs == 1 && nr == NR)
+        if (rs == 1 && full)
             for (; p + 8 <= kc; p += 8)
                 for (int j = 0; j < NR; j += 8)
-                    transpose8(dst + p * NR + j, NR, b.base + (int64_t)(jj + j) * b.cs + p0 + pc + p, b.cs);
+                    transpose8(dst + p * NR + j, NR, src0 + (int64_t)j * cs + p, cs);
 #endif
         for (; p < kc; p++) {
-            const float *src = b.base + (int64_t)(p0 + pc + p) * b.rs + (int64_t)jj * b.cs;
+            const float *src = src0 + (int64_t)p * rs;
             for (int j = 0; j < nr; j++)
-                dst[p * NR + j] = src[j * b.cs];
+                dst[p * NR + j] = src[j * cs];
             for (int j = nr; j < NR; j++)
                 dst[p * NR + j] = 0.0f;
         }
@@ -261,6 +283,17 @@ HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb,
 }
 
 /* ---- driver ----------------------------------------------------------------------------- */
+
+/* Element (r, p) of an operand, r its non-contracted index (A's row, B's column). */
+static float operand_at(const struct strided *x, int r, int p, int is_a)
+{
+    if (x->q) {
+        float v;
+        q_decode_rect(x->q, &v, 1, r, 1, p, 1);
+        return v;
+    }
+    return is_a ? x->base[r * x->rs + p * x->cs] : x->base[p * x->rs + r * x->cs];
+}
 
 /* The fallback when packing buffers cannot be allocated. */
 static void gemm_plain(float *c, int64_t ldc, struct strided a, struct strided b, int m, int n,
@@ -271,7 +304,7 @@ static void gemm_plain(float *c, int64_t ldc, struct strided a, struct strided b
         for (int j = 0; j < n; j++) {
             float s = accumulate ? c[i * ldc + j] : 0.0f;
             for (int p = 0; p < k; p++)
-                s += a.base[i * a.rs + p * a.cs] * b.base[p * b.rs + j * b.cs];
+                s += operand_at(&a, i, p, 1) * operand_at(&b, j, p, 0);
             c[i * ldc + j] = s;
         }
     }
@@ -353,8 +386,20 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
 void ref_matmul_fwd(float *out, const float *inp, const float *w, const float *bias, int M, int K,
                     int N)
 {
-    struct strided a = {inp, K, 1}; /* inp (M,K) */
-    struct strided b = {w, 1, K};   /* w^T: (k,n) element is w[n*K + k] */
+    struct strided a = {inp, K, 1, NULL}; /* inp (M,K) */
+    struct strided b = {w, 1, K, NULL};   /* w^T: (k,n) element is w[n*K + k] */
+    if (bias) {
+        OMP_PARALLEL_FOR
+        for (int i = 0; i < M; i++)
+            memcpy(out + (int64_t)i * N, bias, (size_t)N * sizeof *out);
+    }
+    gemm(out, N, a, b, M, N, K, bias != NULL);
+}
+
+void ref_qmatmul_fwd(float *out, const QDecoder *inp, const QDecoder *w, const float *bias, int M, int K, int N)
+{
+    struct strided a = {NULL, K, 1, inp}; /* inp (M,K) */
+    struct strided b = {NULL, 1, K, w};   /* w^T */
     if (bias) {
         OMP_PARALLEL_FOR
         for (int i = 0; i < M; i++)
@@ -365,16 +410,16 @@ void ref_matmul_fwd(float *out, const float *inp, const float *w, const float *b
 
 void ref_matmul_bwd_data(float *dinp, const float *dout, const float *w, int M, int K, int N)
 {
-    struct strided a = {dout, N, 1}; /* dout (M,N) */
-    struct strided b = {w, K, 1};    /* w (N,K) */
+    struct strided a = {dout, N, 1, NULL}; /* dout (M,N) */
+    struct strided b = {w, K, 1, NULL};    /* w (N,K) */
     gemm(dinp, K, a, b, M, K, N, 1);
 }
 
 void ref_matmul_bwd_weight(float *dw, float *dbias, const float *dout, const float *inp, int M,
                            int K, int N)
 {
-    struct strided a = {dout, 1, N}; /* dout^T: (n,m) element is dout[m*N + n] */
-    struct strided b = {inp, K, 1};  /* inp (M,K) */
+    struct strided a = {dout, 1, N, NULL}; /* dout^T: (n,m) element is dout[m*N + n] */
+    struct strided b = {inp, K, 1, NULL};  /* inp (M,K) */
     gemm(dw, K, a, b, N, K, M, 1);
     if (!dbias)
         return;

@@ -35,6 +35,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -389,6 +390,54 @@ static void transpose_shapes(void)
                 }
         free(in), free(out);
     }
+}
+
+/* The FP8 GEMM that decodes its operands while packing them (the CPU's qgemm) against the
+ * two-step path it replaced, q_dequantize of both operands then ref_matmul_fwd: bit for bit,
+ * with and without bias, over ragged panels, KC slices, the 2048-row block edge, and the
+ * tilings the policies use (1 x 128 by 128 x 128, per tensor, MX 1 x 32 with E8M0 scales). */
+static void qgemm_fused_decode(void)
+{
+    static const int shapes[][3] = {{37, 19, 23}, {131, 300, 270}, {6, 256, 16}, {2051, 130, 17}, {1, 5, 3}};
+    static const struct { int atr, atc, btr, btc, e8m0; QFormat fa, fb; } tilings[] = {
+        {1, 128, 128, 128, 0, Q_E4M3, Q_E4M3}, {0, 0, 0, 0, 0, Q_E5M2, Q_E4M3}, {1, 32, 1, 32, 1, Q_E4M3, Q_E5M2}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++)
+        for (size_t ti = 0; ti < sizeof tilings / sizeof tilings[0]; ti++) {
+            int M = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
+            int e8 = tilings[ti].e8m0;
+            int atr = tilings[ti].atr, atc = tilings[ti].atc, btr = tilings[ti].btr, btc = tilings[ti].btc;
+            float *x = falloc((int64_t)M * K), *w = falloc((int64_t)N * K), *bias = falloc(N);
+            fill(x, NULL, (int64_t)M * K, 3.0);
+            fill(w, NULL, (int64_t)N * K, 0.05);
+            fill(bias, NULL, N, 1.0);
+            uint8_t *xc = malloc((size_t)M * K), *wc = malloc((size_t)N * K);
+            float *xs = falloc((int64_t)q_scale_count(M, K, atr, atc)), *ws = falloc((int64_t)q_scale_count(N, K, btr, btc));
+            uint8_t *xe = malloc(q_mx_scale_count(M, K, atr, atc)), *we = malloc(q_mx_scale_count(N, K, btr, btc));
+            q_quantize(xc, xs, e8 ? xe : NULL, x, M, K, atr, atc, tilings[ti].fa, e8, 0.0f);
+            q_quantize(wc, ws, e8 ? we : NULL, w, N, K, btr, btc, tilings[ti].fb, e8, 0.0f);
+            float *xd = falloc((int64_t)M * K), *wd = falloc((int64_t)N * K);
+            q_dequantize(xd, xc, xs, xe, M, K, atr, atc, tilings[ti].fa, e8);
+            q_dequantize(wd, wc, ws, we, N, K, btr, btc, tilings[ti].fb, e8);
+            QDecoder da, db;
+            q_decoder_init(&da, xc, xs, xe, M, K, atr, atc, tilings[ti].fa, e8);
+            q_decoder_init(&db, wc, ws, we, N, K, btr, btc, tilings[ti].fb, e8);
+            float *want = falloc((int64_t)M * N), *got = falloc((int64_t)M * N);
+            for (int with_bias = 0; with_bias < 2; with_bias++) {
+                fill_const(got, (int64_t)M * N, 1e30f);
+                ref_matmul_fwd(want, xd, wd, with_bias ? bias : NULL, M, K, N);
+                ref_qmatmul_fwd(got, &da, &db, with_bias ? bias : NULL, M, K, N);
+                int64_t bad = -1, nz = 0;
+                for (int64_t i = 0; i < (int64_t)M * N; i++) {
+                    if (bad < 0 && memcmp(&want[i], &got[i], sizeof got[i]) != 0) bad = i;
+                    nz += want[i] != 0.0f;
+                }
+                CHECKF(bad < 0, "%d x %d x %d, tiling %zu, bias %d: element %lld is %.9g, two-step path %.9g", M, K, N, ti,
+                       with_bias, (long long)bad, bad < 0 ? 0.0 : got[bad], bad < 0 ? 0.0 : want[bad]);
+                CHECKF(nz > 0, "%d x %d x %d: an all-zero product cannot tell the paths apart", M, K, N);
+            }
+            free(x), free(w), free(bias), free(xc), free(wc), free(xs), free(ws), free(xe), free(we);
+            free(xd), free(wd), free(want), free(got);
+        }
 }
 
 /* 05: the number of threads does not change a bit of any GEMM output (each
@@ -771,6 +820,49 @@ static void gelu(void)
     free(x), free(R), free(out), free(dx), free(xd), free(Rd), free(outd);
 }
 
+/* 14b: GELU over an array of three chunks plus a ragged tail (ref.c splits elementwise work
+ * into 16384-element chunks and pads each chunk's end), on x up to +-100, where e^(-2u)
+ * overflows and is clamped: forward and derivative against the double formulas (relative
+ * 1e-6 / 1e-5 of max(|want|, 1e-30 / 1e-3), times 1 + |u|: see below), and every element's
+ * bits equal to the same element computed alone, so a result cannot depend on its lane, chunk
+ * or thread. */
+static void gelu_wide(void)
+{
+    enum { n = 3 * 16384 + 13 };
+    float *x = falloc(n), *d = falloc(n), *out = falloc(n), *dx = falloc(n);
+    for (int i = 0; i < n; i++) {
+        x[i] = -12.0f + 24.0f * (float)i / (float)n;
+        d[i] = 1.0f - 0.5f * (float)(i % 7) / 7.0f;
+    }
+    x[5] = -100.0f, x[6] = 100.0f, x[7] = -30.0f, x[8] = 30.0f, x[9] = 0.0f, x[n - 1] = -0.5f;
+    ref_gelu_fwd(out, x, n);
+    ref_gelu_bwd(dx, d, x, n);
+    double ef = 0, eb = 0;
+    for (int i = 0; i < n; i++) {
+        double xv = x[i], k = sqrt(2.0 / M_PI), u = k * (xv + 0.044715 * xv * xv * xv);
+        /* 0.5 (1 + tanh u) as 1 / (1 + e^(-2u)): in double, 1 + tanh u cancels to 0 below x ~ -7 */
+        double sg = 1.0 / (1.0 + exp(-2.0 * u)), f = xv * sg;
+        double g = (sg + 2.0 * xv * sg * (1.0 - sg) * k * (1.0 + 3 * 0.044715 * xv * xv)) * d[i];
+        /* u is rounded to float (error ~ |u| ulps) before e^(-2u): the result's relative
+         * error scales with |u| where s is tiny, for any float evaluation */
+        double c = 1.0 + fabs(u);
+        double rf = fabs(out[i] - f) / fmax(fabs(f), 1e-30) / c;
+        double rb = fabs(dx[i] - g) / fmax(fabs(g), 1e-3) / c; /* g crosses 0 near x = -0.75 */
+        ef = rf > ef ? rf : ef;
+        eb = rb > eb ? rb : eb;
+    }
+    CHECKF(ef <= 1e-6, "gelu fwd: relative error %.3g", ef);
+    CHECKF(eb <= 1e-5, "gelu bwd: relative error %.3g", eb);
+    for (int i = 0; i < n; i += 997) {
+        float o1, g1;
+        ref_gelu_fwd(&o1, x + i, 1);
+        ref_gelu_bwd(&g1, d + i, x + i, 1);
+        CHECKF(memcmp(&o1, out + i, 4) == 0 && memcmp(&g1, dx + i, 4) == 0,
+               "gelu element %d differs alone", i);
+    }
+    free(x), free(d), free(out), free(dx);
+}
+
 /* 15: residual add (out aliasing an input) and gradient accumulation. */
 static void add_accumulate(void)
 {
@@ -930,6 +1022,7 @@ int main(void)
     RUN_CASE(gemm_tiny);
     RUN_CASE(gemm_thread_invariance);
     RUN_CASE(transpose_shapes);
+    RUN_CASE(qgemm_fused_decode);
     RUN_CASE(matmul_grad);
     RUN_CASE(embed);
     RUN_CASE(rmsnorm);
@@ -940,6 +1033,7 @@ int main(void)
     RUN_CASE(gate);
     RUN_CASE(swiglu);
     RUN_CASE(gelu);
+    RUN_CASE(gelu_wide);
     RUN_CASE(add_accumulate);
     RUN_CASE(crossentropy);
     RUN_CASE(round_storage);
