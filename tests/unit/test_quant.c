@@ -788,6 +788,40 @@ static void case_row_encoder_exhaustive(void)
     free(x), free(codes);
 }
 
+/* q_dequantize (q_decode_rect, what the quantized GEMM's packing decodes with): every code of
+ * E4M3, E5M2 and E2M1 in every position of an 8-element group whose other elements hold 1.0's
+ * code, and a tail past the last whole group, under scale inverses that keep, scale up and scale into the subnormal range, against
+ * fp8c_*_to_f32(code) * sinv bit for bit (NaN bits included). */
+static void case_decode_every_code_every_lane(void)
+{
+    enum { N = 256 * 8 * 8 + 5 };
+    static const float sinvs[] = {1.0f, 0.5f, 3.7e-5f, 1e30f, 1e-30f, 0x1p-120f};
+    uint8_t *codes = malloc(N);
+    float *out = malloc((size_t)N * sizeof *out);
+    for (int f = 0; f < 3; f++) {
+        QFormat fmt = f == 0 ? Q_E4M3 : f == 1 ? Q_E5M2 : Q_E2M1;
+        uint8_t one = f == 0 ? 0x38 : f == 1 ? 0x3C : 0x02, ncodes = f == 2 ? 16 : 0;
+        for (int k = 0; k < N; k++) {
+            int g = k / 8, lane = k % 8, code = (g / 8) & 0xFF; /* group g: code in lane g % 8 */
+            codes[k] = lane == g % 8 ? (uint8_t)(ncodes ? code % ncodes : code) : one;
+        }
+        for (size_t si = 0; si < sizeof sinvs / sizeof *sinvs; si++) {
+            float sinv = sinvs[si];
+            q_dequantize(out, codes, &sinv, NULL, 1, N, 0, 0, fmt, 0);
+            int bad = -1;
+            for (int k = 0; k < N && bad < 0; k++) {
+                float want = (f == 0 ? fp8c_e4m3_to_f32(codes[k]) : f == 1 ? fp8c_e5m2_to_f32(codes[k])
+                                                                           : fp8c_e2m1_to_f32(codes[k])) * sinv;
+                if (!same_bits(out[k], want))
+                    bad = k;
+            }
+            CHECKF(bad < 0, "format %d, sinv %g: element %d (code 0x%02x) decodes to %g", f, (double)sinv, bad,
+                   bad >= 0 ? codes[bad] : 0, bad >= 0 ? (double)out[bad] : 0.0);
+        }
+    }
+    free(codes), free(out);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--exhaustive")) {
@@ -814,5 +848,6 @@ int main(int argc, char **argv)
     RUN_CASE(case_fake_quant_matches);
     RUN_CASE(case_scale_counts);
     RUN_CASE(case_row_encoder_sweep);
+    RUN_CASE(case_decode_every_code_every_lane);
     CHECK_EXIT();
 }
