@@ -460,6 +460,113 @@ float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, cons
     return quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
 }
 
+/* The column-wise fast path of q_quantize_transposed: 1 x tc tiles of the transpose are tc-row
+ * segments of one column of x, so eight adjacent columns are eight lanes. Task (cb, rb) takes
+ * columns [8 cb, 8 cb + 8) and rows [rb tc, rb tc + tc) of x: the eight tiles' amaxes lane by
+ * lane, their scales (tile_scale, scalar, as quant_tile_row), then eight rows of x at a time
+ * encoded with a vector of the eight scales (ENCODE8: each lane is the scalar encode of x * s)
+ * and the 8 x 8 block of codes written transposed. Columns past the last multiple of 8 and the
+ * rows past a tile's last multiple of 8 go through the scalar encode. Returns the max of the
+ * amax bits. */
+HOT_CLONES static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
+                                             int cb, int rb, QFormat fmt, float given_scale)
+{
+    int R = t->C, C = t->R; /* x is R x C; the tiling is of its C x R transpose */
+    int c0 = 8 * cb, nl = C - c0 < 8 ? C - c0 : 8;
+    int r0 = rb * t->tc, r1 = r0 + t->tc < R ? r0 + t->tc : R;
+    uint32_t m[8] = {0};
+    float sv[8] = {0};
+#if defined(__GNUC__)
+    if (nl == 8) { /* the magnitude bits' max, lane by lane (block_amax_bits' order trick) */
+        u32x8 mv = {0};
+        for (int r = r0; r < r1; r++) {
+            u32x8 b;
+            memcpy(&b, x + (int64_t)r * C + c0, sizeof b);
+            b &= 0x7FFFFFFFu;
+            mv = SEL((u32x8)(b > mv), b, mv);
+        }
+        memcpy(m, &mv, sizeof m);
+    } else
+#endif
+        for (int r = r0; r < r1; r++)
+            for (int l = 0; l < nl; l++) {
+                uint32_t bits;
+                memcpy(&bits, x + (int64_t)r * C + c0 + l, sizeof bits);
+                bits &= 0x7FFFFFFFu;
+                m[l] = bits > m[l] ? bits : m[l];
+            }
+    uint32_t mx = 0;
+    for (int l = 0; l < nl; l++) {
+        struct tile_scale ts = tile_scale(bits_float(m[l]), fmt, 0, given_scale);
+        if (scale_inv)
+            scale_inv[scale_index(t, c0 + l, rb)] = ts.sinv;
+        sv[l] = ts.s;
+        mx = m[l] > mx ? m[l] : mx;
+    }
+    int r = r0;
+#if defined(__GNUC__)
+    if (nl == 8 && (fmt == Q_E4M3 || fmt == Q_E5M2)) {
+        f32x8 s;
+        memcpy(&s, sv, sizeof s);
+        for (; r + 8 <= r1; r += 8) {
+            uint8_t blk[8][8]; /* blk[k][l]: row r + k, column c0 + l */
+            for (int k = 0; k < 8; k++) {
+                if (fmt == Q_E4M3)
+                    ENCODE8(blk[k], x + (int64_t)(r + k) * C + c0, s, 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN);
+                else
+                    ENCODE8(blk[k], x + (int64_t)(r + k) * C + c0, s, 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN);
+            }
+            /* the 8 x 8 bytes transposed as eight 64-bit rows (byte l of a[k] is row k's lane
+             * l): 2 x 2 blocks of bytes, then of 16-bit pairs, then of 32-bit quads swapped */
+            uint64_t a[8];
+            memcpy(a, blk, sizeof a);
+            for (int k = 0; k < 8; k += 2) {
+                uint64_t d = ((a[k] >> 8) ^ a[k + 1]) & 0x00FF00FF00FF00FFull;
+                a[k + 1] ^= d, a[k] ^= d << 8;
+            }
+            for (int k = 0; k < 8; k += (k & 1) ? 3 : 1) { /* k = 0, 1, 4, 5 */
+                uint64_t d = ((a[k] >> 16) ^ a[k + 2]) & 0x0000FFFF0000FFFFull;
+                a[k + 2] ^= d, a[k] ^= d << 16;
+            }
+            for (int k = 0; k < 4; k++) {
+                uint64_t d = ((a[k] >> 32) ^ a[k + 4]) & 0x00000000FFFFFFFFull;
+                a[k + 4] ^= d, a[k] ^= d << 32;
+            }
+            for (int l = 0; l < 8; l++) /* a[l] now holds column c0 + l's eight codes */
+                memcpy(codes_t + (size_t)(c0 + l) * (size_t)R + (size_t)r, &a[l], sizeof a[l]);
+        }
+    }
+#endif
+    for (; r < r1; r++)
+        for (int l = 0; l < nl; l++)
+            codes_t[(size_t)(c0 + l) * (size_t)R + (size_t)r] = encode(fmt, x[(int64_t)r * C + c0 + l] * sv[l]);
+    return mx;
+}
+
+float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, const float *x, int R, int C,
+                            int tr, int tc, QFormat fmt, int e8m0, float given_scale)
+{
+    R = R > 0 ? R : 0;
+    C = C > 0 ? C : 0;
+    struct tiling t = make_tiling(C, R, tr, tc);
+    if (t.layout == LAYOUT_VEC && !e8m0 && t.nbr > 0 && t.nbc > 0) {
+        int ncb = (C + 7) / 8, nrb = t.nbc;
+        uint32_t m = 0;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(max : m) if ((int64_t)R * C > 65536)
+#endif
+        for (int task = 0; task < ncb * nrb; task++) {
+            uint32_t r = quant_columns_vec(codes, scale_inv, x, &t, task % ncb, task / ncb, fmt, given_scale);
+            m = r > m ? r : m;
+        }
+        return amax_of_bits(m);
+    }
+    struct view v = {x, 1, C}; /* element (i, j) of the C x R transpose is x[j*C + i] */
+    struct sink k = {codes, scale_inv, scale_inv_e8m0, NULL};
+    float amax = (int64_t)t.nbr * t.nbc == 1 ? q_amax(x, (int64_t)R * C) : 0.0f;
+    return quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
+}
+
 float q_fake_quant(float *out, const float *x, int R, int C, int tr, int tc, QFormat fmt, int e8m0, float given_scale,
                    int transpose)
 {

@@ -69,6 +69,12 @@ float q_compute_scale(float amax, float fmax, int margin, int pow2, float prev_s
 float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, const float *x, int R, int C, int tr,
                  int tc, QFormat fmt, int e8m0, float given_scale);
 
+/* q_quantize of the transpose of x (R x C, row-major) without the transposed copy: codes are
+ * C x R and the tiles lie over the transpose (1 x T tiles run down x's columns: the column-wise
+ * copy a weight-gradient GEMM reads). Bit for bit q_quantize(transpose(x)); returns its amax. */
+float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, const float *x, int R, int C,
+                            int tr, int tc, QFormat fmt, int e8m0, float given_scale);
+
 /* Inverse: out (R x C) = decode(codes) * scale_inv of its tile, same layouts.
  * With e8m0 the scale comes from scale_inv_e8m0 when it is not NULL, else from
  * the float scale_inv. */

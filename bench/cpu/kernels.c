@@ -5,7 +5,8 @@
  *      is also the peak of a Zen 4 core's 256-bit-wide AVX-512 datapath) for a fixed time;
  *   2. the three GEMMs (fprop, dgrad, wgrad) at the shapes of the benchmark models;
  *   3. attention forward and backward (causal: half the T x T scores) at the same shapes;
- *   4. quantize (E4M3, 1x128 tiles, both orientations) and dequantize, in GB/s of FP32 read.
+ *   4. quantize (E4M3, 1x128 tiles, both orientations; the column-wise one also as transpose +
+ *      quantize) and dequantize, in GB/s of FP32 read.
  * Prints a markdown table: GFLOP/s and the fraction of the measured peak. Each figure is the
  * best of a few repeats (the machine may be shared: the best is the least disturbed). The
  * peak (the % column's reference) is measured before the kernels and again after them: when
@@ -151,6 +152,12 @@ static void quant(const char *name, int R, int C)
     printf("| quantize 1x128 | %s %dx%d | %.2f | %.1f GB/s | |\n", name, R, C, 1000 * s, gb / s);
     s = TIME_BEST(4, q_dequantize(y, codes, sinv, NULL, R, C, 1, 128, Q_E4M3, 0));
     printf("| dequantize 1x128 | %s %dx%d | %.2f | %.1f GB/s | |\n", name, R, C, 1000 * s, gb / s);
+    /* the column-wise copy (1 x 128 tiles of the transpose): fused, and as the transpose in
+     * FP32 followed by the row-wise quantize (what the CPU backend did before) */
+    s = TIME_BEST(4, q_quantize_transposed(codes, sinv2, NULL, x, R, C, 1, 128, Q_E4M3, 0, 0.0f));
+    printf("| quantize 1x128 column-wise | %s %dx%d | %.2f | %.1f GB/s | |\n", name, R, C, 1000 * s, gb / s);
+    s = TIME_BEST(4, (ref_transpose(y, x, R, C), q_quantize(codes, sinv2, NULL, y, C, R, 1, 128, Q_E4M3, 0, 0.0f)));
+    printf("| transpose + quantize 1x128 | %s %dx%d | %.2f | %.1f GB/s | |\n", name, R, C, 1000 * s, gb / s);
     free(x), free(y), free(codes), free(sinv), free(sinv2);
 }
 

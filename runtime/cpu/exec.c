@@ -49,14 +49,13 @@ int cpu_init(CpuBackend *b, const Plan *p, char *err, size_t errlen) {
             return -1;
         }
     }
-    /* scratch: the largest accumulating qgemm's product, or transpose */
+    /* scratch: the largest accumulating qgemm's product */
     size_t need = 0;
     for (int sec = 0; sec < SEC_COUNT; sec++)
         for (int i = 0; i < p->nsteps[sec]; i++) {
             const RtStep *s = &p->steps[sec][i];
             size_t n = 0;
             if (s->op == OP_QGEMM && s->ints[3]) n = (size_t)(s->ints[0] * s->ints[1]);
-            if (s->op == OP_QUANTIZE) n = (size_t)(s->ints[0] * s->ints[1]);
             if (n > need) need = n;
         }
     b->ws_floats = need;
@@ -90,22 +89,14 @@ size_t cpu_tensor_bytes(const CpuBackend *b, int tensor) {
 #define I(k) ((const int32_t *)cpu_ptr(b, s->args[k]))
 #define U(k) ((uint8_t *)cpu_ptr(b, s->args[k]))
 
-/* out (C,R) = in (R,C)^T in 32 x 32 tiles: one row of strided writes per element was 15% of a
- * deepseek_v3 step on tiny (every column-wise FP8 copy goes through here). */
+/* The column-wise copy (v[6]) quantizes the transpose in place of a transposed FP32 copy
+ * (q_quantize_transposed: 1 x T tiles read eight columns at a time). */
 static void run_quantize(CpuBackend *b, const RtStep *s) {
     const int64_t *v = s->ints;
-    int64_t R = v[0], C = v[1];
-    const float *x = F(3);
-    if (v[6]) { /* the column-wise copy: quantize the transpose */
-        ref_transpose(b->ws, x, R, C);
-        x = b->ws;
-        int64_t t = R;
-        R = C;
-        C = t;
-    }
     float given = s->args[4] >= 0 ? F(4)[0] : 0.0f;
-    float amax = q_quantize(U(0), v[5] ? NULL : F(1), v[5] ? U(1) : NULL, x, (int)R, (int)C, (int)v[2], (int)v[3],
-                            (QFormat)v[4], (int)v[5], given);
+    float amax = (v[6] ? q_quantize_transposed : q_quantize)(U(0), v[5] ? NULL : F(1), v[5] ? U(1) : NULL, F(3),
+                                                             (int)v[0], (int)v[1], (int)v[2], (int)v[3],
+                                                             (QFormat)v[4], (int)v[5], given);
     if (s->args[2] >= 0) F(2)[0] = amax;
 }
 

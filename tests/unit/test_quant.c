@@ -822,6 +822,57 @@ static void case_decode_every_code_every_lane(void)
     free(codes), free(out);
 }
 
+/* q_quantize_transposed against q_quantize of an explicit transpose, bit for bit (codes, float
+ * and E8M0 scales, the returned amax): column counts around multiples of 8 (the fast path's
+ * lanes), row counts around the tile length, 1 x T tiles (the fast path) and BLK, per-tensor and
+ * MX tilings (the strided path), current and given scales, E4M3, E5M2 and E2M1, on data with a
+ * zero column, a NaN, an infinity and values past the formats' range. */
+static void case_quantize_transposed(void)
+{
+    static const int shapes[][2] = {{1, 1}, {7, 9}, {128, 16}, {130, 24}, {257, 19}, {64, 8}, {300, 41}};
+    static const int tiles[][3] = {{1, 128, 0}, {1, 32, 0}, {1, 5, 0}, {4, 4, 0}, {0, 0, 0}, {1, 32, 1}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int R = shapes[si][0], C = shapes[si][1];
+        float *x = malloc((size_t)R * C * sizeof *x), *xt = malloc((size_t)R * C * sizeof *xt);
+        uint32_t st = 12345u + (uint32_t)si;
+        for (int k = 0; k < R * C; k++) {
+            st = st * 1664525u + 1013904223u;
+            x[k] = ((float)(st >> 8) / 16777216.0f - 0.5f) * (k % 11 == 0 ? 3e5f : 4.0f);
+        }
+        for (int i = 0; i < R; i++)
+            x[i * C + (C > 3 ? 3 : 0)] = 0.0f; /* a zero column */
+        if (R * C > 40)
+            x[37] = NAN, x[R * C - 2] = -INFINITY;
+        for (int i = 0; i < R; i++)
+            for (int j = 0; j < C; j++)
+                xt[(size_t)j * R + i] = x[(size_t)i * C + j];
+        for (size_t ti = 0; ti < sizeof tiles / sizeof *tiles; ti++) {
+            int tr = tiles[ti][0], tc = tiles[ti][1], mx = tiles[ti][2];
+            size_t ns = q_scale_count(C, R, tr, tc), ne = q_mx_scale_count(C, R, tr, tc);
+            for (int f = 0; f < 3; f++) {
+                QFormat fmt = f == 0 ? Q_E4M3 : f == 1 ? Q_E5M2 : Q_E2M1;
+                for (int g = 0; g < 2; g++) {
+                    float given = g ? 3.5f : 0.0f;
+                    uint8_t *c1 = malloc((size_t)R * C), *c2 = malloc((size_t)R * C);
+                    float *s1 = calloc(ns, sizeof *s1), *s2 = calloc(ns, sizeof *s2);
+                    uint8_t *e1 = calloc(ne, 1), *e2 = calloc(ne, 1);
+                    float a1 = q_quantize(c1, s1, mx ? e1 : NULL, xt, C, R, tr, tc, fmt, mx, given);
+                    float a2 = q_quantize_transposed(c2, s2, mx ? e2 : NULL, x, R, C, tr, tc, fmt, mx, given);
+                    int bad = codes_mismatch(c2, c1, R * C);
+                    CHECKF(bad < 0, "%dx%d tile %dx%d mx %d fmt %d given %g: code %d differs", R, C, tr, tc, mx, f,
+                           (double)given, bad);
+                    CHECKF(floats_mismatch(s2, s1, (int)ns) < 0 && memcmp(e1, e2, ne) == 0,
+                           "%dx%d tile %dx%d mx %d fmt %d given %g: scales differ", R, C, tr, tc, mx, f, (double)given);
+                    CHECKF(same_bits(a1, a2) || (isnan(a1) && isnan(a2)), "%dx%d tile %dx%d: amax %g vs %g", R, C, tr,
+                           tc, (double)a2, (double)a1);
+                    free(c1), free(c2), free(s1), free(s2), free(e1), free(e2);
+                }
+            }
+        }
+        free(x), free(xt);
+    }
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && !strcmp(argv[1], "--exhaustive")) {
@@ -849,5 +900,6 @@ int main(int argc, char **argv)
     RUN_CASE(case_scale_counts);
     RUN_CASE(case_row_encoder_sweep);
     RUN_CASE(case_decode_every_code_every_lane);
+    RUN_CASE(case_quantize_transposed);
     CHECK_EXIT();
 }
