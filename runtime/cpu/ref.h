@@ -34,6 +34,11 @@ enum {
  * Y = X W^T convention: inp (M,K), w (N,K), out (M,N). fprop contracts K,
  * dgrad contracts N, wgrad contracts M. */
 
+/* The GEMMs' inner tile: 1 for the AVX-512 one (x86-64-v4 CPUs), 0 for the AVX2 (or baseline)
+ * one; both give the same bits. set >= 0 selects (1 only where the CPU has AVX-512), set < 0
+ * only asks; the first answer follows FP8C_CPU_ISA=avx2 if it is set. */
+int ref_gemm_isa(int set);
+
 /* out = inp @ w^T + bias (overwrite). */
 void ref_matmul_fwd(float *out,        // (M,N)
                     const float *inp,  // (M,K)

@@ -165,9 +165,112 @@ HOT_CLONES static void compute_tile(float *c,        // (m, ldc) C at the block'
     }
 }
 
+/* The AVX-512 tile (x86-64-v4, picked at run time where the CPU has it): the same packed
+ * panels, two A panels (12 rows) by two B panels (32 columns) per micro-kernel call, in 24
+ * accumulators of 16 floats; the A values are broadcast from memory into the FMAs. Every C
+ * element still accumulates a[i][p] * b[p][j] by FMA from 0 in p order and is added to C
+ * afterwards, as in micro_kernel, so the two tiles give the same bits (test_ops
+ * gemm_isa_identical). Edges (fewer than 12 rows or 32 columns) use micro_kernel. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HAVE_TILE_V4 1
+typedef float v16 __attribute__((vector_size(64)));
+
+static inline __attribute__((always_inline)) void micro_kernel_12x32(float *restrict c, const float *restrict a0,
+                                                                     const float *restrict a1, const float *restrict b,
+                                                                     int kc, int64_t ldc, int load_c)
+{
+    v16 c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0}, c30 = {0}, c31 = {0};
+    v16 c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0}, c60 = {0}, c61 = {0}, c70 = {0}, c71 = {0};
+    v16 c80 = {0}, c81 = {0}, c90 = {0}, c91 = {0}, ca0 = {0}, ca1 = {0}, cb0 = {0}, cb1 = {0};
+    const float *b1p = b + (int64_t)kc * NR; /* the next B panel */
+    for (int p = 0; p < kc; p++) {
+        v16 b0, b1;
+        memcpy(&b0, b, sizeof b0);
+        memcpy(&b1, b1p, sizeof b1);
+        c00 += a0[0] * b0, c01 += a0[0] * b1, c10 += a0[1] * b0, c11 += a0[1] * b1;
+        c20 += a0[2] * b0, c21 += a0[2] * b1, c30 += a0[3] * b0, c31 += a0[3] * b1;
+        c40 += a0[4] * b0, c41 += a0[4] * b1, c50 += a0[5] * b0, c51 += a0[5] * b1;
+        c60 += a1[0] * b0, c61 += a1[0] * b1, c70 += a1[1] * b0, c71 += a1[1] * b1;
+        c80 += a1[2] * b0, c81 += a1[2] * b1, c90 += a1[3] * b0, c91 += a1[3] * b1;
+        ca0 += a1[4] * b0, ca1 += a1[4] * b1, cb0 += a1[5] * b0, cb1 += a1[5] * b1;
+        a0 += MR, a1 += MR, b += NR, b1p += NR;
+    }
+    v16 acc[12][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
+                      {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
+    for (int i = 0; i < 12; i++)
+        for (int h = 0; h < 2; h++) {
+            float *dst = c + i * ldc + 16 * h;
+            v16 t = acc[i][h];
+            if (load_c) {
+                v16 old;
+                memcpy(&old, dst, sizeof old);
+                t += old;
+            }
+            memcpy(dst, &t, sizeof t);
+        }
+}
+
+__attribute__((target("arch=x86-64-v4"))) static void compute_tile_v4(float *c, const float *ap, const float *bp,
+                                                                    int kc, int64_t ldc, int i0, int i1, int j0,
+                                                                    int j1, int load_c)
+{
+    for (int j = j0; j < j1;) {
+        const float *b = bp + (int64_t)(j / NR) * kc * NR;
+        if (j + 2 * NR <= j1) {
+            int i = i0;
+            for (; i + 2 * MR <= i1; i += 2 * MR) {
+                const float *a = ap + (int64_t)(i / MR) * kc * MR;
+                micro_kernel_12x32(c + i * ldc + j, a, a + (int64_t)kc * MR, b, kc, ldc, load_c);
+            }
+            for (; i < i1; i += MR) {
+                const float *a = ap + (int64_t)(i / MR) * kc * MR;
+                micro_kernel(c + i * ldc + j, a, b, kc, ldc, min_int(MR, i1 - i), NR, load_c);
+                micro_kernel(c + i * ldc + j + NR, a, b + (int64_t)kc * NR, kc, ldc, min_int(MR, i1 - i), NR, load_c);
+            }
+            j += 2 * NR;
+        } else {
+            int nr = min_int(NR, j1 - j);
+            for (int i = i0; i < i1; i += MR) {
+                const float *a = ap + (int64_t)(i / MR) * kc * MR;
+                micro_kernel(c + i * ldc + j, a, b, kc, ldc, min_int(MR, i1 - i), nr, load_c);
+            }
+            j += NR;
+        }
+    }
+}
+#endif
+
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
 #endif
+
+/* Which tile the GEMM runs: the AVX-512 one where the CPU has it, unless FP8C_CPU_ISA=avx2 or
+ * ref_gemm_isa(0) says otherwise. Decided once per process, before any GEMM runs in parallel. */
+static int tile_v4 = -1;
+
+static int cpu_has_v4(void)
+{
+#ifdef HAVE_TILE_V4
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+           __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
+int ref_gemm_isa(int set)
+{
+    int v = __atomic_load_n(&tile_v4, __ATOMIC_RELAXED);
+    if (set >= 0)
+        v = set && cpu_has_v4();
+    else if (v < 0) {
+        const char *isa = getenv("FP8C_CPU_ISA");
+        v = cpu_has_v4() && !(isa && strcmp(isa, "avx2") == 0);
+    }
+    __atomic_store_n(&tile_v4, v, __ATOMIC_RELAXED);
+    return v;
+}
 
 #if defined(__GNUC__)
 typedef float tf8 __attribute__((vector_size(32)));
@@ -338,6 +441,8 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
         gemm_plain(c, ldc, a, b, m, n, k, accumulate);
         return;
     }
+    int v4 = ref_gemm_isa(-1);
+    (void)v4;
     OMP_PARALLEL
     {
         for (int jb = 0; jb < n; jb += NB) {
@@ -368,6 +473,13 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
                     for (int t = 0; t < mtiles * ntiles; t++) {
                         int i0 = t / ntiles * MT, j0 = t % ntiles * nt;
                         for (int pc = 0; pc < kb; pc += KC)
+#ifdef HAVE_TILE_V4
+                            if (v4)
+                                compute_tile_v4(c + ib * ldc + jb, ap + pc * mpad, bp + pc * npad,
+                                                min_int(KC, kb - pc), ldc, i0, min_int(i0 + MT, mb),
+                                                j0, min_int(j0 + nt, nb), accumulate || pb + pc > 0);
+                            else
+#endif
                             compute_tile(c + ib * ldc + jb, ap + pc * mpad, bp + pc * npad,
                                          min_int(KC, kb - pc), ldc, i0, min_int(i0 + MT, mb),
                                          j0, min_int(j0 + nt, nb), accumulate || pb + pc > 0);

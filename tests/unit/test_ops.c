@@ -392,6 +392,42 @@ static void transpose_shapes(void)
     }
 }
 
+/* The AVX-512 GEMM tile against the AVX2 one, bit for bit: the three GEMMs over shapes with
+ * ragged 12-row and 32-column edges, several KC slices and the 2048-column block edge, with bias
+ * and accumulation. On a CPU without AVX-512 only the AVX2 tile exists and the case says so. */
+static void gemm_isa_identical(void)
+{
+    static const int shapes[][3] = {{37, 300, 70}, {256, 768, 100}, {2048, 128, 384}, {13, 5, 33},
+                                    {24, 600, 2080}, {12, 257, 32}};
+    int has_v4 = ref_gemm_isa(1);
+    if (!has_v4)
+        printf("gemm_isa_identical: no AVX-512 on this CPU, only the AVX2 tile ran\n");
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int M = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
+        float *x = falloc((int64_t)M * K), *w = falloc((int64_t)N * K), *bias = falloc(N), *g = falloc((int64_t)M * N);
+        fill(x, NULL, (int64_t)M * K, 1.0), fill(w, NULL, (int64_t)N * K, 1.0), fill(bias, NULL, N, 1.0);
+        fill(g, NULL, (int64_t)M * N, 1.0);
+        float *out[2], *dx[2], *dw[2], *db[2];
+        for (int isa = 0; isa < 2; isa++) {
+            ref_gemm_isa(isa ? has_v4 : 0);
+            out[isa] = falloc((int64_t)M * N), dx[isa] = falloc((int64_t)M * K);
+            dw[isa] = falloc((int64_t)N * K), db[isa] = falloc(N);
+            fill_const(dx[isa], (int64_t)M * K, 0.25f); /* bwd_data and bwd_weight accumulate */
+            fill_const(dw[isa], (int64_t)N * K, -0.5f);
+            ref_matmul_fwd(out[isa], x, w, bias, M, K, N);
+            ref_matmul_bwd_data(dx[isa], g, w, M, K, N);
+            ref_matmul_bwd_weight(dw[isa], db[isa], g, x, M, K, N);
+        }
+        CHECKF(memcmp(out[0], out[1], sizeof(float) * M * N) == 0, "%dx%dx%d: fwd differs", M, K, N);
+        CHECKF(memcmp(dx[0], dx[1], sizeof(float) * M * K) == 0, "%dx%dx%d: bwd_data differs", M, K, N);
+        CHECKF(memcmp(dw[0], dw[1], sizeof(float) * N * K) == 0, "%dx%dx%d: bwd_weight differs", M, K, N);
+        for (int isa = 0; isa < 2; isa++)
+            free(out[isa]), free(dx[isa]), free(dw[isa]), free(db[isa]);
+        free(x), free(w), free(bias), free(g);
+    }
+    ref_gemm_isa(has_v4);
+}
+
 /* The FP8 GEMM that decodes its operands while packing them (the CPU's qgemm) against the
  * two-step path it replaced, q_dequantize of both operands then ref_matmul_fwd: bit for bit,
  * with and without bias, over ragged panels, KC slices, the 2048-row block edge, and the
@@ -1023,6 +1059,7 @@ int main(void)
     RUN_CASE(gemm_thread_invariance);
     RUN_CASE(transpose_shapes);
     RUN_CASE(qgemm_fused_decode);
+    RUN_CASE(gemm_isa_identical);
     RUN_CASE(matmul_grad);
     RUN_CASE(embed);
     RUN_CASE(rmsnorm);
