@@ -1,8 +1,9 @@
 /* kernels.c: the CPU backend's kernels timed alone, against this CPU's measured FP32 peak.
  *
  * Built and run by bench/cpu/run.sh (cc -O2 -fopenmp, linked with the runtime's sources):
- *   1. FP32 FMA peak: every thread runs independent chains of 8-wide FMAs (AVX2 + FMA, which
- *      is also the peak of a Zen 4 core's 256-bit-wide AVX-512 datapath) for a fixed time;
+ *   1. FP32 FMA peak: every thread runs independent chains of FMAs as wide as the GEMM's tile
+ *      (16-wide AVX-512 where ref_gemm_isa picks it, else 8-wide AVX2) for a fixed time;
+ *      FP8C_CPU_ISA=avx2 measures both against the AVX2 peak;
  *   2. the three GEMMs (fprop, dgrad, wgrad) at the shapes of the benchmark models;
  *   3. attention forward and backward (causal: half the T x T scores) at the same shapes;
  *   4. quantize (E4M3, 1x128 tiles, both orientations; the column-wise one also as transpose +
@@ -57,8 +58,35 @@ __attribute__((target("avx2,fma"), noinline)) static float fma_chains(long iters
     return s[0];
 }
 
-/* GFLOP/s of all threads together: 10 FMAs x 8 lanes x 2 flops per iteration each. */
-static double fma_peak(void)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+typedef float v16 __attribute__((vector_size(64)));
+
+/* The same with 16-wide FMAs (AVX-512): twice the 8-wide peak where the CPU has two 512-bit FMA
+ * pipes (Xeon since Skylake-SP), the same where it splits them (Zen 4). */
+__attribute__((target("avx512f"), noinline)) static float fma_chains16(long iters, float seed)
+{
+    v16 a0 = {seed}, a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0, a7 = a0, a8 = a0, a9 = a0;
+    v16 x = (v16){0} + 1.0000001f, y = (v16){0} + 1e-9f;
+    for (long i = 0; i < iters; i++) {
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a0) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a1) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a2) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a3) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a4) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a5) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a6) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a7) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a8) : "v"(x), "v"(y));
+        __asm__("vfmadd132ps %1, %2, %0" : "+v"(a9) : "v"(x), "v"(y));
+    }
+    v16 s = a0 + a1 + a2 + a3 + a4 + a5 + a6 + a7 + a8 + a9;
+    return s[0];
+}
+#endif
+
+/* GFLOP/s of all threads together: 10 FMAs x 8 (wide16: 16) lanes x 2 flops per iteration
+ * each. */
+static double fma_peak_w(int wide16)
 {
     long iters = 20 * 1000 * 1000;
     double best = 0;
@@ -71,13 +99,23 @@ static double fma_peak(void)
 #pragma omp single
             nth = omp_get_num_threads();
 #endif
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+            sink += wide16 ? fma_chains16(iters, 1.0f) : fma_chains(iters, 1.0f);
+#else
             sink += fma_chains(iters, 1.0f);
+#endif
         }
-        double dt = now_s() - t0, g = 160.0 * iters * nth / dt / 1e9;
+        double dt = now_s() - t0, g = (wide16 ? 320.0 : 160.0) * iters * nth / dt / 1e9;
         if (g > best && sink != 0)
             best = g;
     }
     return best;
+}
+
+/* The peak of the FMA width the GEMM runs at (ref_gemm_isa: 16 lanes on AVX-512 CPUs). */
+static double fma_peak(void)
+{
+    return fma_peak_w(ref_gemm_isa(-1));
 }
 
 static float *rnd(int64_t n, float scale)
@@ -164,7 +202,8 @@ static void quant(const char *name, int R, int C)
 int main(void)
 {
     peak = fma_peak();
-    printf("Measured FP32 FMA peak (all threads): %.1f GFLOP/s (before the kernels)\n\n", peak);
+    printf("Measured FP32 FMA peak (all threads, %s FMAs, the GEMM's tile): %.1f GFLOP/s (before the kernels)\n\n",
+           ref_gemm_isa(-1) ? "16-wide AVX-512" : "8-wide AVX2", peak);
     printf("| kernel | shape | ms (best) | GFLOP/s | of peak |\n|---|---|---|---|---|\n");
     gemms("tiny qkvo", 2048, 128, 128);
     gemms("tiny ffn up", 2048, 128, 384);
