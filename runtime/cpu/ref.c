@@ -471,15 +471,26 @@ static float round_to(float x, int dtype)
     }
 }
 
+/* ref_round's BF16 loop over one chunk, in the AVX2 clone where the CPU has it. */
+HOT_CLONES static void round_bf16_chunk(float *x, int64_t n)
+{
+#pragma omp simd
+    for (int64_t i = 0; i < n; i++)
+        x[i] = round_bf16(x[i]);
+}
+
 void ref_round(float *x, int64_t n, int dtype)
 {
     assert(dtype == REF_FP32 || dtype == REF_BF16 || dtype == REF_FP16);
     if (dtype == REF_FP32)
         return;
     if (dtype == REF_BF16) {
-        OMP_PARALLEL_FOR_SIMD
-        for (int64_t i = 0; i < n; i++)
-            x[i] = round_bf16(x[i]);
+        int64_t nch = (n + EW_CHUNK - 1) / EW_CHUNK;
+#pragma omp parallel for schedule(static) if (nch > 1)
+        for (int64_t c = 0; c < nch; c++) {
+            int64_t i0 = c * EW_CHUNK;
+            round_bf16_chunk(x + i0, n - i0 < EW_CHUNK ? n - i0 : EW_CHUNK);
+        }
         return;
     }
     OMP_PARALLEL_FOR
@@ -487,24 +498,28 @@ void ref_round(float *x, int64_t n, int dtype)
         x[i] = round_to(x[i], dtype);
 }
 
-void ref_adamw(float *param, float *master, float *m, float *v, const float *grad, int64_t n,
-               float lr, float beta1, float beta2, float eps, float weight_decay, int t,
-               float grad_scale, int param_dtype, int state_dtype)
+/* The constants of one AdamW call. */
+struct adamw_k {
+    float lr, beta1, beta2, eps, weight_decay, bc1, bc2, grad_scale;
+    int param_dtype, state_dtype;
+};
+
+/* Elements [0, n) of one chunk. One loop per storage combination so the common all-FP32 case
+ * has no per-element switch; the arithmetic is the same expression in every branch. Without
+ * master weights the parameter is its own master (src == dst == param; the rounded store comes
+ * second). The loops are SIMD, in the AVX2 clone where the CPU has it (SSE2 division and
+ * square root made the FP32 step compute-bound: 3 of them per element): IEEE division and
+ * square root are correctly rounded in vector form too, so the result is bit for bit the
+ * scalar one (build.ninja compiles this file with -fno-math-errno: sqrtf of a moment never sees
+ * a negative number, and without errno it is the vector instruction instead of a call). */
+HOT_CLONES static void adamw_chunk(float *param, float *dst, const float *src, float *m, float *v, const float *grad,
+                                   int64_t n, const struct adamw_k *k)
 {
-    assert(t >= 1 && (state_dtype == REF_FP32 || state_dtype == REF_BF16));
-    float bc1 = (float)(1.0 - pow(beta1, t)), bc2 = (float)(1.0 - pow(beta2, t));
-    /* One loop per storage combination so the common all-FP32 case has no per-element switch;
-     * the arithmetic is the same expression in every branch. Without master weights the
-     * parameter is its own master (src == dst == param; the rounded store comes second). The
-     * loops are SIMD: IEEE division and square root are correctly rounded in vector form too,
-     * so the result is bit for bit the scalar one, at memory speed (build.ninja compiles this
-     * file with -fno-math-errno: sqrtf of a moment never sees a negative number, and without
-     * errno it is the vector instruction instead of a call). */
-    const float *src = master ? master : param;
-    float *dst = master ? master : param;
+    const float lr = k->lr, beta1 = k->beta1, beta2 = k->beta2, eps = k->eps, weight_decay = k->weight_decay;
+    const float bc1 = k->bc1, bc2 = k->bc2, grad_scale = k->grad_scale;
+    const int param_dtype = k->param_dtype, state_dtype = k->state_dtype;
 #define ADAMW_BODY(ROUND_STATE, ROUND_PARAM)                                                        \
-    OMP_PARALLEL_FOR_SIMD                                                                           \
-    for (int64_t i = 0; i < n; i++) {                                                              \
+    _Pragma("omp simd") for (int64_t i = 0; i < n; i++) {                                          \
         float g = grad[i] * grad_scale;                                                            \
         float mi = beta1 * m[i] + (1.0f - beta1) * g;                                              \
         float vi = beta2 * v[i] + (1.0f - beta2) * g * g;                                          \
@@ -516,7 +531,7 @@ void ref_adamw(float *param, float *master, float *m, float *v, const float *gra
         param[i] = ROUND_PARAM(p);                                                                 \
     }
 #define KEEP(x) (x)
-#define STATE(x) round_bf16(x) /* state_dtype is BF16 here (asserted above) */
+#define STATE(x) round_bf16(x) /* state_dtype is BF16 here (asserted by ref_adamw) */
 #define PARAM(x) round_to((x), param_dtype)
 #define BF16(x) round_bf16(x)
     if (state_dtype == REF_FP32 && param_dtype == REF_FP32) {
@@ -537,20 +552,61 @@ void ref_adamw(float *param, float *master, float *m, float *v, const float *gra
 #undef ADAMW_BODY
 }
 
-/* Fixed chunks summed in a fixed order: the same double whatever the thread count. */
+void ref_adamw(float *param, float *master, float *m, float *v, const float *grad, int64_t n,
+               float lr, float beta1, float beta2, float eps, float weight_decay, int t,
+               float grad_scale, int param_dtype, int state_dtype)
+{
+    assert(t >= 1 && (state_dtype == REF_FP32 || state_dtype == REF_BF16));
+    struct adamw_k k = {lr, beta1, beta2, eps, weight_decay, (float)(1.0 - pow(beta1, t)),
+                        (float)(1.0 - pow(beta2, t)), grad_scale, param_dtype, state_dtype};
+    const float *src = master ? master : param;
+    float *dst = master ? master : param;
+    int64_t nch = (n + EW_CHUNK - 1) / EW_CHUNK;
+#pragma omp parallel for schedule(static) if (nch > 1)
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t i0 = c * EW_CHUNK, len = n - i0 < EW_CHUNK ? n - i0 : EW_CHUNK;
+        adamw_chunk(param + i0, dst + i0, src + i0, m + i0, v + i0, grad + i0, len, &k);
+    }
+}
+
+/* Fixed chunks summed in a fixed order: the same double whatever the thread count. Within a
+ * chunk, element i's exact double square goes to partial sum i mod 16 (16 lanes: four 4-double
+ * vectors, so the adds are not one latency-bound chain), and the 16 partial sums are added in
+ * lane order. */
 #define SUMSQ_CHUNKS 64
+
+typedef double vd4 __attribute__((vector_size(32)));
+typedef float vf4 __attribute__((vector_size(16)));
+
+HOT_CLONES static double sumsq_chunk(const float *x, int64_t n)
+{
+    vd4 acc[4] = {{0}};
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int q = 0; q < 4; q++) {
+            vf4 f;
+            memcpy(&f, x + i + 4 * q, sizeof f);
+            vd4 d = __builtin_convertvector(f, vd4);
+            acc[q] += d * d;
+        }
+    double lane[16];
+    memcpy(lane, acc, sizeof lane);
+    for (int64_t k = 0; i + k < n; k++) /* the tail, element i + k into lane k */
+        lane[k] += (double)x[i + k] * x[i + k];
+    double s = 0.0;
+    for (int l = 0; l < 16; l++)
+        s += lane[l];
+    return s;
+}
 
 double ref_sumsq(const float *x, int64_t n)
 {
     double part[SUMSQ_CHUNKS];
     int64_t len = (n + SUMSQ_CHUNKS - 1) / SUMSQ_CHUNKS;
-    OMP_PARALLEL_FOR
+#pragma omp parallel for schedule(static) if (n > 65536)
     for (int ch = 0; ch < SUMSQ_CHUNKS; ch++) {
         int64_t lo = ch * len, hi = lo + len < n ? lo + len : n;
-        double s = 0.0;
-        for (int64_t i = lo; i < hi; i++)
-            s += (double)x[i] * x[i];
-        part[ch] = s;
+        part[ch] = hi > lo ? sumsq_chunk(x + lo, hi - lo) : 0.0;
     }
     double total = 0.0;
     for (int ch = 0; ch < SUMSQ_CHUNKS; ch++)
@@ -558,13 +614,29 @@ double ref_sumsq(const float *x, int64_t n)
     return total;
 }
 
+/* 1 if no element of the chunk has an all-ones exponent (Inf or NaN). */
+HOT_CLONES static int finite_chunk(const float *x, int64_t n)
+{
+    vi8 bad = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        bad |= ((vi8)vld8(x + i) & 0x7F800000) == 0x7F800000;
+    int ok = 1;
+    for (int l = 0; l < 8; l++)
+        ok &= bad[l] == 0;
+    for (; i < n; i++)
+        ok &= isfinite(x[i]) != 0;
+    return ok;
+}
+
 int ref_all_finite(const float *x, int64_t n)
 {
     int ok = 1;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) reduction(& : ok)
-#endif
-    for (int64_t i = 0; i < n; i++)
-        ok &= isfinite(x[i]) != 0;
+    int64_t nch = (n + EW_CHUNK - 1) / EW_CHUNK;
+#pragma omp parallel for schedule(static) reduction(& : ok) if (nch > 1)
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t i0 = c * EW_CHUNK;
+        ok &= finite_chunk(x + i0, n - i0 < EW_CHUNK ? n - i0 : EW_CHUNK);
+    }
     return ok;
 }

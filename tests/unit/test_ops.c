@@ -1048,6 +1048,34 @@ static void sumsq_finite(void)
     CHECK(ref_all_finite(x, n) == 0);
     CHECK(ref_all_finite(x, 517) == 1);
     free(x);
+    /* several chunks with ragged ends: a NaN or Inf anywhere is found (vector part, the tail of
+     * the last chunk), the sum of squares is within 1e-15 of a long-double sum and the same
+     * bits on 1 and 2 threads */
+    enum { big = 3 * 16384 + 37 };
+    float *y = falloc(big);
+    long double want = 0;
+    for (int i = 0; i < big; i++) {
+        y[i] = (float)((i % 97) - 48) * 0.013f;
+        want += (long double)y[i] * y[i];
+    }
+    double got = ref_sumsq(y, big);
+    CHECKF(fabs(got - (double)want) <= 1e-15 * (double)want, "sumsq %.17g vs %.17Lg", got, want);
+#ifdef _OPENMP
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    double one = ref_sumsq(y, big);
+    omp_set_num_threads(nt);
+    CHECK(memcmp(&one, &got, sizeof one) == 0);
+#endif
+    CHECK(ref_all_finite(y, big) == 1);
+    const int where[] = {0, 7, 8, 16383, 16384, 2 * 16384 + 9, big - 37, big - 1};
+    for (size_t k = 0; k < sizeof where / sizeof *where; k++) {
+        float keep = y[where[k]];
+        y[where[k]] = k % 2 ? NAN : -INFINITY;
+        CHECKF(ref_all_finite(y, big) == 0, "non-finite at %d not found", where[k]);
+        y[where[k]] = keep;
+    }
+    free(y);
 }
 
 int main(void)
