@@ -253,6 +253,7 @@ static float view_at(const struct view *v, int i, int j)
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef uint8_t u8x8 __attribute__((vector_size(8)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
 #define SEL(m, a, b) (((m) & (a)) | (~(m) & (b))) /* m: all-ones or zero lanes */
 
 /* fp8c_encode_bits (fp8_encode.h) on 8 lanes at once, saturating, for a format with man_bits
@@ -297,15 +298,15 @@ HOT_CLONES static uint32_t block_amax_bits(const struct view *v, int i0, int i1,
         int j = j0;
 #if defined(__GNUC__)
         if (v->sc == 1 && j1 - j0 >= 8) {
-            u32x8 mv = {0};
+            i32x8 mv = {0}; /* signed lanes: the magnitude bits are below 2^31 (vpmaxsd) */
             for (; j + 8 <= j1; j += 8) {
-                u32x8 b;
+                i32x8 b;
                 memcpy(&b, row + j, sizeof b);
-                b &= 0x7FFFFFFFu;
-                mv = SEL((u32x8)(b > mv), b, mv);
+                b &= 0x7FFFFFFF;
+                mv = (i32x8)SEL((u32x8)(b > mv), (u32x8)b, (u32x8)mv);
             }
             for (int l = 0; l < 8; l++)
-                m = mv[l] > m ? mv[l] : m;
+                m = (uint32_t)mv[l] > m ? (uint32_t)mv[l] : m;
         }
 #endif
         for (; j < j1; j++) {
@@ -477,15 +478,17 @@ HOT_CLONES static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv,
     uint32_t m[8] = {0};
     float sv[8] = {0};
 #if defined(__GNUC__)
-    if (nl == 8) { /* the magnitude bits' max, lane by lane (block_amax_bits' order trick) */
-        u32x8 mv = {0};
+    if (nl == 8) { /* the magnitude bits' max, lane by lane (block_amax_bits' order trick; the
+                    * bits are below 2^31, so a signed compare orders them: vpmaxsd) */
+        i32x8 mv = {0};
         for (int r = r0; r < r1; r++) {
-            u32x8 b;
+            i32x8 b;
             memcpy(&b, x + (int64_t)r * C + c0, sizeof b);
-            b &= 0x7FFFFFFFu;
-            mv = SEL((u32x8)(b > mv), b, mv);
+            b &= 0x7FFFFFFF;
+            mv = (i32x8)SEL((u32x8)(b > mv), (u32x8)b, (u32x8)mv);
         }
-        memcpy(m, &mv, sizeof m);
+        for (int l = 0; l < 8; l++)
+            m[l] = (uint32_t)mv[l];
     } else
 #endif
         for (int r = r0; r < r1; r++)
