@@ -256,6 +256,31 @@ typedef uint8_t u8x8 __attribute__((vector_size(8)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
 #define SEL(m, a, b) (((m) & (a)) | (~(m) & (b))) /* m: all-ones or zero lanes */
 
+/* The low byte of each of 8 32-bit lanes (values 0..255) stored as 8 bytes at q. A byte shuffle
+ * (vpshufb, vpermq, vpor on AVX2) where GCC has __builtin_shufflevector: its conversion
+ * (__builtin_convertvector to 8 bytes) extracts and shifts lane by lane, which was most of the
+ * encoder's time. */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_shufflevector)
+#define HAVE_SHUFFLEVECTOR 1
+#endif
+#endif
+#ifdef HAVE_SHUFFLEVECTOR
+typedef uint8_t u8x32 __attribute__((vector_size(32)));
+#define STORE_LOW_BYTES8(q, r)                                                                               \
+    do {                                                                                                     \
+        u8x32 b_ = (u8x32)(r);                                                                               \
+        u8x8 c8_ = __builtin_shufflevector(b_, b_, 0, 4, 8, 12, 16, 20, 24, 28);                             \
+        memcpy((q), &c8_, sizeof c8_);                                                                       \
+    } while (0)
+#else
+#define STORE_LOW_BYTES8(q, r)                                                                               \
+    do {                                                                                                     \
+        u8x8 c8_ = __builtin_convertvector((r), u8x8);                                                       \
+        memcpy((q), &c8_, sizeof c8_);                                                                       \
+    } while (0)
+#endif
+
 /* fp8c_encode_bits (fp8_encode.h) on 8 lanes at once, saturating, for a format with man_bits
  * mantissa bits and bias `bias`, written with generic vectors so that it becomes AVX2 code in
  * the x86-64-v3 clone. Two roundings, both round-to-nearest-even, and a select between them:
@@ -281,8 +306,7 @@ typedef int32_t i32x8 __attribute__((vector_size(32)));
         u32x8 mag_ = SEL((u32x8)(abits_ < ((128u - (bias)) << 23)), sub_, nrm_);                             \
         mag_ = SEL((u32x8)(mag_ > (max_mag)), (u32x8){0} + (max_mag), mag_);                                 \
         u32x8 r8_ = SEL((u32x8)(abits_ > 0x7F800000u), (u32x8){0} + (nan), ((bits_ >> 24) & 0x80u) | mag_);  \
-        u8x8 c_ = __builtin_convertvector(r8_, u8x8);                                                       \
-        memcpy((q), &c_, sizeof c_);                                                                         \
+        STORE_LOW_BYTES8((q), r8_);                                                                          \
     } while (0)
 #endif
 
