@@ -574,14 +574,17 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         /* over ranks: gradients summed, the loss averaged, amaxes maxed, finiteness agreed */
         int all_finite = 1;
         if (dist_reduce(&dist, &b, run.cu, s.step + 1, &loss, &all_finite, run.err, sizeof run.err)) goto gpu_fail;
-        /* gradient norm over every parameter gradient, unscaled */
+        /* gradient norm over every parameter gradient, unscaled, and finiteness from the same
+         * pass: a float's square cannot overflow a double (and no tensor has 2^900 elements), so
+         * a tensor's sum of squares is finite exactly when all of its elements are (an Inf
+         * squares to Inf, a NaN stays NaN) */
         double sumsq = 0;
         int finite = 1;
         for (int i = 0; i < p.nt; i++)
             if (p.t[i].cls == TC_GRAD) {
-                const float *g = cpu_ptr(&b, i);
-                finite &= ref_all_finite(g, p.t[i].n);
-                sumsq += ref_sumsq(g, p.t[i].n);
+                double si = ref_sumsq(cpu_ptr(&b, i), p.t[i].n);
+                finite &= isfinite(si) != 0;
+                sumsq += si;
             }
         (void)ngrad;
         double norm = sqrt(sumsq) / s.loss_scale;

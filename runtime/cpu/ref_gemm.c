@@ -390,6 +390,30 @@ HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb,
     }
 }
 
+/* B panels [jp0, jp0 + count) of the block. Where B's rows are contiguous in j (cs == 1) and
+ * the panels are whole, row p of all of them is one run of count x NR floats, copied panel by
+ * panel before moving to row p + 1: one sequential read per row instead of one short read per
+ * row and panel (the lm head's data gradient reads 50257 rows this way). Otherwise panel by
+ * panel. */
+#define B_GROUP 4
+HOT_CLONES static void pack_b_group(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
+                                    int jp0, int count)
+{
+    if (b.q || b.cs != 1 || j0 + (jp0 + count) * NR > j0 + nb) {
+        for (int jp = jp0; jp < jp0 + count; jp++)
+            pack_b_panel(bp, b, j0, nb, npad, p0, kb, jp);
+        return;
+    }
+    for (int pc = 0; pc < kb; pc += KC) {
+        int kc = min_int(KC, kb - pc);
+        float *dst = bp + (int64_t)pc * npad + (int64_t)jp0 * kc * NR;
+        const float *src = b.base + (int64_t)(p0 + pc) * b.rs + (int64_t)(j0 + jp0 * NR);
+        for (int p = 0; p < kc; p++)
+            for (int g = 0; g < count; g++)
+                memcpy(dst + (int64_t)g * kc * NR + p * NR, src + (int64_t)p * b.rs + g * NR, NR * sizeof *dst);
+    }
+}
+
 /* ---- driver ----------------------------------------------------------------------------- */
 
 /* Element (r, p) of an operand, r its non-contracted index (A's row, B's column). */
@@ -466,13 +490,16 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
                     int64_t mpad = round_up(mb, MR);
                     int apanels = (int)(mpad / MR), mtiles = (mb + MT - 1) / MT;
                     /* B is packed with the first row block and reused by the others */
-                    int npack = apanels + (ib == 0 ? bpanels : 0);
+                    int bgroups = (bpanels + B_GROUP - 1) / B_GROUP;
+                    int npack = apanels + (ib == 0 ? bgroups : 0);
                     OMP_FOR_DYNAMIC
                     for (int t = 0; t < npack; t++) {
-                        if (t < apanels)
+                        if (t < apanels) {
                             pack_a_panel(ap, a, ib, mb, mpad, pb, kb, t);
-                        else
-                            pack_b_panel(bp, b, jb, nb, npad, pb, kb, t - apanels);
+                        } else {
+                            int g0 = (t - apanels) * B_GROUP;
+                            pack_b_group(bp, b, jb, nb, npad, pb, kb, g0, min_int(B_GROUP, bpanels - g0));
+                        }
                     }
                     OMP_FOR_DYNAMIC
                     for (int t = 0; t < mtiles * ntiles; t++) {
