@@ -390,6 +390,29 @@ HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb,
     }
 }
 
+/* A panels [ip0, ip0 + count) of the block. Where A's columns are contiguous in i (rs == 1: a
+ * weight gradient's dout^T) and the panels are whole, contraction row p of all of them is one
+ * run of count x MR floats (the lm head's dout has 50257-float rows: one panel at a time read
+ * 24 bytes per 200 KB row, a page apart). Otherwise panel by panel. */
+#define A_GROUP 8
+HOT_CLONES static void pack_a_group(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
+                                    int ip0, int count)
+{
+    if (a.q || a.rs != 1 || (ip0 + count) * MR > mb) {
+        for (int ip = ip0; ip < ip0 + count; ip++)
+            pack_a_panel(ap, a, i0, mb, mpad, p0, kb, ip);
+        return;
+    }
+    for (int pc = 0; pc < kb; pc += KC) {
+        int kc = min_int(KC, kb - pc);
+        float *dst = ap + (int64_t)pc * mpad + (int64_t)ip0 * kc * MR;
+        const float *src = a.base + (int64_t)(p0 + pc) * a.cs + (int64_t)(i0 + ip0 * MR);
+        for (int p = 0; p < kc; p++)
+            for (int g = 0; g < count; g++)
+                memcpy(dst + (int64_t)g * kc * MR + p * MR, src + (int64_t)p * a.cs + g * MR, MR * sizeof *dst);
+    }
+}
+
 /* B panels [jp0, jp0 + count) of the block. Where B's rows are contiguous in j (cs == 1) and
  * the panels are whole, row p of all of them is one run of count x NR floats, copied panel by
  * panel before moving to row p + 1: one sequential read per row instead of one short read per
@@ -490,14 +513,15 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
                     int64_t mpad = round_up(mb, MR);
                     int apanels = (int)(mpad / MR), mtiles = (mb + MT - 1) / MT;
                     /* B is packed with the first row block and reused by the others */
-                    int bgroups = (bpanels + B_GROUP - 1) / B_GROUP;
-                    int npack = apanels + (ib == 0 ? bgroups : 0);
+                    int bgroups = (bpanels + B_GROUP - 1) / B_GROUP, agroups = (apanels + A_GROUP - 1) / A_GROUP;
+                    int npack = agroups + (ib == 0 ? bgroups : 0);
                     OMP_FOR_DYNAMIC
                     for (int t = 0; t < npack; t++) {
-                        if (t < apanels) {
-                            pack_a_panel(ap, a, ib, mb, mpad, pb, kb, t);
+                        if (t < agroups) {
+                            int g0 = t * A_GROUP;
+                            pack_a_group(ap, a, ib, mb, mpad, pb, kb, g0, min_int(A_GROUP, apanels - g0));
                         } else {
-                            int g0 = (t - apanels) * B_GROUP;
+                            int g0 = (t - agroups) * B_GROUP;
                             pack_b_group(bp, b, jb, nb, npad, pb, kb, g0, min_int(B_GROUP, bpanels - g0));
                         }
                     }
