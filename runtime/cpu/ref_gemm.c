@@ -15,9 +15,10 @@
  *     of 8 floats) and does one rank-1 update per k.
  * The micro-kernel uses GCC/Clang generic vectors, which the compiler lowers
  * to whatever the target has: the hot function is cloned for x86-64-v3
- * (AVX2 + FMA) and baseline x86-64 (SSE2), picked at load time, so the build
- * needs no -march flag. FMA contraction is enabled for those functions only:
- * -std=c11 turns it off globally.
+ * (AVX2 + FMA) and baseline x86-64 (SSE2), picked at load time, and on
+ * x86-64-v4 CPUs an AVX-512 tile (12 x 32, same panels, same bits) runs
+ * instead (ref_gemm_isa), so the build needs no -march flag. FMA contraction
+ * is enabled for those functions only: -std=c11 turns it off globally.
  *
  * Must not: keep state between calls, or fail: if the packing buffers cannot
  * be allocated it falls back to a plain loop.
