@@ -176,10 +176,44 @@ static int qformat(const ModRes *mr, Operand op) {
 }
 
 /* Quantize inp (R x C) for operand op of module mr; transpose: the column-wise copy (C x R). */
+/* How far back quantize() looks for an identical copy: the projections that share an input
+ * (q/k/v, MLA's q_a/kv_a, SwiGLU's gate/up) quantize it within a few steps of each other, and a
+ * bounded scan keeps lowering linear in the model's size. */
+#define SAME_COPY_SCAN 32
+
+/* An earlier quantize of the section that produced exactly the copy asked for: same input, not
+ * written since, same extents, tiles, format and scale kind, and current scaling on both sides
+ * (no given scale, no amax output: delayed scaling keeps each module's own history and scale).
+ * Returns its step, or NULL. */
+static const GStep *same_copy(L *l, int inp, int64_t R, int64_t C, int transpose, const QCopy *q, const QState *qs) {
+    if (qs && (qs->scale >= 0 || (!transpose && qs->amax >= 0))) return NULL;
+    const Graph *g = l->g;
+    for (int i = g->ns - 1; i >= 0 && i >= g->ns - SAME_COPY_SCAN; i--) {
+        const GStep *s = &g->s[i];
+        if (s->sec != l->sec) continue; /* e.g. a parameter's AdamW, emitted with it: runs later */
+        if (s->op == OP_QUANTIZE && s->args[3] == inp && s->args[2] < 0 && s->args[4] < 0 && s->ints[0] == R &&
+            s->ints[1] == C && s->ints[2] == q->tr && s->ints[3] == q->tc && s->ints[4] == q->fmt && s->ints[5] == q->mx &&
+            s->ints[6] == transpose)
+            return s;
+        for (int k = 0; k < OP_MAX_ARGS; k++)
+            if (s->args[k] == inp && op_arg_writes(s->op, k)) return NULL; /* the input changed since */
+    }
+    return NULL;
+}
+
+/* The FP8 copy of inp (R x C, or its transpose) under mr's settings for operand op: a new
+ * quantize step, or the copy an identical earlier quantize made (same_copy), so that modules
+ * reading one input share one copy. */
 static QCopy quantize(L *l, const ModRes *mr, Operand op, int inp, int64_t R, int64_t C, int transpose, const QState *qs,
                       const char *src) {
     const Val *tile = res_value(mr, F_Q(op, QF_TILE));
     QCopy q = {-1, -1, tile->i, tile->j, qformat(mr, op), res_value(mr, F_Q(op, QF_SCALE_FORMAT))->i == DT_E8M0};
+    const GStep *same = same_copy(l, inp, R, C, transpose, &q, qs);
+    if (same) {
+        q.codes = same->args[0];
+        q.scale_inv = same->args[1];
+        return q;
+    }
     int64_t rows = transpose ? C : R, cols = transpose ? R : C;
     const char *base = arena_printf(l->a, "%s.%s.%s", mr->mod->path, operand_names[op], transpose ? "col" : "row");
     q.codes = act(l, arena_printf(l->a, "%s.codes", base), TD_U8, rows, cols);
