@@ -40,10 +40,7 @@ static void *class_alloc(size_t bytes)
 #ifdef MADV_HUGEPAGE
     madvise(p, len, MADV_HUGEPAGE); /* advice only: without THP the pages stay 4 KiB */
 #endif
-    int64_t np = (int64_t)(len / huge);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < np; i++)
-        memset((char *)p + (size_t)i * huge, 0, huge);
+    ref_zero_bytes(p, len);
     return p;
 }
 

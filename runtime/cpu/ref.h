@@ -230,6 +230,9 @@ void ref_adamw(float *param,      // (n)
                int64_t n, float lr, float beta1, float beta2, float eps, float weight_decay,
                int t, float grad_scale, int param_dtype, int state_dtype);
 
+/* memset(p, 0, n) split over the OpenMP threads in 1 MiB pieces (the per-step gradient clear,
+ * the CPU backend's first touch of its memory). */
+void ref_zero_bytes(void *p, size_t n);
 /* Sum of squares in double (global gradient norm); independent of thread count. */
 double ref_sumsq(const float *x, int64_t n); // (n)
 /* 1 if no element is NaN or Inf, else 0. */

@@ -391,6 +391,23 @@ HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb,
     }
 }
 
+/* Whole panels first, first + 1, ... (count of them, w = MR or NR wide) of a packed block (pad
+ * rows or columns per slice, the layout above), from an operand whose contraction row p is
+ * contiguous at src + p * ld: row p of all the panels is read as one run. Inlined with a
+ * constant w, so each copy is a fixed-size move. */
+static inline __attribute__((always_inline)) void pack_runs(float *packed, int64_t pad, int first, const float *src,
+                                                            int64_t ld, int kb, int count, int w)
+{
+    for (int pc = 0; pc < kb; pc += KC) {
+        int kc = min_int(KC, kb - pc);
+        float *dst = packed + (int64_t)pc * pad + (int64_t)first * kc * w;
+        const float *row = src + (int64_t)pc * ld;
+        for (int p = 0; p < kc; p++)
+            for (int g = 0; g < count; g++)
+                memcpy(dst + (int64_t)g * kc * w + p * w, row + (int64_t)p * ld + g * w, (size_t)w * sizeof *dst);
+    }
+}
+
 /* A panels [ip0, ip0 + count) of the block. Where A's columns are contiguous in i (rs == 1: a
  * weight gradient's dout^T) and the panels are whole, contraction row p of all of them is one
  * run of count x MR floats (the lm head's dout has 50257-float rows: one panel at a time read
@@ -404,14 +421,7 @@ HOT_CLONES static void pack_a_group(float *ap, struct strided a, int i0, int mb,
             pack_a_panel(ap, a, i0, mb, mpad, p0, kb, ip);
         return;
     }
-    for (int pc = 0; pc < kb; pc += KC) {
-        int kc = min_int(KC, kb - pc);
-        float *dst = ap + (int64_t)pc * mpad + (int64_t)ip0 * kc * MR;
-        const float *src = a.base + (int64_t)(p0 + pc) * a.cs + (int64_t)(i0 + ip0 * MR);
-        for (int p = 0; p < kc; p++)
-            for (int g = 0; g < count; g++)
-                memcpy(dst + (int64_t)g * kc * MR + p * MR, src + (int64_t)p * a.cs + g * MR, MR * sizeof *dst);
-    }
+    pack_runs(ap, mpad, ip0, a.base + (int64_t)p0 * a.cs + (int64_t)(i0 + ip0 * MR), a.cs, kb, count, MR);
 }
 
 /* B panels [jp0, jp0 + count) of the block. Where B's rows are contiguous in j (cs == 1) and
@@ -423,19 +433,12 @@ HOT_CLONES static void pack_a_group(float *ap, struct strided a, int i0, int mb,
 HOT_CLONES static void pack_b_group(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
                                     int jp0, int count)
 {
-    if (b.q || b.cs != 1 || j0 + (jp0 + count) * NR > j0 + nb) {
+    if (b.q || b.cs != 1 || (jp0 + count) * NR > nb) {
         for (int jp = jp0; jp < jp0 + count; jp++)
             pack_b_panel(bp, b, j0, nb, npad, p0, kb, jp);
         return;
     }
-    for (int pc = 0; pc < kb; pc += KC) {
-        int kc = min_int(KC, kb - pc);
-        float *dst = bp + (int64_t)pc * npad + (int64_t)jp0 * kc * NR;
-        const float *src = b.base + (int64_t)(p0 + pc) * b.rs + (int64_t)(j0 + jp0 * NR);
-        for (int p = 0; p < kc; p++)
-            for (int g = 0; g < count; g++)
-                memcpy(dst + (int64_t)g * kc * NR + p * NR, src + (int64_t)p * b.rs + g * NR, NR * sizeof *dst);
-    }
+    pack_runs(bp, npad, jp0, b.base + (int64_t)p0 * b.rs + (int64_t)(j0 + jp0 * NR), b.rs, kb, count, NR);
 }
 
 /* ---- driver ----------------------------------------------------------------------------- */
