@@ -35,12 +35,6 @@
  * lines, so threads never write the same line when rows are 64-byte aligned. */
 #define COL_CHUNK 32
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define HOT_CLONES
-#endif
-
 /* Elementwise kernels run over chunks of this many elements, one per OpenMP iteration (and a
  * plain call under two chunks); each chunk's ragged end goes through the same 8-lane code on a
  * padded copy, so an element's result depends only on its inputs. */

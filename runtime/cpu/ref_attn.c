@@ -42,12 +42,6 @@
 #define OMP_PARALLEL_FOR_DYNAMIC
 #endif
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define HOT_CLONES
-#endif
-
 #define BQ 32 /* query rows per block */
 #define BK 32 /* keys per block: a score row is 4 vectors */
 
@@ -58,20 +52,12 @@ static int min_int(int a, int b) { return a < b ? a : b; }
 #pragma GCC optimize("fp-contract=fast")
 #endif
 
-typedef float v8 __attribute__((vector_size(32)));
-
-/* Unaligned 8-float loads and stores (macros: a function returning a vector would change the
- * ABI of the baseline clone). */
-typedef float v8u __attribute__((vector_size(32), aligned(4)));
-#define ld8(p) (*(const v8u *)(p))
-#define st8(p, x) (*(v8u *)(p) = (x))
-
 /* s[j] = exp(s[j] - sub) for the whole BK-wide row, 8 lanes at a time (vmath.h's vexp8; the
  * attention tests of test_ops hold its results to the same tolerances as libm's expf). */
 static inline void exp_row(float *s, float sub)
 {
     for (int c = 0; c < BK; c += 8)
-        st8(s + c, vexp8(ld8(s + c) - sub));
+        vst8(s + c, vexp8(vld8(s + c) - sub));
 }
 
 /* Copy n rows (row i at src + i*stride, hd floats) into the (hd, BK) panel dst, columns n..BK
@@ -95,29 +81,29 @@ static inline void rows_times_panel(float *s, const float *a, int64_t as, int n,
     int i = 0;
     for (; i + 2 <= n; i += 2) {
         const float *x = a + (int64_t)i * as, *y = x + as;
-        v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
+        vf8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0}, b0 = {0}, b1 = {0}, b2 = {0}, b3 = {0};
         for (int d = 0; d < hd; d++) {
             const float *p = panel + (int64_t)d * BK;
-            v8 p0 = ld8(p), p1 = ld8(p + 8), p2 = ld8(p + 16), p3 = ld8(p + 24);
+            vf8 p0 = vld8(p), p1 = vld8(p + 8), p2 = vld8(p + 16), p3 = vld8(p + 24);
             float xd = x[d], yd = y[d];
             a0 += xd * p0, a1 += xd * p1, a2 += xd * p2, a3 += xd * p3;
             b0 += yd * p0, b1 += yd * p1, b2 += yd * p2, b3 += yd * p3;
         }
         float *r = s + (int64_t)i * BK;
-        st8(r, a0 * scale), st8(r + 8, a1 * scale), st8(r + 16, a2 * scale), st8(r + 24, a3 * scale);
+        vst8(r, a0 * scale), vst8(r + 8, a1 * scale), vst8(r + 16, a2 * scale), vst8(r + 24, a3 * scale);
         r += BK;
-        st8(r, b0 * scale), st8(r + 8, b1 * scale), st8(r + 16, b2 * scale), st8(r + 24, b3 * scale);
+        vst8(r, b0 * scale), vst8(r + 8, b1 * scale), vst8(r + 16, b2 * scale), vst8(r + 24, b3 * scale);
     }
     for (; i < n; i++) {
         const float *x = a + (int64_t)i * as;
-        v8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        vf8 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
         for (int d = 0; d < hd; d++) {
             const float *p = panel + (int64_t)d * BK;
             float xd = x[d];
-            a0 += xd * ld8(p), a1 += xd * ld8(p + 8), a2 += xd * ld8(p + 16), a3 += xd * ld8(p + 24);
+            a0 += xd * vld8(p), a1 += xd * vld8(p + 8), a2 += xd * vld8(p + 16), a3 += xd * vld8(p + 24);
         }
         float *r = s + (int64_t)i * BK;
-        st8(r, a0 * scale), st8(r + 8, a1 * scale), st8(r + 16, a2 * scale), st8(r + 24, a3 * scale);
+        vst8(r, a0 * scale), vst8(r + 8, a1 * scale), vst8(r + 16, a2 * scale), vst8(r + 24, a3 * scale);
     }
 }
 
@@ -127,19 +113,19 @@ static inline void accumulate_rows(float *y, const float *w, int64_t ws, const f
 {
     int d = 0;
     for (; d + 32 <= hd; d += 32) {
-        v8 y0 = ld8(y + d), y1 = ld8(y + d + 8), y2 = ld8(y + d + 16), y3 = ld8(y + d + 24);
+        vf8 y0 = vld8(y + d), y1 = vld8(y + d + 8), y2 = vld8(y + d + 16), y3 = vld8(y + d + 24);
         for (int j = 0; j < n; j++) {
             const float *xj = x + (int64_t)j * xs + d;
             float wj = w[(int64_t)j * ws];
-            y0 += wj * ld8(xj), y1 += wj * ld8(xj + 8), y2 += wj * ld8(xj + 16), y3 += wj * ld8(xj + 24);
+            y0 += wj * vld8(xj), y1 += wj * vld8(xj + 8), y2 += wj * vld8(xj + 16), y3 += wj * vld8(xj + 24);
         }
-        st8(y + d, y0), st8(y + d + 8, y1), st8(y + d + 16, y2), st8(y + d + 24, y3);
+        vst8(y + d, y0), vst8(y + d + 8, y1), vst8(y + d + 16, y2), vst8(y + d + 24, y3);
     }
     for (; d + 8 <= hd; d += 8) {
-        v8 y0 = ld8(y + d);
+        vf8 y0 = vld8(y + d);
         for (int j = 0; j < n; j++)
-            y0 += w[(int64_t)j * ws] * ld8(x + (int64_t)j * xs + d);
-        st8(y + d, y0);
+            y0 += w[(int64_t)j * ws] * vld8(x + (int64_t)j * xs + d);
+        vst8(y + d, y0);
     }
     for (; d < hd; d++) {
         float acc = y[d];

@@ -24,6 +24,7 @@
  * be allocated it falls back to a plain loop.
  */
 #include "ref.h"
+#include "vmath.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -36,12 +37,6 @@
 #define OMP_PARALLEL
 #define OMP_FOR_DYNAMIC
 #define OMP_PARALLEL_FOR
-#endif
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define HOT_CLONES
 #endif
 
 #define MR 6    /* micro-tile rows: 6 x 2 accumulator vectors + 2 B + 1 A = 15 of 16 ymm */

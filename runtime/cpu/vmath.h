@@ -20,6 +20,14 @@
 /* The helpers below are always inlined, so the vector-return ABI GCC warns about never applies. */
 #pragma GCC diagnostic ignored "-Wpsabi"
 
+/* A hot function compiled twice, for x86-64-v3 (AVX2 + FMA) and baseline x86-64, the clone
+ * picked at load time: the build needs no -march flag. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define HOT_CLONES
+#endif
+
 typedef float vf8 __attribute__((vector_size(32)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
 
