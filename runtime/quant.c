@@ -16,6 +16,7 @@
 
 #include "fp8.h"
 #include "fp8_encode.h"
+#include "cpu/vmath.h" /* HOT_CLONES, vf8 and the register transpose */
 
 #include <float.h>
 #include <math.h>
@@ -181,7 +182,9 @@ float q_compute_scale(float amax, float fmax, int margin, int pow2, float prev_s
         *bad = 1;
         return prev_scale;
     }
-    float s = ldexpf(fmax / amax, -margin); /* a power-of-two factor: exact unless it over/underflows */
+    float s = fmax / amax;
+    if (margin) /* a power-of-two factor: exact unless it over/underflows */
+        s = ldexpf(s, -margin);
     if (isinf(s))
         s = FLT_MAX;
     if (pow2 && s > 0.0f) {
@@ -243,11 +246,6 @@ static float view_at(const struct view *v, int i, int j)
     return v->x[(int64_t)i * v->sr + (int64_t)j * v->sc];
 }
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define HOT_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define HOT_CLONES
-#endif
 
 #if defined(__GNUC__)
 typedef uint32_t u32x8 __attribute__((vector_size(32)));
@@ -295,17 +293,24 @@ typedef uint8_t u8x32 __attribute__((vector_size(32)));
  * float bit patterns, every lane position included. */
 #define ENCODE8(q, x, s, man_bits, bias, max_mag, nan)                                                     \
     do {                                                                                                     \
-        f32x8 xv_;                                                                                           \
-        memcpy(&xv_, (x), sizeof xv_);                                                                       \
-        u32x8 bits_ = (u32x8)(xv_ * (s)); /* a bit cast */                                                   \
+        f32x8 xv8_;                                                                                          \
+        memcpy(&xv8_, (x), sizeof xv8_);                                                                     \
+        ENCODE8V(q, xv8_, s, man_bits, bias, max_mag, nan);                                                  \
+    } while (0)
+/* The same on a vector of eight floats already loaded. */
+#define ENCODE8V(q, xv, s, man_bits, bias, max_mag, nan)                                                   \
+    do {                                                                                                     \
+        u32x8 bits_ = (u32x8)((xv) * (s)); /* a bit cast */                                                  \
         u32x8 abits_ = bits_ & 0x7FFFFFFFu;                                                                  \
         u32x8 r_ = abits_ + ((1u << (22 - (man_bits))) - 1u) + ((abits_ >> (23 - (man_bits))) & 1u);         \
         u32x8 nrm_ = (r_ >> (23 - (man_bits))) - ((127u - (bias)) << (man_bits));                            \
         f32x8 t_ = (f32x8)abits_ * (float)(1u << ((bias) - 1 + (man_bits))) + 8388608.0f;                    \
         u32x8 sub_ = (u32x8)t_ & 0x7FFFFFu;                                                                  \
-        u32x8 mag_ = SEL((u32x8)(abits_ < ((128u - (bias)) << 23)), sub_, nrm_);                             \
-        mag_ = SEL((u32x8)(mag_ > (max_mag)), (u32x8){0} + (max_mag), mag_);                                 \
-        u32x8 r8_ = SEL((u32x8)(abits_ > 0x7F800000u), (u32x8){0} + (nan), ((bits_ >> 24) & 0x80u) | mag_);  \
+        /* the compares signed (one vpcmpgtd each): abits_ and mag_ are below 2^31 */                     \
+        i32x8 ia_ = (i32x8)abits_;                                                                           \
+        u32x8 mag_ = SEL((u32x8)(ia_ < (int32_t)((128u - (bias)) << 23)), sub_, nrm_);                       \
+        mag_ = SEL((u32x8)((i32x8)mag_ > (int32_t)(max_mag)), (u32x8){0} + (max_mag), mag_);                 \
+        u32x8 r8_ = SEL((u32x8)(ia_ > 0x7F800000), (u32x8){0} + (nan), ((bits_ >> 24) & 0x80u) | mag_);      \
         STORE_LOW_BYTES8((q), r8_);                                                                          \
     } while (0)
 #endif
@@ -488,9 +493,9 @@ float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, cons
 /* The column-wise fast path of q_quantize_transposed: 1 x tc tiles of the transpose are tc-row
  * segments of one column of x, so eight adjacent columns are eight lanes. Task (cb, rb) takes
  * columns [8 cb, 8 cb + 8) and rows [rb tc, rb tc + tc) of x: the eight tiles' amaxes lane by
- * lane, their scales (tile_scale, scalar, as quant_tile_row), then eight rows of x at a time
- * encoded with a vector of the eight scales (ENCODE8: each lane is the scalar encode of x * s)
- * and the 8 x 8 block of codes written transposed. Columns past the last multiple of 8 and the
+ * lane, their scales (tile_scale, scalar, as quant_tile_row), then 8 x 8 blocks of x transposed
+ * in registers, so that each vector is eight rows of one column, encoded with that column's
+ * scale (ENCODE8V: each lane is the scalar encode of x * s) and stored as eight contiguous codes. Columns past the last multiple of 8 and the
  * rows past a tile's last multiple of 8 go through the scalar encode. Returns the max of the
  * amax bits. */
 HOT_CLONES static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
@@ -533,34 +538,21 @@ HOT_CLONES static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv,
     int r = r0;
 #if defined(__GNUC__)
     if (nl == 8 && (fmt == Q_E4M3 || fmt == Q_E5M2)) {
-        f32x8 s;
-        memcpy(&s, sv, sizeof s);
+        f32x8 s[8]; /* column c0 + l's scale in every lane */
+        for (int l = 0; l < 8; l++)
+            s[l] = (f32x8){0} + sv[l];
         for (; r + 8 <= r1; r += 8) {
-            uint8_t blk[8][8]; /* blk[k][l]: row r + k, column c0 + l */
-            for (int k = 0; k < 8; k++) {
+            vf8 v[8]; /* rows r .. r + 7 of the eight columns, then (transposed) columns */
+            for (int k = 0; k < 8; k++)
+                v[k] = vld8(x + (int64_t)(r + k) * C + c0);
+            vtranspose8(v);
+            for (int l = 0; l < 8; l++) { /* column c0 + l's eight codes, contiguous in codes_t */
+                uint8_t *q = codes_t + (size_t)(c0 + l) * (size_t)R + (size_t)r;
                 if (fmt == Q_E4M3)
-                    ENCODE8(blk[k], x + (int64_t)(r + k) * C + c0, s, 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN);
+                    ENCODE8V(q, v[l], s[l], 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN);
                 else
-                    ENCODE8(blk[k], x + (int64_t)(r + k) * C + c0, s, 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN);
+                    ENCODE8V(q, v[l], s[l], 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN);
             }
-            /* the 8 x 8 bytes transposed as eight 64-bit rows (byte l of a[k] is row k's lane
-             * l): 2 x 2 blocks of bytes, then of 16-bit pairs, then of 32-bit quads swapped */
-            uint64_t a[8];
-            memcpy(a, blk, sizeof a);
-            for (int k = 0; k < 8; k += 2) {
-                uint64_t d = ((a[k] >> 8) ^ a[k + 1]) & 0x00FF00FF00FF00FFull;
-                a[k + 1] ^= d, a[k] ^= d << 8;
-            }
-            for (int k = 0; k < 8; k += (k & 1) ? 3 : 1) { /* k = 0, 1, 4, 5 */
-                uint64_t d = ((a[k] >> 16) ^ a[k + 2]) & 0x0000FFFF0000FFFFull;
-                a[k + 2] ^= d, a[k] ^= d << 16;
-            }
-            for (int k = 0; k < 4; k++) {
-                uint64_t d = ((a[k] >> 32) ^ a[k + 4]) & 0x00000000FFFFFFFFull;
-                a[k + 4] ^= d, a[k] ^= d << 32;
-            }
-            for (int l = 0; l < 8; l++) /* a[l] now holds column c0 + l's eight codes */
-                memcpy(codes_t + (size_t)(c0 + l) * (size_t)R + (size_t)r, &a[l], sizeof a[l]);
         }
     }
 #endif

@@ -269,31 +269,15 @@ int ref_gemm_isa(int set)
 }
 
 #if defined(__GNUC__)
-typedef float tf8 __attribute__((vector_size(32)));
-typedef int ti8 __attribute__((vector_size(32)));
-
-/* An 8 x 8 block: rows r[0..7] in, columns out. Three shuffle stages: 32-bit interleave of row
- * pairs, 64-bit interleave of those, then the 128-bit halves. */
+/* An 8 x 8 block: rows of in (ldi apart) in, columns out (ldo apart), through vtranspose8. */
 static inline __attribute__((always_inline)) void transpose8(float *out, int64_t ldo, const float *in, int64_t ldi)
 {
-    tf8 r[8], t[8], u[8];
+    vf8 r[8];
     for (int i = 0; i < 8; i++)
-        memcpy(&r[i], in + i * ldi, sizeof r[i]);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shuffle(r[i], r[i + 1], (ti8){0, 8, 1, 9, 4, 12, 5, 13});
-        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (ti8){2, 10, 3, 11, 6, 14, 7, 15});
-    }
-    for (int h = 0; h < 8; h += 4)
-        for (int p = 0; p < 2; p++) {
-            u[h + 2 * p] = __builtin_shuffle(t[h + p], t[h + 2 + p], (ti8){0, 1, 8, 9, 4, 5, 12, 13});
-            u[h + 2 * p + 1] = __builtin_shuffle(t[h + p], t[h + 2 + p], (ti8){2, 3, 10, 11, 6, 7, 14, 15});
-        }
-    for (int c = 0; c < 4; c++) {
-        tf8 lo = __builtin_shuffle(u[c], u[4 + c], (ti8){0, 1, 2, 3, 8, 9, 10, 11});
-        tf8 hi = __builtin_shuffle(u[c], u[4 + c], (ti8){4, 5, 6, 7, 12, 13, 14, 15});
-        memcpy(out + c * ldo, &lo, sizeof lo);
-        memcpy(out + (c + 4) * ldo, &hi, sizeof hi);
-    }
+        r[i] = vld8(in + i * ldi);
+    vtranspose8(r);
+    for (int i = 0; i < 8; i++)
+        vst8(out + i * ldo, r[i]);
 }
 #endif
 

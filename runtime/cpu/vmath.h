@@ -37,6 +37,27 @@ typedef float vf8u __attribute__((vector_size(32), aligned(4)));
 #define vld8(p) (*(const vf8u *)(p))
 #define vst8(p, x) (*(vf8u *)(p) = (x))
 
+/* An 8 x 8 block transposed in registers: r[i] holds row i on entry, column i on return. Three
+ * shuffle stages: 32-bit interleave of row pairs, 64-bit interleave of those, then the 128-bit
+ * halves (vunpck*ps, vshufps, vperm2f128 on AVX2). */
+static inline __attribute__((always_inline)) void vtranspose8(vf8 r[8])
+{
+    vf8 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shuffle(r[i], r[i + 1], (vi8){0, 8, 1, 9, 4, 12, 5, 13});
+        t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (vi8){2, 10, 3, 11, 6, 14, 7, 15});
+    }
+    for (int h = 0; h < 8; h += 4)
+        for (int p = 0; p < 2; p++) {
+            u[h + 2 * p] = __builtin_shuffle(t[h + p], t[h + 2 + p], (vi8){0, 1, 8, 9, 4, 5, 12, 13});
+            u[h + 2 * p + 1] = __builtin_shuffle(t[h + p], t[h + 2 + p], (vi8){2, 3, 10, 11, 6, 7, 14, 15});
+        }
+    for (int c = 0; c < 4; c++) {
+        r[c] = __builtin_shuffle(u[c], u[4 + c], (vi8){0, 1, 2, 3, 8, 9, 10, 11});
+        r[c + 4] = __builtin_shuffle(u[c], u[4 + c], (vi8){4, 5, 6, 7, 12, 13, 14, 15});
+    }
+}
+
 static inline __attribute__((always_inline)) vf8 vexp8(vf8 x)
 {
     vi8 lo = x < -87.33654f, hi = x > 88.3762589f; /* all-ones lanes where true */
