@@ -627,6 +627,7 @@ void q_decoder_init(QDecoder *d, const uint8_t *codes, const float *scale_inv, c
     d->C = t.C;
     d->tr = t.tr;
     d->tc = t.tc;
+    d->fmt = (int)fmt;
     d->scale_e8m0 = e8m0 && scale_inv_e8m0 ? scale_inv_e8m0 : NULL;
     d->scale_inv = d->scale_e8m0 ? NULL : scale_inv;
     if (d->scale_e8m0) { /* mx_index: always row-major */

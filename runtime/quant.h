@@ -90,6 +90,7 @@ typedef struct {
     const float *scale_inv;    /* NULL when the scales are read from scale_e8m0 */
     const uint8_t *scale_e8m0;
     int R, C, tr, tc;
+    int fmt;                   /* the QFormat */
     int64_t s_row, s_col;
     float lut[256];            /* decode() of every code */
 } QDecoder;

@@ -24,6 +24,7 @@
  * be allocated it falls back to a plain loop.
  */
 #include "ref.h"
+#include "fp8.h"
 #include "vmath.h"
 
 #include <stdlib.h>
@@ -289,6 +290,55 @@ static inline __attribute__((always_inline)) void transpose8(float *out, int64_t
  * [s*KC, s*KC+kc) of the block) of packed A starts at s*KC*mpad and holds
  * mpad/MR panels of (kc, MR); packed B likewise with npad and NR. */
 
+#if defined(__GNUC__)
+/* Whether an FP8 operand's slice starting at column p is decoded eight columns at a time straight
+ * into registers (fp8_pack8): E4M3 or E5M2, tiles a multiple of 8 wide, p on a multiple of 8, so
+ * that no run of eight crosses a tile. */
+static int fp8_pack8_ok(const QDecoder *d, int p)
+{
+    return (d->fmt == Q_E4M3 || d->fmt == Q_E5M2) && d->tc % 8 == 0 && p % 8 == 0;
+}
+
+/* Rows r0 .. r0 + n - 1 (n <= 8) of an FP8 operand, columns [c, c + kc8) with kc8 a multiple of 8,
+ * decoded (vdecode8, the table for NaN and infinity codes) and transposed in registers: for each
+ * column c + p, the eight rows' values (zero past n) go to out + p * ldo, w of them (w <= 8). The
+ * packed panels' layout, without a decoded copy in between. */
+static inline __attribute__((always_inline)) void fp8_pack8(float *out, int64_t ldo, int w, const QDecoder *d, int r0,
+                                                            int n, int c, int kc8)
+{
+    const uint8_t *rowp[8];
+    int64_t srow[8];
+    for (int k = 0; k < n; k++) {
+        rowp[k] = d->codes + (size_t)(r0 + k) * (size_t)d->C;
+        srow[k] = (int64_t)((r0 + k) / d->tr) * d->s_row;
+    }
+    int e4 = d->fmt == Q_E4M3;
+    float sinv[8] = {0};
+    int64_t tile = -1;
+    for (int p = 0; p < kc8; p += 8) {
+        if ((c + p) / d->tc != tile) { /* a new tile column: its eight rows' scales */
+            tile = (c + p) / d->tc;
+            for (int k = 0; k < n; k++) {
+                int64_t si = srow[k] + tile * d->s_col;
+                sinv[k] = d->scale_e8m0 ? fp8c_e8m0_to_f32(d->scale_e8m0[si]) : d->scale_inv[si];
+            }
+        }
+        vf8 v[8]; /* unrolled, so that v stays in registers through the transpose */
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            v[k] = (vf8){0};
+            if (k < n && !vdecode8(&v[k], rowp[k] + c + p, sinv[k], e4))
+                for (int l = 0; l < 8; l++)
+                    v[k][l] = d->lut[rowp[k][c + p + l]] * sinv[k];
+        }
+        vtranspose8(v);
+#pragma GCC unroll 8
+        for (int q = 0; q < 8; q++)
+            memcpy(out + (int64_t)(p + q) * ldo, &v[q], (size_t)w * sizeof(float));
+    }
+}
+#endif
+
 /* Panel ip of the A block at rows [i0, i0+mb), columns [p0, p0+kb). */
 HOT_CLONES static void pack_a_panel(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
                          int ip)
@@ -301,6 +351,12 @@ HOT_CLONES static void pack_a_panel(float *ap, struct strided a, int i0, int mb,
         const float *src0 = a.base ? a.base + (int64_t)ii * a.rs + (int64_t)(p0 + pc) * a.cs : NULL;
         int64_t rs = a.rs, cs = a.cs;
         int rows8 = ii + 8 <= i0 + mb; /* the two rows below the panel exist */
+#if defined(__GNUC__)
+        if (a.q && kc % 8 == 0 && fp8_pack8_ok(a.q, p0 + pc)) {
+            fp8_pack8(dst, MR, MR, a.q, ii, mr, p0 + pc, kc);
+            continue;
+        }
+#endif
         if (a.q) {
             int nr = min_int(8, i0 + mb - ii);
             q_decode_rect(a.q, dec, KC, ii, nr, p0 + pc, kc);
@@ -342,6 +398,13 @@ HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb,
         const float *src0 = b.base ? b.base + (int64_t)(p0 + pc) * b.rs + (int64_t)jj * b.cs : NULL;
         int64_t rs = b.rs, cs = b.cs;
         int full = nr == NR;
+#if defined(__GNUC__)
+        if (b.q && kc % 8 == 0 && fp8_pack8_ok(b.q, p0 + pc)) {
+            for (int g = 0; g < NR; g += 8)
+                fp8_pack8(dst + g, NR, 8, b.q, jj + g, nr - g < 0 ? 0 : min_int(8, nr - g), p0 + pc, kc);
+            continue;
+        }
+#endif
         if (b.q) {
             q_decode_rect(b.q, dec, KC, jj, nr, p0 + pc, kc);
             memset(dec + nr * KC, 0, (size_t)(NR - nr) * KC * sizeof *dec);

@@ -16,6 +16,7 @@
 #define FP8C_RUNTIME_CPU_VMATH_H
 
 #include <stdint.h>
+#include <string.h>
 
 /* The helpers below are always inlined, so the vector-return ABI GCC warns about never applies. */
 #pragma GCC diagnostic ignored "-Wpsabi"
@@ -39,23 +40,58 @@ typedef float vf8u __attribute__((vector_size(32), aligned(4)));
 
 /* An 8 x 8 block transposed in registers: r[i] holds row i on entry, column i on return. Three
  * shuffle stages: 32-bit interleave of row pairs, 64-bit interleave of those, then the 128-bit
- * halves (vunpck*ps, vshufps, vperm2f128 on AVX2). */
+ * halves (vunpck*ps, vshufps, vperm2f128 on AVX2). The loops are unrolled: left as loops, GCC
+ * keeps r, t and u in memory. */
 static inline __attribute__((always_inline)) void vtranspose8(vf8 r[8])
 {
     vf8 t[8], u[8];
+#pragma GCC unroll 8
     for (int i = 0; i < 8; i += 2) {
         t[i] = __builtin_shuffle(r[i], r[i + 1], (vi8){0, 8, 1, 9, 4, 12, 5, 13});
         t[i + 1] = __builtin_shuffle(r[i], r[i + 1], (vi8){2, 10, 3, 11, 6, 14, 7, 15});
     }
+#pragma GCC unroll 8
     for (int h = 0; h < 8; h += 4)
+#pragma GCC unroll 8
         for (int p = 0; p < 2; p++) {
             u[h + 2 * p] = __builtin_shuffle(t[h + p], t[h + 2 + p], (vi8){0, 1, 8, 9, 4, 5, 12, 13});
             u[h + 2 * p + 1] = __builtin_shuffle(t[h + p], t[h + 2 + p], (vi8){2, 3, 10, 11, 6, 7, 14, 15});
         }
+#pragma GCC unroll 8
     for (int c = 0; c < 4; c++) {
         r[c] = __builtin_shuffle(u[c], u[4 + c], (vi8){0, 1, 2, 3, 8, 9, 10, 11});
         r[c + 4] = __builtin_shuffle(u[c], u[4 + c], (vi8){4, 5, 6, 7, 12, 13, 14, 15});
     }
+}
+
+/* Eight FP8 codes of E4M3 (e4 set) or E5M2 decoded by arithmetic and multiplied by sinv, into
+ * *out; 0, and *out untouched, when one of them is a NaN or infinity code (the caller decodes
+ * those through its table). A normal code's magnitude bits, shifted to a float's mantissa
+ * position, are the float's bits once the exponent is rebiased (by 127 - 7 or 127 - 15); a
+ * subnormal code's mantissa m is m x 2^-9 or m x 2^-16, exact as a float. So each lane is the
+ * code's exact value and the product is the table's (decode() x sinv), bit for bit. */
+static inline __attribute__((always_inline)) int vdecode8(vf8 *out, const uint8_t *codes, float sinv, int e4)
+{
+    typedef uint8_t u8x32 __attribute__((vector_size(32)));
+    typedef uint32_t u32x8 __attribute__((vector_size(32)));
+    typedef uint64_t u64x4 __attribute__((vector_size(32)));
+    uint64_t x;
+    memcpy(&x, codes, sizeof x);
+    /* a byte's low seven bits plus 1 (E4M3) or 4 (E5M2) reach 0x80 exactly for the NaN and
+     * infinity codes (0x7F; 0x7C..0x7F), and no byte carries into the next */
+    if ((((x & 0x7F7F7F7F7F7F7F7Full) + (e4 ? 0x0101010101010101ull : 0x0404040404040404ull)) &
+         0x8080808080808080ull) != 0)
+        return 0;
+    u8x32 b = (u8x32)(u64x4){x, 0, 0, 0}; /* from the register (vmovq), not through memory */
+    u32x8 c = (u32x8)__builtin_shuffle(b, (u8x32){0}, (u8x32){0, 32, 32, 32, 1, 32, 32, 32, 2, 32, 32, 32, 3, 32, 32, 32,
+                                                             4, 32, 32, 32, 5, 32, 32, 32, 6, 32, 32, 32, 7, 32, 32, 32});
+    u32x8 m = c & 0x7Fu;
+    u32x8 nrm = (m << (e4 ? 20 : 21)) + (e4 ? 120u << 23 : 112u << 23);
+    u32x8 sub = (u32x8)(__builtin_convertvector((vi8)m, vf8) * (e4 ? 0x1p-9f : 0x1p-16f));
+    u32x8 is_sub = (u32x8)((vi8)m < (e4 ? 8 : 4)); /* all-ones lanes */
+    u32x8 mag = (is_sub & sub) | (~is_sub & nrm);
+    *out = (vf8)(mag | ((c & 0x80u) << 24)) * sinv;
+    return 1;
 }
 
 static inline __attribute__((always_inline)) vf8 vexp8(vf8 x)

@@ -432,6 +432,20 @@ static void gemm_isa_identical(void)
  * two-step path it replaced, q_dequantize of both operands then ref_matmul_fwd: bit for bit,
  * with and without bias, over ragged panels, KC slices, the 2048-row block edge, and the
  * tilings the policies use (1 x 128 by 128 x 128, per tensor, MX 1 x 32 with E8M0 scales). */
+/* NaN codes (E4M3 0x7F and 0xFF; E5M2 0x7D..0x7F, 0xFD..0xFF) and E5M2's infinities (0x7C, 0xFC)
+ * written at a few places of a code array of n, spread out so that (in the shapes below) each
+ * lands in its own row: a NaN beside an infinity in one row would hide a wrong infinity. */
+static void plant_special(uint8_t *codes, int64_t n, QFormat f)
+{
+    static const uint8_t e4[] = {0x7F, 0xFF}, e5[] = {0x7C, 0xFC, 0x7D, 0xFE, 0x7F};
+    const uint8_t *sp = f == Q_E4M3 ? e4 : e5;
+    int ns = f == Q_E4M3 ? 2 : 5;
+    for (int k = 0; k < ns; k++) {
+        int64_t at = (k + 1) * n / (ns + 1);
+        codes[at] = sp[k];
+    }
+}
+
 static void qgemm_fused_decode(void)
 {
     static const int shapes[][3] = {{37, 19, 23}, {131, 300, 270}, {6, 256, 16}, {2051, 130, 17}, {1, 5, 3}};
@@ -451,6 +465,10 @@ static void qgemm_fused_decode(void)
             uint8_t *xe = malloc(q_mx_scale_count(M, K, atr, atc)), *we = malloc(q_mx_scale_count(N, K, btr, btc));
             q_quantize(xc, xs, e8 ? xe : NULL, x, M, K, atr, atc, tilings[ti].fa, e8, 0.0f);
             q_quantize(wc, ws, e8 ? we : NULL, w, N, K, btr, btc, tilings[ti].fb, e8, 0.0f);
+            /* a few NaN and infinity codes (quantization saturates, so it never writes them): the
+             * packing decodes them through the table, the rest of their run by arithmetic */
+            plant_special(xc, (int64_t)M * K, tilings[ti].fa);
+            plant_special(wc, (int64_t)N * K, tilings[ti].fb);
             float *xd = falloc((int64_t)M * K), *wd = falloc((int64_t)N * K);
             q_dequantize(xd, xc, xs, xe, M, K, atr, atc, tilings[ti].fa, e8);
             q_dequantize(wd, wc, ws, we, N, K, btr, btc, tilings[ti].fb, e8);
