@@ -562,6 +562,50 @@ HOT_CLONES static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv,
     return mx;
 }
 
+/* The square-tile (BLK) path of q_quantize_transposed: tile (bi, bj) of the C x R transpose is
+ * the block of x at rows [bj T, bj T + T), columns [bi T, bi T + T). Its amax from x's rows (unit
+ * stride, block_amax_bits: the max does not depend on the order), its scale as quant_tile_row's,
+ * then 8 x 8 blocks of x transposed in registers: each vector is eight contiguous elements of one
+ * row of the transpose, encoded with the tile's scale (ENCODE8V) and stored as eight codes.
+ * Elements outside whole 8 x 8 blocks go through the scalar encode. Returns the amax bits. */
+HOT_CLONES static uint32_t quant_block_transposed(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
+                                                  int bi, int bj, QFormat fmt, float given_scale)
+{
+    int R = t->C, C = t->R; /* x is R x C */
+    int c0 = bi * t->tr, c1 = c0 + t->tr < C ? c0 + t->tr : C; /* x's columns: the transpose's rows */
+    int r0 = bj * t->tc, r1 = r0 + t->tc < R ? r0 + t->tc : R; /* x's rows: the transpose's columns */
+    struct view xv = {x, C, 1};
+    uint32_t amax = block_amax_bits(&xv, r0, r1, c0, c1);
+    struct tile_scale ts = tile_scale(bits_float(amax), fmt, 0, given_scale);
+    if (scale_inv)
+        scale_inv[scale_index(t, bi, bj)] = ts.sinv;
+    int c8 = c0 + (c1 - c0) / 8 * 8, r8 = r0 + (r1 - r0) / 8 * 8;
+#if defined(__GNUC__)
+    if (fmt == Q_E4M3 || fmt == Q_E5M2) {
+        f32x8 s = (f32x8){0} + ts.s;
+        for (int r = r0; r < r8; r += 8)
+            for (int c = c0; c < c8; c += 8) {
+                vf8 v[8];
+                for (int k = 0; k < 8; k++)
+                    v[k] = vld8(x + (int64_t)(r + k) * C + c);
+                vtranspose8(v); /* v[l]: column c + l of x, rows r .. r + 7 */
+                for (int l = 0; l < 8; l++) {
+                    uint8_t *q = codes_t + (size_t)(c + l) * (size_t)R + (size_t)r;
+                    if (fmt == Q_E4M3)
+                        ENCODE8V(q, v[l], s, 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN);
+                    else
+                        ENCODE8V(q, v[l], s, 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN);
+                }
+            }
+    } else
+#endif
+        r8 = r0, c8 = c0; /* everything below */
+    for (int c = c0; c < c1; c++)
+        for (int r = (c < c8 ? r8 : r0); r < r1; r++)
+            codes_t[(size_t)c * (size_t)R + (size_t)r] = encode(fmt, x[(int64_t)r * C + c] * ts.s);
+    return amax;
+}
+
 float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, const float *x, int R, int C,
                             int tr, int tc, QFormat fmt, int e8m0, float given_scale)
 {
@@ -578,6 +622,21 @@ float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv
             uint32_t r = quant_columns_vec(codes, scale_inv, x, &t, task % ncb, task / ncb, fmt, given_scale);
             m = r > m ? r : m;
         }
+        return amax_of_bits(m);
+    }
+    if (t.layout == LAYOUT_BLK && !e8m0 && t.nbr > 0 && t.nbc > 0) {
+        uint32_t m = 0;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) reduction(max : m) if ((int64_t)R * C > 65536)
+#endif
+        for (int task = 0; task < t.nbr * t.nbc; task++) {
+            uint32_t r = quant_block_transposed(codes, scale_inv, x, &t, task / t.nbc, task % t.nbc, fmt, given_scale);
+            m = r > m ? r : m;
+        }
+        if (scale_inv) /* the padding of each tile row's scales */
+            for (int bi = 0; bi < t.nbr; bi++)
+                for (int bj = t.nbc; bj < t.ld; bj++)
+                    scale_inv[scale_index(&t, bi, bj)] = 0.0f;
         return amax_of_bits(m);
     }
     struct view v = {x, 1, C}; /* element (i, j) of the C x R transpose is x[j*C + i] */

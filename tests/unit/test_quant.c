@@ -830,7 +830,8 @@ static void case_decode_every_code_every_lane(void)
 static void case_quantize_transposed(void)
 {
     static const int shapes[][2] = {{1, 1}, {7, 9}, {128, 16}, {130, 24}, {257, 19}, {64, 8}, {300, 41}};
-    static const int tiles[][3] = {{1, 128, 0}, {1, 32, 0}, {1, 5, 0}, {4, 4, 0}, {0, 0, 0}, {1, 32, 1}};
+    static const int tiles[][3] = {{1, 128, 0}, {1, 32, 0}, {1, 5, 0}, {4, 4, 0}, {8, 8, 0}, {16, 16, 0}, {128, 128, 0},
+                                   {0, 0, 0}, {1, 32, 1}};
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         int R = shapes[si][0], C = shapes[si][1];
         float *x = malloc((size_t)R * C * sizeof *x), *xt = malloc((size_t)R * C * sizeof *xt);
