@@ -19,6 +19,7 @@
 
 #include <assert.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #ifdef _OPENMP
@@ -200,18 +201,40 @@ void ref_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, con
 /* Rotate every pair by sign * t * theta^(-2i/hd): sign +1 is R, -1 is R^T. The
  * angle is computed in double (t * freq loses bits in float at long t); out
  * may equal inp since each pair is read before it is written. */
+/* The rotation of position t, pair i: the angle sign * t * theta^(-2i/hd) in double, its cosine
+ * and sine rounded to float. */
+static void rope_angle(float *cs, float *sn, int t, int i, int hd, float theta, double sign)
+{
+    double ang = sign * t * pow((double)theta, -2.0 * i / hd);
+    *cs = (float)cos(ang);
+    *sn = (float)sin(ang);
+}
+
 static void rope_rotate(float *out, const float *inp, int B, int T, int H, int hd, float theta,
                         double sign)
 {
     int half = hd / 2;
+    /* the (cos, sin) pairs of every position once (T x half), not once per sequence: the libm
+     * calls were most of the op (B times over) */
+    float *tab = malloc((size_t)T * (size_t)(half > 0 ? half : 1) * 2 * sizeof *tab);
+    if (tab) {
+        OMP_PARALLEL_FOR
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < half; i++)
+                rope_angle(&tab[((int64_t)t * half + i) * 2], &tab[((int64_t)t * half + i) * 2 + 1], t, i, hd, theta,
+                           sign);
+    }
     OMP_PARALLEL_FOR
     for (int bt = 0; bt < B * T; bt++) {
         int t = bt % T;
         const float *x = inp + (int64_t)bt * H * hd; // (H,hd)
         float *o = out + (int64_t)bt * H * hd;       // (H,hd)
         for (int i = 0; i < half; i++) {
-            double ang = sign * t * pow((double)theta, -2.0 * i / hd);
-            float cs = (float)cos(ang), sn = (float)sin(ang);
+            float cs, sn;
+            if (tab)
+                cs = tab[((int64_t)t * half + i) * 2], sn = tab[((int64_t)t * half + i) * 2 + 1];
+            else
+                rope_angle(&cs, &sn, t, i, hd, theta, sign);
             for (int h = 0; h < H; h++) {
                 float x0 = x[h * hd + 2 * i], x1 = x[h * hd + 2 * i + 1];
                 o[h * hd + 2 * i] = x0 * cs - x1 * sn;
@@ -219,6 +242,7 @@ static void rope_rotate(float *out, const float *inp, int B, int T, int H, int h
             }
         }
     }
+    free(tab);
 }
 
 void ref_rope_fwd(float *out, const float *inp, int B, int T, int H, int hd, float theta)
@@ -253,22 +277,72 @@ void ref_gate_bwd(float *da, float *dg, const float *dout, const float *a, const
     }
 }
 
-void ref_swiglu_fwd(float *out, const float *gate, const float *up, int64_t n)
+/* SwiGLU on 8 lanes, the logistic through vexp8 (as the GELU's): out = g s(g) u, and with
+ * s = 1 / (1 + e^-g), dup = d g s and dgate = d u (s + g s (1 - s)) (silu'(g)). The ragged end
+ * is padded to 8 lanes in a buffer. */
+static inline __attribute__((always_inline)) vf8 logistic8(vf8 x)
 {
-    OMP_PARALLEL_FOR
-    for (int64_t i = 0; i < n; i++)
-        out[i] = gate[i] * sigmoidf(gate[i]) * up[i];
+    return 1.0f / (1.0f + vexp8(-x));
 }
 
-/* silu'(x) = s + x s (1 - s) with s = sigmoid(x). */
+HOT_CLONES static void swiglu_fwd_chunk(float *out, const float *gate, const float *up, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        vf8 g = vld8(gate + i);
+        vst8(out + i, g * logistic8(g) * vld8(up + i));
+    }
+    if (i < n) {
+        float g8[8] = {0}, u8[8] = {0};
+        memcpy(g8, gate + i, (size_t)(n - i) * sizeof *g8);
+        memcpy(u8, up + i, (size_t)(n - i) * sizeof *u8);
+        vf8 g = vld8(g8);
+        vst8(g8, g * logistic8(g) * vld8(u8));
+        memcpy(out + i, g8, (size_t)(n - i) * sizeof *g8);
+    }
+}
+
+static inline __attribute__((always_inline)) void swiglu_bwd8(float *dgate, float *dup, const float *dout,
+                                                              const float *gate, const float *up)
+{
+    vf8 x = vld8(gate), d = vld8(dout), u = vld8(up), s = logistic8(x);
+    vst8(dup, d * x * s);
+    vst8(dgate, d * u * (s + x * s * (1.0f - s)));
+}
+
+HOT_CLONES static void swiglu_bwd_chunk(float *dgate, float *dup, const float *dout, const float *gate, const float *up,
+                                        int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        swiglu_bwd8(dgate + i, dup + i, dout + i, gate + i, up + i);
+    if (i < n) {
+        float g8[8] = {0}, u8[8] = {0}, d8[8] = {0}, a8[8], b8[8];
+        size_t w = (size_t)(n - i) * sizeof *g8;
+        memcpy(g8, gate + i, w), memcpy(u8, up + i, w), memcpy(d8, dout + i, w);
+        swiglu_bwd8(a8, b8, d8, g8, u8);
+        memcpy(dgate + i, a8, w), memcpy(dup + i, b8, w);
+    }
+}
+
+void ref_swiglu_fwd(float *out, const float *gate, const float *up, int64_t n)
+{
+    int64_t nch = (n + EW_CHUNK - 1) / EW_CHUNK;
+#pragma omp parallel for schedule(static) if (nch > 1)
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t i0 = c * EW_CHUNK, len = n - i0 < EW_CHUNK ? n - i0 : EW_CHUNK;
+        swiglu_fwd_chunk(out + i0, gate + i0, up + i0, len);
+    }
+}
+
 void ref_swiglu_bwd(float *dgate, float *dup, const float *dout, const float *gate,
                     const float *up, int64_t n)
 {
-    OMP_PARALLEL_FOR
-    for (int64_t i = 0; i < n; i++) {
-        float x = gate[i], s = sigmoidf(x), d = dout[i], u = up[i];
-        dup[i] = d * x * s;
-        dgate[i] = d * u * (s + x * s * (1.0f - s));
+    int64_t nch = (n + EW_CHUNK - 1) / EW_CHUNK;
+#pragma omp parallel for schedule(static) if (nch > 1)
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t i0 = c * EW_CHUNK, len = n - i0 < EW_CHUNK ? n - i0 : EW_CHUNK;
+        swiglu_bwd_chunk(dgate + i0, dup + i0, dout + i0, gate + i0, up + i0, len);
     }
 }
 

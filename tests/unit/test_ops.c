@@ -917,6 +917,43 @@ static void gelu_wide(void)
     free(x), free(d), free(out), free(dx);
 }
 
+/* 14b: SwiGLU over +-12 and a few extremes, several 16384-element chunks and a ragged end (the
+ * 8-lane path with vexp8), against double; each element alone gives the same bits (no lane or
+ * chunk dependence). */
+static void swiglu_wide(void)
+{
+    enum { n = 3 * 16384 + 13 };
+    float *g = falloc(n), *u = falloc(n), *d = falloc(n), *out = falloc(n), *dg = falloc(n), *du = falloc(n);
+    for (int i = 0; i < n; i++) {
+        g[i] = -12.0f + 24.0f * (float)i / (float)n;
+        u[i] = 0.5f + (float)(i % 5) / 5.0f;
+        d[i] = 1.0f - 0.5f * (float)(i % 7) / 7.0f;
+    }
+    g[5] = -100.0f, g[6] = 100.0f, g[7] = -30.0f, g[8] = 30.0f, g[9] = 0.0f, g[n - 1] = -0.5f;
+    ref_swiglu_fwd(out, g, u, n);
+    ref_swiglu_bwd(dg, du, d, g, u, n);
+    double ef = 0, eg = 0, eu = 0;
+    for (int i = 0; i < n; i++) {
+        double x = g[i], s = 1.0 / (1.0 + exp(-x)), f = x * s * u[i];
+        double wu = d[i] * x * s, wg = d[i] * u[i] * (s + x * s * (1.0 - s));
+        double c = 1.0 + fabs(x); /* e^-x of a float x: relative error grows with |x| */
+        double rf = fabs(out[i] - f) / fmax(fabs(f), 1e-30) / c;
+        double ru = fabs(du[i] - wu) / fmax(fabs(wu), 1e-30) / c;
+        double rg = fabs(dg[i] - wg) / fmax(fabs(wg), 1e-3) / c; /* silu' crosses 0 near x = -1.28 */
+        ef = rf > ef ? rf : ef, eu = ru > eu ? ru : eu, eg = rg > eg ? rg : eg;
+    }
+    CHECKF(ef <= 1e-6 && eu <= 1e-6, "swiglu fwd / dup: relative error %.3g / %.3g", ef, eu);
+    CHECKF(eg <= 1e-5, "swiglu dgate: relative error %.3g", eg);
+    for (int i = 0; i < n; i += 997) {
+        float o1, g1, u1;
+        ref_swiglu_fwd(&o1, g + i, u + i, 1);
+        ref_swiglu_bwd(&g1, &u1, d + i, g + i, u + i, 1);
+        CHECKF(memcmp(&o1, out + i, 4) == 0 && memcmp(&g1, dg + i, 4) == 0 && memcmp(&u1, du + i, 4) == 0,
+               "swiglu element %d differs alone", i);
+    }
+    free(g), free(u), free(d), free(out), free(dg), free(du);
+}
+
 /* 15: residual add (out aliasing an input) and gradient accumulation. */
 static void add_accumulate(void)
 {
@@ -1115,6 +1152,7 @@ int main(void)
     RUN_CASE(attention_tiled_dims);
     RUN_CASE(gate);
     RUN_CASE(swiglu);
+    RUN_CASE(swiglu_wide);
     RUN_CASE(gelu);
     RUN_CASE(gelu_wide);
     RUN_CASE(add_accumulate);
