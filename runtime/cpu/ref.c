@@ -415,18 +415,35 @@ void ref_gelu_bwd(float *dinp, const float *dout, const float *inp, int64_t n)
     }
 }
 
+/* out = a + b over one chunk, 8 lanes at a time (out may be a or b: each lane is read before it
+ * is written). The plain loop is not vectorized at -O2 (the pointers may alias). */
+HOT_CLONES static void add_chunk(float *out, const float *a, const float *b, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        vst8(out + i, vld8(a + i) + vld8(b + i));
+    for (; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+static void add_chunks(float *out, const float *a, const float *b, int64_t n)
+{
+    int64_t nch = (n + EW_CHUNK - 1) / EW_CHUNK;
+#pragma omp parallel for schedule(static) if (nch > 1)
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t i0 = c * EW_CHUNK, len = n - i0 < EW_CHUNK ? n - i0 : EW_CHUNK;
+        add_chunk(out + i0, a + i0, b + i0, len);
+    }
+}
+
 void ref_add_fwd(float *out, const float *a, const float *b, int64_t n)
 {
-    OMP_PARALLEL_FOR
-    for (int64_t i = 0; i < n; i++)
-        out[i] = a[i] + b[i];
+    add_chunks(out, a, b, n);
 }
 
 void ref_accumulate(float *dst, const float *src, int64_t n)
 {
-    OMP_PARALLEL_FOR
-    for (int64_t i = 0; i < n; i++)
-        dst[i] += src[i];
+    add_chunks(dst, dst, src, n);
 }
 
 /* ---- loss --------------------------------------------------------------------------------- */
