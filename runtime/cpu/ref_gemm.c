@@ -20,8 +20,9 @@
  * instead (ref_gemm_isa), so the build needs no -march flag. FMA contraction
  * is enabled for those functions only: -std=c11 turns it off globally.
  *
- * Must not: keep state between calls, or fail: if the packing buffers cannot
- * be allocated it falls back to a plain loop.
+ * Must not: keep state between calls other than the packing buffers (per
+ * thread, reused: pack_buffer), or fail: if the packing buffers cannot be
+ * allocated it falls back to a plain loop.
  */
 #include "ref.h"
 #include "fp8.h"
@@ -516,6 +517,26 @@ static float *alloc_aligned(int64_t nfloats)
     return aligned_alloc(64, (size_t)round_up(nfloats * (int64_t)sizeof(float), 64));
 }
 
+/* Packing buffer `which` (0: A, 1: B) of at least nfloats, kept per calling thread and grown on
+ * demand. Allocated afresh per call, a buffer of a megabyte or more is a new mmap each time
+ * (glibc's threshold only rises past a size once a larger block is freed), and its page faults
+ * and the kernel's zeroing cost more than packing a small GEMM: tiny's 2048 x 128 x 128 forward
+ * ran at 36-43% of the peak while its buffer was new every call, 72% once reused. The buffers
+ * hold no result between calls. */
+static float *pack_buffer(int which, int64_t nfloats)
+{
+    static _Thread_local struct {
+        float *p;
+        int64_t n;
+    } buf[2];
+    if (buf[which].n < nfloats) {
+        free(buf[which].p);
+        buf[which].p = alloc_aligned(nfloats);
+        buf[which].n = buf[which].p ? nfloats : 0;
+    }
+    return buf[which].p;
+}
+
 /* c (m,n) = [c +] a (m,k) b (k,n); c has row stride ldc and unit column stride.
  * Blocks of MB x NB outputs and KB contraction depth bound the packing
  * buffers; the GEMMs of a small model are one block. */
@@ -531,11 +552,9 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
         return;
     }
     int kbmax = min_int(k, KB);
-    float *ap = alloc_aligned(round_up(min_int(m, MB), MR) * kbmax); // (kb/KC, mpad/MR, kc, MR)
-    float *bp = alloc_aligned(round_up(min_int(n, NB), NR) * kbmax); // (kb/KC, npad/NR, kc, NR)
+    float *ap = pack_buffer(0, round_up(min_int(m, MB), MR) * kbmax); // (kb/KC, mpad/MR, kc, MR)
+    float *bp = pack_buffer(1, round_up(min_int(n, NB), NR) * kbmax); // (kb/KC, npad/NR, kc, NR)
     if (!ap || !bp) {
-        free(ap);
-        free(bp);
         gemm_plain(c, ldc, a, b, m, n, k, accumulate);
         return;
     }
@@ -591,8 +610,6 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
             }
         }
     }
-    free(ap);
-    free(bp);
 }
 
 /* ---- the ops of ref.h ------------------------------------------------------------------ */
