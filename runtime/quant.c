@@ -319,7 +319,7 @@ typedef uint8_t u8x32 __attribute__((vector_size(32)));
  * bit order is the value order, and every NaN pattern lies above +Inf, so a NaN still wins
  * (as amax_join would have it) without a branch per element. Returns the bits. Unit-stride
  * rows (q_quantize's views) go eight lanes at a time. */
-HOT_CLONES static uint32_t block_amax_bits(const struct view *v, int i0, int i1, int j0, int j1)
+HOT_CLONES_V4 static uint32_t block_amax_bits(const struct view *v, int i0, int i1, int j0, int j1)
 {
     uint32_t m = 0;
     for (int i = i0; i < i1; i++) {
@@ -358,7 +358,7 @@ static float bits_float(uint32_t m)
 
 /* Codes of one contiguous run of n inputs, the hot case of q_quantize (its views are
  * unit-stride rows): E4M3 and E5M2 eight at a time, the format switch out of the loop. */
-HOT_CLONES static void encode_run(uint8_t *restrict q, const float *restrict x, int n, float s, QFormat fmt)
+HOT_CLONES_V4 static void encode_run(uint8_t *restrict q, const float *restrict x, int n, float s, QFormat fmt)
 {
     int j = 0;
 #if defined(__GNUC__)
@@ -498,7 +498,7 @@ float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, cons
  * scale (ENCODE8V: each lane is the scalar encode of x * s) and stored as eight contiguous codes. Columns past the last multiple of 8 and the
  * rows past a tile's last multiple of 8 go through the scalar encode. Returns the max of the
  * amax bits. */
-HOT_CLONES static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
+HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
                                              int cb, int rb, QFormat fmt, float given_scale)
 {
     int R = t->C, C = t->R; /* x is R x C; the tiling is of its C x R transpose */
@@ -568,7 +568,7 @@ HOT_CLONES static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv,
  * then 8 x 8 blocks of x transposed in registers: each vector is eight contiguous elements of one
  * row of the transpose, encoded with the tile's scale (ENCODE8V) and stored as eight codes.
  * Elements outside whole 8 x 8 blocks go through the scalar encode. Returns the amax bits. */
-HOT_CLONES static uint32_t quant_block_transposed(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
+HOT_CLONES_V4 static uint32_t quant_block_transposed(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
                                                   int bi, int bj, QFormat fmt, float given_scale)
 {
     int R = t->C, C = t->R; /* x is R x C */

@@ -37,6 +37,7 @@ case $B in *asan*) stride=65521; export FP8C_E2E_FAST=1 ;; esac
 run test_front "$B/tests/test_front"
 run test_fp8 "$B/tests/test_fp8" --stride $stride
 run test_quant "$B/tests/test_quant"
+[ -x "$B/tests/test_quant_v3" ] && run test_quant_v3 "$B/tests/test_quant_v3"
 run test_lt "$B/tests/test_lt"
 run cuda_header_checks "$B/tests/check_cuda_headers"
 run comm_header_checks "$B/tests/check_comm_headers"

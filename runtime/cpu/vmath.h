@@ -29,6 +29,17 @@
 #define HOT_CLONES
 #endif
 
+/* HOT_CLONES plus an x86-64-v4 (AVX-512) clone, for integer-heavy code with no floating-point
+ * contraction to change (quant.c's FP8 encoders): the same 8-lane source, whose selects and
+ * compares the AVX-512VL forms (vpternlogd, mask registers) do in fewer instructions (the
+ * encoder 25-35% faster on the EPYC of issue 15). Building with FP8C_NO_V4_CLONES leaves the v4
+ * clone out, so that build/tests/test_quant_v3 checks the AVX2 clone on an AVX-512 machine. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(FP8C_NO_V4_CLONES)
+#define HOT_CLONES_V4 __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define HOT_CLONES_V4 HOT_CLONES
+#endif
+
 typedef float vf8 __attribute__((vector_size(32)));
 typedef int32_t vi8 __attribute__((vector_size(32)));
 
