@@ -135,6 +135,38 @@ static inline void accumulate_rows(float *y, const float *w, int64_t ws, const f
     }
 }
 
+/* accumulate_rows for two destinations at once over the same x rows: ya += sum_{j<na} wa[j*ws] x_j
+ * and yb += sum_{j<nb} wb[j*ws] x_j, each still summed in ascending j (the same values as two
+ * accumulate_rows calls), with eight accumulators in registers instead of four and each x load
+ * shared: one row alone keeps only four FMA chains in flight. */
+static inline void accumulate_rows2(float *ya, const float *wa, int na, float *yb, const float *wb, int nb, int64_t ws,
+                                    const float *x, int64_t xs, int hd)
+{
+    int n = na < nb ? na : nb;
+    if (hd % 32 == 0 && n > 0) {
+        for (int d = 0; d < hd; d += 32) {
+            vf8 a0 = vld8(ya + d), a1 = vld8(ya + d + 8), a2 = vld8(ya + d + 16), a3 = vld8(ya + d + 24);
+            vf8 b0 = vld8(yb + d), b1 = vld8(yb + d + 8), b2 = vld8(yb + d + 16), b3 = vld8(yb + d + 24);
+            for (int j = 0; j < n; j++) {
+                const float *xj = x + (int64_t)j * xs + d;
+                vf8 x0 = vld8(xj), x1 = vld8(xj + 8), x2 = vld8(xj + 16), x3 = vld8(xj + 24);
+                float wj = wa[(int64_t)j * ws], vj = wb[(int64_t)j * ws];
+                a0 += wj * x0, a1 += wj * x1, a2 += wj * x2, a3 += wj * x3;
+                b0 += vj * x0, b1 += vj * x1, b2 += vj * x2, b3 += vj * x3;
+            }
+            vst8(ya + d, a0), vst8(ya + d + 8, a1), vst8(ya + d + 16, a2), vst8(ya + d + 24, a3);
+            vst8(yb + d, b0), vst8(yb + d + 8, b1), vst8(yb + d + 16, b2), vst8(yb + d + 24, b3);
+        }
+    } else {
+        n = 0;
+    }
+    /* the rest of each sum, continued in ascending j */
+    if (na > n)
+        accumulate_rows(ya, wa + (int64_t)n * ws, ws, x + (int64_t)n * xs, xs, na - n, hd);
+    if (nb > n)
+        accumulate_rows(yb, wb + (int64_t)n * ws, ws, x + (int64_t)n * xs, xs, nb - n, hd);
+}
+
 /* One (b, h, query block): rows t0..t0+nq of head h. */
 HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const float *k, const float *v, int b, int h,
                                  int t0, int T, int H, int KV, int hdk, int hdv, float scale)
@@ -179,7 +211,16 @@ HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const f
             for (int j = 0; j < n; j++)
                 sum += si[j];
             l[i] += sum;
-            accumulate_rows(oi, si, 1, vh + (int64_t)j0 * vs, vs, n, hdv);
+        }
+        /* O += P V, two rows at a time (row i sees n_i keys of the block, 0 above the diagonal) */
+        for (int i = 0; i < nq; i += 2) {
+            int na = min_int(nk, t0 + i - j0 + 1), nb = i + 1 < nq ? min_int(nk, t0 + i + 1 - j0 + 1) : 0;
+            na = na > 0 ? na : 0, nb = nb > 0 ? nb : 0;
+            const float *vb = vh + (int64_t)j0 * vs;
+            if (nb > 0)
+                accumulate_rows2(ob + i * os, s + i * BK, na, ob + (i + 1) * os, s + (i + 1) * BK, nb, 1, vb, vs, hdv);
+            else if (na > 0)
+                accumulate_rows(ob + i * os, s + i * BK, 1, vb, vs, na, hdv);
         }
     }
     for (int i = 0; i < nq; i++) {
@@ -235,12 +276,29 @@ HOT_CLONES static void bwd_task(float *dq, float *dk, float *dv, const float *do
                         dsi[j] = pi[j] * (dsi[j] - D[i]) * scale;
                     for (; j < BK; j++) /* above the diagonal: no contribution */
                         pi[j] = dsi[j] = 0.0f;
-                    if (n > 0)
-                        accumulate_rows(dqb + i * qs, dsi, 1, kh + (int64_t)j0 * ks, ks, n, hdk);
                 }
-                /* rows below the first query that sees key j contribute zeros: summing them
-                 * keeps the loops simple and adds exact zeros */
-                for (int j = 0; j < nk; j++) {
+                /* dq += dS K, two rows at a time */
+                const float *kb = kh + (int64_t)j0 * ks;
+                for (int i = 0; i < nq; i += 2) {
+                    int na = min_int(nk, t0 + i - j0 + 1), nb = i + 1 < nq ? min_int(nk, t0 + i + 1 - j0 + 1) : 0;
+                    na = na > 0 ? na : 0, nb = nb > 0 ? nb : 0;
+                    if (nb > 0)
+                        accumulate_rows2(dqb + i * qs, ds + i * BK, na, dqb + (i + 1) * qs, ds + (i + 1) * BK, nb, 1, kb,
+                                         ks, hdk);
+                    else if (na > 0)
+                        accumulate_rows(dqb + i * qs, ds + i * BK, 1, kb, ks, na, hdk);
+                }
+                /* dv += P^T dO and dk += dS^T Q, two keys at a time; rows below the first query
+                 * that sees key j contribute zeros: summing them keeps the loops simple and adds
+                 * exact zeros */
+                int j = 0;
+                for (; j + 2 <= nk; j += 2) {
+                    accumulate_rows2(dvh + (int64_t)(j0 + j) * vs, p + j, nq, dvh + (int64_t)(j0 + j + 1) * vs, p + j + 1,
+                                     nq, BK, gb, os, hdv);
+                    accumulate_rows2(dkh + (int64_t)(j0 + j) * ks, ds + j, nq, dkh + (int64_t)(j0 + j + 1) * ks,
+                                     ds + j + 1, nq, BK, qb, qs, hdk);
+                }
+                for (; j < nk; j++) {
                     accumulate_rows(dvh + (int64_t)(j0 + j) * vs, p + j, BK, gb, os, nq, hdv);
                     accumulate_rows(dkh + (int64_t)(j0 + j) * ks, ds + j, BK, qb, qs, nq, hdk);
                 }

@@ -724,10 +724,10 @@ static void attention_gqa(void)
  * 192/128 split needs), against a double-precision direct softmax (forward, lse) and the direct
  * gradient formulas (dv = P^T g, dp = g V^T, ds = P (dp - rowsum(P dp)), dq = scale ds K,
  * dk = scale ds^T Q) on the same floats; and bit-identical results for 1 and 3 threads. */
-static void attention_tiled_dims(void)
+static void attention_tiled_dims_at(int HK, int HV)
 {
-    enum { B = 2, T = 77, H = 4, KV = 2, HK = 40, HV = 12 };
-    enum { nq = B * T * H * HK, nk = B * T * KV * HK, nv = B * T * KV * HV, no = B * T * H * HV };
+    enum { B = 2, T = 77, H = 4, KV = 2 };
+    int nq = B * T * H * HK, nk = B * T * KV * HK, nv = B * T * KV * HV, no = B * T * H * HV;
     double scale = 1.0 / sqrt(HK);
     float *q = falloc(nq), *k = falloc(nk), *v = falloc(nv), *g = falloc(no), *out = falloc(no);
     float *lse = falloc(B * H * T), *dq = falloc(nq), *dk = falloc(nk), *dv = falloc(nv);
@@ -806,6 +806,14 @@ static void attention_tiled_dims(void)
 #endif
     free(q), free(k), free(v), free(g), free(out), free(lse), free(dq), free(dk), free(dv), free(outd);
     free(lsed), free(dqd), free(dkd), free(dvd), free(p), free(dp);
+}
+
+/* ... at the dims above, and at 64 / 32, whole 32-float row chunks: the updates of two rows (O,
+ * dq) or two keys (dk, dv) at once (accumulate_rows2) */
+static void attention_tiled_dims(void)
+{
+    attention_tiled_dims_at(40, 12);
+    attention_tiled_dims_at(64, 32);
 }
 
 /* ---- elementwise -------------------------------------------------------------------------- */
