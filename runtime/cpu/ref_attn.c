@@ -64,6 +64,20 @@ static inline void exp_row(float *s, float sub)
  * zero. */
 static inline void transpose_block(float *dst, const float *src, int64_t stride, int n, int hd)
 {
+    if (n == BK && hd % 8 == 0) { /* whole blocks: 8 x 8 at a time in registers */
+        for (int d = 0; d < hd; d += 8)
+            for (int j = 0; j < BK; j += 8) {
+                vf8 r[8];
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++)
+                    r[k] = vld8(src + (int64_t)(j + k) * stride + d);
+                vtranspose8(r); /* r[k]: element d + k of rows j .. j + 7 */
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++)
+                    vst8(dst + (int64_t)(d + k) * BK + j, r[k]);
+            }
+        return;
+    }
     for (int d = 0; d < hd; d++) {
         float *row = dst + (int64_t)d * BK;
         for (int j = 0; j < n; j++)
@@ -207,10 +221,32 @@ HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const f
                 m[i] = bm;
             }
             exp_row(si, m[i]);
-            float sum = 0.0f;
-            for (int j = 0; j < n; j++)
-                sum += si[j];
-            l[i] += sum;
+        }
+        /* l += the row sums of P, four rows interleaved: each sum is still sequential in
+         * ascending keys, but four chains of dependent adds run side by side */
+        for (int i = 0; i < nq; i += 4) {
+            int r = min_int(4, nq - i), n[4] = {0, 0, 0, 0}, nmin = BK;
+            float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+            for (int k = 0; k < r; k++) {
+                n[k] = min_int(nk, t0 + i + k - j0 + 1);
+                n[k] = n[k] > 0 ? n[k] : 0;
+                nmin = min_int(nmin, n[k]);
+            }
+            if (r < 4)
+                nmin = 0;
+            const float *s0 = s + i * BK;
+            for (int j = 0; j < nmin; j++) {
+                sum[0] += s0[j];
+                sum[1] += s0[BK + j];
+                sum[2] += s0[2 * BK + j];
+                sum[3] += s0[3 * BK + j];
+            }
+            for (int k = 0; k < r; k++) {
+                for (int j = nmin; j < n[k]; j++)
+                    sum[k] += s0[k * BK + j];
+                if (n[k] > 0)
+                    l[i + k] += sum[k];
+            }
         }
         /* O += P V, two rows at a time (row i sees n_i keys of the block, 0 above the diagonal) */
         for (int i = 0; i < nq; i += 2) {
