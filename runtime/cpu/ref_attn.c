@@ -181,6 +181,20 @@ static inline void accumulate_rows2(float *ya, const float *wa, int na, float *y
         accumulate_rows(yb, wb + (int64_t)n * ws, ws, x + (int64_t)n * xs, xs, nb - n, hd);
 }
 
+/* For four rows of a block from row i (r of them exist, r may be under 4), the keys each sees,
+ * n[k] = min(nk, off + k + 1) or 0 (off = t0 + i - j0), and the count all four see (0 when
+ * r < 4): the extent of the interleaved loops over them. */
+static inline int rows4_keys(int n[4], int r, int nk, int off)
+{
+    int nmin = BK;
+    for (int k = 0; k < 4; k++) {
+        n[k] = k < r ? min_int(nk, off + k + 1) : 0;
+        n[k] = n[k] > 0 ? n[k] : 0;
+        nmin = min_int(nmin, n[k]);
+    }
+    return r < 4 ? 0 : nmin;
+}
+
 /* One (b, h, query block): rows t0..t0+nq of head h. */
 HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const float *k, const float *v, int b, int h,
                                  int t0, int T, int H, int KV, int hdk, int hdv, float scale)
@@ -204,14 +218,31 @@ HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const f
         int nk = min_int(BK, tlast + 1 - j0);
         transpose_block(kt, kh + (int64_t)j0 * ks, ks, nk, hdk);
         rows_times_panel(s, qb, qs, nq, kt, hdk, scale);
+        /* each row's max over the keys it sees, four rows interleaved (each still a sequential
+         * scan from key 0, four chains side by side) */
+        float bmx[BQ];
+        for (int i = 0; i < nq; i += 4) {
+            int n[4], nmin = rows4_keys(n, nq - i, nk, t0 + i - j0);
+            const float *s0 = s + i * BK;
+            float mx[4] = {s0[0], s0[BK], s0[2 * BK], s0[3 * BK]};
+            for (int j = 1; j < nmin; j++) {
+                mx[0] = s0[j] > mx[0] ? s0[j] : mx[0];
+                mx[1] = s0[BK + j] > mx[1] ? s0[BK + j] : mx[1];
+                mx[2] = s0[2 * BK + j] > mx[2] ? s0[2 * BK + j] : mx[2];
+                mx[3] = s0[3 * BK + j] > mx[3] ? s0[3 * BK + j] : mx[3];
+            }
+            for (int k = 0; k < 4 && k < nq - i; k++) {
+                for (int j = nmin > 1 ? nmin : 1; j < n[k]; j++)
+                    mx[k] = s0[k * BK + j] > mx[k] ? s0[k * BK + j] : mx[k];
+                bmx[i + k] = mx[k];
+            }
+        }
         for (int i = 0; i < nq; i++) {
             int n = min_int(nk, t0 + i - j0 + 1); /* keys j0..t0+i of this block */
             if (n <= 0)
                 continue;
             float *si = s + i * BK;
-            float bm = si[0];
-            for (int j = 1; j < n; j++)
-                bm = si[j] > bm ? si[j] : bm;
+            float bm = bmx[i];
             float *oi = ob + i * os;
             if (bm > m[i]) {
                 float corr = expf(m[i] - bm); /* 0 on the first block */
@@ -225,15 +256,8 @@ HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const f
         /* l += the row sums of P, four rows interleaved: each sum is still sequential in
          * ascending keys, but four chains of dependent adds run side by side */
         for (int i = 0; i < nq; i += 4) {
-            int r = min_int(4, nq - i), n[4] = {0, 0, 0, 0}, nmin = BK;
+            int r = min_int(4, nq - i), n[4], nmin = rows4_keys(n, r, nk, t0 + i - j0);
             float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            for (int k = 0; k < r; k++) {
-                n[k] = min_int(nk, t0 + i + k - j0 + 1);
-                n[k] = n[k] > 0 ? n[k] : 0;
-                nmin = min_int(nmin, n[k]);
-            }
-            if (r < 4)
-                nmin = 0;
             const float *s0 = s + i * BK;
             for (int j = 0; j < nmin; j++) {
                 sum[0] += s0[j];

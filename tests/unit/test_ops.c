@@ -724,7 +724,7 @@ static void attention_gqa(void)
  * 192/128 split needs), against a double-precision direct softmax (forward, lse) and the direct
  * gradient formulas (dv = P^T g, dp = g V^T, ds = P (dp - rowsum(P dp)), dq = scale ds K,
  * dk = scale ds^T Q) on the same floats; and bit-identical results for 1 and 3 threads. */
-static void attention_tiled_dims_at(int HK, int HV)
+static void attention_tiled_dims_at(int HK, int HV, double qamp)
 {
     enum { B = 2, T = 77, H = 4, KV = 2 };
     int nq = B * T * H * HK, nk = B * T * KV * HK, nv = B * T * KV * HV, no = B * T * H * HV;
@@ -733,7 +733,7 @@ static void attention_tiled_dims_at(int HK, int HV)
     float *lse = falloc(B * H * T), *dq = falloc(nq), *dk = falloc(nk), *dv = falloc(nv);
     double *outd = dalloc(no), *lsed = dalloc(B * H * T), *dqd = dalloc(nq), *dkd = dalloc(nk);
     double *dvd = dalloc(nv), *p = dalloc(T), *dp = dalloc(T);
-    fill(q, NULL, nq, 2.0);
+    fill(q, NULL, nq, qamp);
     fill(k, NULL, nk, 2.0);
     fill(v, NULL, nv, 1.0);
     fill(g, NULL, no, 1.0);
@@ -812,8 +812,8 @@ static void attention_tiled_dims_at(int HK, int HV)
  * dq) or two keys (dk, dv) at once (accumulate_rows2) */
 static void attention_tiled_dims(void)
 {
-    attention_tiled_dims_at(40, 12);
-    attention_tiled_dims_at(64, 32);
+    attention_tiled_dims_at(40, 12, 2.0);
+    attention_tiled_dims_at(64, 32, 2.0);
 }
 
 /* ---- elementwise -------------------------------------------------------------------------- */
