@@ -20,8 +20,10 @@
  * one-key-at-a-time loop only by float rounding (the online rescale happens per block).
  *
  * Vectorized with GCC/Clang generic vectors (8 floats): K and V blocks are transposed into
- * (hd, BK) panels so a row of scores is BK/8 vector FMAs per d, and the row updates (O, dq,
- * dk, dv) keep 32 floats of the destination in registers across the keys or rows they sum.
+ * (hd, BK) panels (8 x 8 in registers) so a row of scores is BK/8 vector FMAs per d, and the
+ * row updates (O and dq two rows at a time, dk and dv two keys at a time) keep 2 x 32 floats of
+ * the destinations in registers across the keys or rows they sum. A block's row maxima and row
+ * sums run four rows interleaved; each is still a sequential scan of its own row.
  * The hot functions are cloned for x86-64-v3 (AVX2 + FMA) and the baseline, as in ref_gemm.c.
  * The exponentials of the scores are exp_row's (a vectorized Cephes expf, within 1 ulp of the
  * exact value); the once-per-block rescale factor and the log use libm.
