@@ -715,16 +715,12 @@ HOT_CLONES void q_decode_rect(const QDecoder *d, float *out, int64_t ldo, int r0
             float sinv = d->scale_e8m0 ? fp8c_e8m0_to_f32(d->scale_e8m0[si]) : d->scale_inv[si];
             int j = j0;
 #if defined(__GNUC__)
-            /* eight at a time by arithmetic (vmath.h's vdecode8, the GEMM's packing uses it too);
-             * a run holding a NaN or infinity code through the table */
+            /* eight at a time (vmath.h's vdecode8, as the GEMM's packing) */
             if (vec)
                 for (; j + 8 <= j1; j += 8) {
                     vf8 v;
-                    if (vdecode8(&v, row + j, sinv, e4))
-                        vst8(orow + (j - c0), v);
-                    else
-                        for (int l = j; l < j + 8; l++)
-                            orow[l - c0] = d->lut[row[l]] * sinv;
+                    vdecode8(&v, row + j, sinv, e4, d->lut);
+                    vst8(orow + (j - c0), v);
                 }
 #endif
             for (; j < j1; j++)

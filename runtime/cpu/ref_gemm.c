@@ -301,7 +301,7 @@ static int fp8_pack8_ok(const QDecoder *d, int p)
 }
 
 /* Rows r0 .. r0 + n - 1 (n <= 8) of an FP8 operand, columns [c, c + kc8) with kc8 a multiple of 8,
- * decoded (vdecode8, the table for NaN and infinity codes) and transposed in registers: for each
+ * decoded (vdecode8) and transposed in registers: for each
  * column c + p, the eight rows' values (zero past n) go to out + p * ldo, w of them (w <= 8). The
  * packed panels' layout, without a decoded copy in between. */
 static inline __attribute__((always_inline)) void fp8_pack8(float *out, int64_t ldo, int w, const QDecoder *d, int r0,
@@ -328,9 +328,8 @@ static inline __attribute__((always_inline)) void fp8_pack8(float *out, int64_t 
 #pragma GCC unroll 8
         for (int k = 0; k < 8; k++) {
             v[k] = (vf8){0};
-            if (k < n && !vdecode8(&v[k], rowp[k] + c + p, sinv[k], e4))
-                for (int l = 0; l < 8; l++)
-                    v[k][l] = d->lut[rowp[k][c + p + l]] * sinv[k];
+            if (k < n)
+                vdecode8(&v[k], rowp[k] + c + p, sinv[k], e4, d->lut);
         }
         vtranspose8(v);
 #pragma GCC unroll 8

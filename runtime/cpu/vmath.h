@@ -75,13 +75,14 @@ static inline __attribute__((always_inline)) void vtranspose8(vf8 r[8])
     }
 }
 
-/* Eight FP8 codes of E4M3 (e4 set) or E5M2 decoded by arithmetic and multiplied by sinv, into
- * *out; 0, and *out untouched, when one of them is a NaN or infinity code (the caller decodes
- * those through its table). A normal code's magnitude bits, shifted to a float's mantissa
- * position, are the float's bits once the exponent is rebiased (by 127 - 7 or 127 - 15); a
- * subnormal code's mantissa m is m x 2^-9 or m x 2^-16, exact as a float. So each lane is the
- * code's exact value and the product is the table's (decode() x sinv), bit for bit. */
-static inline __attribute__((always_inline)) int vdecode8(vf8 *out, const uint8_t *codes, float sinv, int e4)
+/* Eight FP8 codes of E4M3 (e4 set) or E5M2 decoded and multiplied by sinv, into *out: by
+ * arithmetic, or through lut (the format's 256 decoded values) when one of them is a NaN or
+ * infinity code. A normal code's magnitude bits, shifted to a float's mantissa position, are the
+ * float's bits once the exponent is rebiased (by 127 - 7 or 127 - 15); a subnormal code's
+ * mantissa m is m x 2^-9 or m x 2^-16, exact as a float. So each lane is the code's exact value
+ * and the product is the table's (lut[code] x sinv), bit for bit. */
+static inline __attribute__((always_inline)) void vdecode8(vf8 *out, const uint8_t *codes, float sinv, int e4,
+                                                          const float *lut)
 {
     typedef uint8_t u8x32 __attribute__((vector_size(32)));
     typedef uint32_t u32x8 __attribute__((vector_size(32)));
@@ -91,8 +92,13 @@ static inline __attribute__((always_inline)) int vdecode8(vf8 *out, const uint8_
     /* a byte's low seven bits plus 1 (E4M3) or 4 (E5M2) reach 0x80 exactly for the NaN and
      * infinity codes (0x7F; 0x7C..0x7F), and no byte carries into the next */
     if ((((x & 0x7F7F7F7F7F7F7F7Full) + (e4 ? 0x0101010101010101ull : 0x0404040404040404ull)) &
-         0x8080808080808080ull) != 0)
-        return 0;
+         0x8080808080808080ull) != 0) {
+        float t[8];
+        for (int l = 0; l < 8; l++)
+            t[l] = lut[codes[l]] * sinv;
+        *out = vld8(t);
+        return;
+    }
     u8x32 b = (u8x32)(u64x4){x, 0, 0, 0}; /* from the register (vmovq), not through memory */
     u32x8 c = (u32x8)__builtin_shuffle(b, (u8x32){0}, (u8x32){0, 32, 32, 32, 1, 32, 32, 32, 2, 32, 32, 32, 3, 32, 32, 32,
                                                              4, 32, 32, 32, 5, 32, 32, 32, 6, 32, 32, 32, 7, 32, 32, 32});
@@ -102,7 +108,6 @@ static inline __attribute__((always_inline)) int vdecode8(vf8 *out, const uint8_
     u32x8 is_sub = (u32x8)((vi8)m < (e4 ? 8 : 4)); /* all-ones lanes */
     u32x8 mag = (is_sub & sub) | (~is_sub & nrm);
     *out = (vf8)(mag | ((c & 0x80u) << 24)) * sinv;
-    return 1;
 }
 
 static inline __attribute__((always_inline)) vf8 vexp8(vf8 x)
