@@ -490,14 +490,34 @@ float q_quantize(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, cons
     return quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
 }
 
+#if defined(__GNUC__)
+/* An 8 x 8 block of x (rows ldx apart) transposed in registers and encoded: column l of the
+ * block (eight rows, one vector) with scale s[l], stored as eight contiguous codes at
+ * codes_t + l * ldq. The shared step of the two transposed fast paths below. */
+static inline __attribute__((always_inline)) void encode_transposed8(uint8_t *codes_t, size_t ldq, const float *x,
+                                                                     int64_t ldx, const f32x8 s[8], QFormat fmt)
+{
+    vf8 v[8];
+    for (int k = 0; k < 8; k++)
+        v[k] = vld8(x + (int64_t)k * ldx);
+    vtranspose8(v); /* v[l]: column l, rows 0 .. 7 */
+    for (int l = 0; l < 8; l++) {
+        uint8_t *q = codes_t + (size_t)l * ldq;
+        if (fmt == Q_E4M3)
+            ENCODE8V(q, v[l], s[l], 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN);
+        else
+            ENCODE8V(q, v[l], s[l], 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN);
+    }
+}
+#endif
+
 /* The column-wise fast path of q_quantize_transposed: 1 x tc tiles of the transpose are tc-row
  * segments of one column of x, so eight adjacent columns are eight lanes. Task (cb, rb) takes
  * columns [8 cb, 8 cb + 8) and rows [rb tc, rb tc + tc) of x: the eight tiles' amaxes lane by
- * lane, their scales (tile_scale, scalar, as quant_tile_row), then 8 x 8 blocks of x transposed
- * in registers, so that each vector is eight rows of one column, encoded with that column's
- * scale (ENCODE8V: each lane is the scalar encode of x * s) and stored as eight contiguous codes. Columns past the last multiple of 8 and the
- * rows past a tile's last multiple of 8 go through the scalar encode. Returns the max of the
- * amax bits. */
+ * lane, their scales (tile_scale, scalar, as quant_tile_row), then 8 x 8 blocks of x through
+ * encode_transposed8, each column with its own scale (each lane the scalar encode of x * s).
+ * Columns past the last multiple of 8 and the rows past a tile's last multiple of 8 go through
+ * the scalar encode. Returns the max of the amax bits. */
 HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
                                              int cb, int rb, QFormat fmt, float given_scale)
 {
@@ -541,19 +561,9 @@ HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_i
         f32x8 s[8]; /* column c0 + l's scale in every lane */
         for (int l = 0; l < 8; l++)
             s[l] = (f32x8){0} + sv[l];
-        for (; r + 8 <= r1; r += 8) {
-            vf8 v[8]; /* rows r .. r + 7 of the eight columns, then (transposed) columns */
-            for (int k = 0; k < 8; k++)
-                v[k] = vld8(x + (int64_t)(r + k) * C + c0);
-            vtranspose8(v);
-            for (int l = 0; l < 8; l++) { /* column c0 + l's eight codes, contiguous in codes_t */
-                uint8_t *q = codes_t + (size_t)(c0 + l) * (size_t)R + (size_t)r;
-                if (fmt == Q_E4M3)
-                    ENCODE8V(q, v[l], s[l], 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN);
-                else
-                    ENCODE8V(q, v[l], s[l], 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN);
-            }
-        }
+        for (; r + 8 <= r1; r += 8)
+            encode_transposed8(codes_t + (size_t)c0 * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c0, C, s,
+                               fmt);
     }
 #endif
     for (; r < r1; r++)
@@ -565,8 +575,7 @@ HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_i
 /* The square-tile (BLK) path of q_quantize_transposed: tile (bi, bj) of the C x R transpose is
  * the block of x at rows [bj T, bj T + T), columns [bi T, bi T + T). Its amax from x's rows (unit
  * stride, block_amax_bits: the max does not depend on the order), its scale as quant_tile_row's,
- * then 8 x 8 blocks of x transposed in registers: each vector is eight contiguous elements of one
- * row of the transpose, encoded with the tile's scale (ENCODE8V) and stored as eight codes.
+ * then 8 x 8 blocks of x through encode_transposed8 with the tile's scale.
  * Elements outside whole 8 x 8 blocks go through the scalar encode. Returns the amax bits. */
 HOT_CLONES_V4 static uint32_t quant_block_transposed(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
                                                   int bi, int bj, QFormat fmt, float given_scale)
@@ -582,21 +591,13 @@ HOT_CLONES_V4 static uint32_t quant_block_transposed(uint8_t *codes_t, float *sc
     int c8 = c0 + (c1 - c0) / 8 * 8, r8 = r0 + (r1 - r0) / 8 * 8;
 #if defined(__GNUC__)
     if (fmt == Q_E4M3 || fmt == Q_E5M2) {
-        f32x8 s = (f32x8){0} + ts.s;
+        f32x8 s[8]; /* the tile's scale, for each of the eight columns */
+        for (int l = 0; l < 8; l++)
+            s[l] = (f32x8){0} + ts.s;
         for (int r = r0; r < r8; r += 8)
-            for (int c = c0; c < c8; c += 8) {
-                vf8 v[8];
-                for (int k = 0; k < 8; k++)
-                    v[k] = vld8(x + (int64_t)(r + k) * C + c);
-                vtranspose8(v); /* v[l]: column c + l of x, rows r .. r + 7 */
-                for (int l = 0; l < 8; l++) {
-                    uint8_t *q = codes_t + (size_t)(c + l) * (size_t)R + (size_t)r;
-                    if (fmt == Q_E4M3)
-                        ENCODE8V(q, v[l], s, 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN);
-                    else
-                        ENCODE8V(q, v[l], s, 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN);
-                }
-            }
+            for (int c = c0; c < c8; c += 8)
+                encode_transposed8(codes_t + (size_t)c * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c, C, s,
+                                   fmt);
     } else
 #endif
         r8 = r0, c8 = c0; /* everything below */
