@@ -292,18 +292,18 @@ static inline __attribute__((always_inline)) void transpose8(float *out, int64_t
  * mpad/MR panels of (kc, MR); packed B likewise with npad and NR. */
 
 #if defined(__GNUC__)
-/* Whether an FP8 operand's slice starting at column p is decoded eight columns at a time straight
- * into registers (fp8_pack8): E4M3 or E5M2, tiles a multiple of 8 wide, p on a multiple of 8, so
- * that no run of eight crosses a tile. */
-static int fp8_pack8_ok(const QDecoder *d, int p)
+/* Whether an FP8 operand's slice of kc columns from column p is decoded eight columns at a time
+ * straight into registers (fp8_pack8): E4M3 or E5M2, tiles a multiple of 8 wide, p and kc
+ * multiples of 8, so that no run of eight crosses a tile or the slice's end. */
+static int fp8_pack8_ok(const QDecoder *d, int p, int kc)
 {
-    return (d->fmt == Q_E4M3 || d->fmt == Q_E5M2) && d->tc % 8 == 0 && p % 8 == 0;
+    return (d->fmt == Q_E4M3 || d->fmt == Q_E5M2) && d->tc % 8 == 0 && p % 8 == 0 && kc % 8 == 0;
 }
 
 /* Rows r0 .. r0 + n - 1 (n <= 8) of an FP8 operand, columns [c, c + kc8) with kc8 a multiple of 8,
- * decoded (vdecode8) and transposed in registers: for each
- * column c + p, the eight rows' values (zero past n) go to out + p * ldo, w of them (w <= 8). The
- * packed panels' layout, without a decoded copy in between. */
+ * decoded (vdecode8) and transposed in registers: for each column c + p, the eight rows' values
+ * (zero past n) go to out + p * ldo, w of them (w <= 8). The packed panels' layout, without a
+ * decoded copy in between. */
 static inline __attribute__((always_inline)) void fp8_pack8(float *out, int64_t ldo, int w, const QDecoder *d, int r0,
                                                             int n, int c, int kc8)
 {
@@ -352,7 +352,7 @@ HOT_CLONES static void pack_a_panel(float *ap, struct strided a, int i0, int mb,
         int64_t rs = a.rs, cs = a.cs;
         int rows8 = ii + 8 <= i0 + mb; /* the two rows below the panel exist */
 #if defined(__GNUC__)
-        if (a.q && kc % 8 == 0 && fp8_pack8_ok(a.q, p0 + pc)) {
+        if (a.q && fp8_pack8_ok(a.q, p0 + pc, kc)) {
             fp8_pack8(dst, MR, MR, a.q, ii, mr, p0 + pc, kc);
             continue;
         }
@@ -399,7 +399,7 @@ HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb,
         int64_t rs = b.rs, cs = b.cs;
         int full = nr == NR;
 #if defined(__GNUC__)
-        if (b.q && kc % 8 == 0 && fp8_pack8_ok(b.q, p0 + pc)) {
+        if (b.q && fp8_pack8_ok(b.q, p0 + pc, kc)) {
             for (int g = 0; g < NR; g += 8)
                 fp8_pack8(dst + g, NR, 8, b.q, jj + g, nr - g < 0 ? 0 : min_int(8, nr - g), p0 + pc, kc);
             continue;
