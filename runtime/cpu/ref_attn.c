@@ -19,14 +19,17 @@
  * order. The math is the one the CUDA templates implement; element values differ from a
  * one-key-at-a-time loop only by float rounding (the online rescale happens per block).
  *
- * Vectorized with GCC/Clang generic vectors (8 floats): K and V blocks are transposed into
- * (hd, BK) panels (8 x 8 in registers) so a row of scores is BK/8 vector FMAs per d, and the
- * row updates (O and dq two rows at a time, dk and dv two keys at a time) keep 2 x 32 floats of
- * the destinations in registers across the keys or rows they sum. A block's row maxima and row
- * sums run four rows interleaved; each is still a sequential scan of its own row.
- * The hot functions are cloned for x86-64-v3 (AVX2 + FMA) and the baseline, as in ref_gemm.c.
- * The exponentials of the scores are exp_row's (a vectorized Cephes expf, within 1 ulp of the
- * exact value); the once-per-block rescale factor and the log use libm.
+ * Vectorized with GCC/Clang generic vectors. Scores are computed key-major, S^T = K Q^T, against
+ * a (hd, BQ) panel of the query block (Q, and dO for dP^T in backward) transposed once per query
+ * block, so K and V are read in place and a block's max, exponentials, sums, dS and causal mask
+ * run across the BQ queries in vector lanes, each lane its own sequential scan over the keys.
+ * The row updates (O and dq by rows, dk and dv by keys) keep the destinations in registers across
+ * the keys or rows they sum, two rows at a time in 8-float vectors (x86-64-v3, AVX2 + FMA, and
+ * the baseline, cloned as in ref_gemm.c) or four at a time in 16-float ones (x86-64-v4,
+ * AVX-512, where ref_gemm_isa says the CPU has it: 32 vector registers); the two forms give the
+ * same bits (lanes are independent and both contract to FMA; test_ops attention_isa_identical).
+ * The exponentials of the scores are vmath.h's vexp8 (a vectorized Cephes expf, within 1 ulp of
+ * the exact value); the once-per-block rescale factor and the log use libm.
  *
  * Must not: keep state between calls, print, exit or allocate (the per-block scratch is on
  * each thread's stack: O(BQ BK + BK hd) floats).
@@ -44,8 +47,11 @@
 #define OMP_PARALLEL_FOR_DYNAMIC
 #endif
 
-#define BQ 32 /* query rows per block */
-#define BK 32 /* keys per block: a score row is 4 vectors */
+#define BQ 32 /* query rows per block: a row of key-major scores is 4 vectors of 8 */
+#define BK 32 /* keys per block */
+/* The panels below are BQ wide and also serve key blocks; a query block's diagonal key block
+ * starts at the same position (t0 = j0), so every query row sees at least one of its keys. */
+_Static_assert(BQ == BK, "query and key blocks must match");
 
 static int min_int(int a, int b) { return a < b ? a : b; }
 
@@ -53,14 +59,6 @@ static int min_int(int a, int b) { return a < b ? a : b; }
 #pragma GCC push_options
 #pragma GCC optimize("fp-contract=fast")
 #endif
-
-/* s[j] = exp(s[j] - sub) for the whole BK-wide row, 8 lanes at a time (vmath.h's vexp8; the
- * attention tests of test_ops hold its results to the same tolerances as libm's expf). */
-static inline void exp_row(float *s, float sub)
-{
-    for (int c = 0; c < BK; c += 8)
-        vst8(s + c, vexp8(vld8(s + c) - sub));
-}
 
 /* Copy n rows (row i at src + i*stride, hd floats) into the (hd, BK) panel dst, columns n..BK
  * zero. */
@@ -183,6 +181,141 @@ static inline void accumulate_rows2(float *ya, const float *wa, int na, float *y
         accumulate_rows(yb, wb + (int64_t)n * ws, ws, x + (int64_t)n * xs, xs, nb - n, hd);
 }
 
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+/* The AVX-512 forms (x86-64-v4, run where ref_gemm_isa says the CPU has it): 16-float vectors
+ * and, with 32 vector registers, four rows at a time. Each element is the same sequential sum
+ * as in the 8-wide forms above (lanes are independent, FMA in both), so the two give the same
+ * bits (test_ops attention_isa_identical). */
+#define HAVE_ATTN_V4 1
+typedef float vf16 __attribute__((vector_size(64)));
+typedef float vf16u __attribute__((vector_size(64), aligned(4)));
+#define vld16(p) (*(const vf16u *)(p))
+#define vst16(p, x) (*(vf16u *)(p) = (x))
+
+/* rows_times_panel, four rows at a time: 8 accumulators of 16 floats, each panel row loaded once
+ * for the four. */
+static inline __attribute__((always_inline)) void rows_times_panel16(float *s, const float *a, int64_t as, int n,
+                                                                    const float *panel, int hd, float scale)
+{
+    int i = 0;
+    for (; i + 4 <= n; i += 4) {
+        const float *x0 = a + (int64_t)i * as, *x1 = x0 + as, *x2 = x1 + as, *x3 = x2 + as;
+        vf16 a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, e0 = {0}, e1 = {0};
+        for (int d = 0; d < hd; d++) {
+            const float *p = panel + (int64_t)d * BK;
+            vf16 p0 = vld16(p), p1 = vld16(p + 16);
+            a0 += x0[d] * p0, a1 += x0[d] * p1, b0 += x1[d] * p0, b1 += x1[d] * p1;
+            c0 += x2[d] * p0, c1 += x2[d] * p1, e0 += x3[d] * p0, e1 += x3[d] * p1;
+        }
+        float *r = s + (int64_t)i * BK;
+        vst16(r, a0 * scale), vst16(r + 16, a1 * scale), vst16(r + BK, b0 * scale), vst16(r + BK + 16, b1 * scale);
+        r += 2 * BK;
+        vst16(r, c0 * scale), vst16(r + 16, c1 * scale), vst16(r + BK, e0 * scale), vst16(r + BK + 16, e1 * scale);
+    }
+    if (i < n)
+        rows_times_panel(s + (int64_t)i * BK, a + (int64_t)i * as, as, n - i, panel, hd, scale);
+}
+
+/* Four destinations over the same x rows: y_r += sum_{j<n[r]} w[r*wr + j*ws] x_j (y_r = y + r*ys),
+ * r = 0..3, each summed in ascending j as accumulate_rows does; 64 floats of each row (16
+ * accumulators) in registers, each x load shared by the four. hd a multiple of 32. */
+static inline __attribute__((always_inline)) void accumulate4_16(float *y, int64_t ys, const float *w, int64_t wr,
+                                                                int64_t ws, const int n[4], const float *x, int64_t xs,
+                                                                int hd)
+{
+    int nmin = min_int(min_int(n[0], n[1]), min_int(n[2], n[3]));
+    float *y0 = y, *y1 = y + ys, *y2 = y1 + ys, *y3 = y2 + ys;
+    const float *w0 = w, *w1 = w + wr, *w2 = w1 + wr, *w3 = w2 + wr;
+    int d = 0;
+    for (; nmin > 0 && d + 64 <= hd; d += 64) {
+        vf16 a0 = vld16(y0 + d), a1 = vld16(y0 + d + 16), a2 = vld16(y0 + d + 32), a3 = vld16(y0 + d + 48);
+        vf16 b0 = vld16(y1 + d), b1 = vld16(y1 + d + 16), b2 = vld16(y1 + d + 32), b3 = vld16(y1 + d + 48);
+        vf16 c0 = vld16(y2 + d), c1 = vld16(y2 + d + 16), c2 = vld16(y2 + d + 32), c3 = vld16(y2 + d + 48);
+        vf16 e0 = vld16(y3 + d), e1 = vld16(y3 + d + 16), e2 = vld16(y3 + d + 32), e3 = vld16(y3 + d + 48);
+        for (int j = 0; j < nmin; j++) {
+            const float *xj = x + (int64_t)j * xs + d;
+            vf16 x0 = vld16(xj), x1 = vld16(xj + 16), x2 = vld16(xj + 32), x3 = vld16(xj + 48);
+            int64_t o = (int64_t)j * ws;
+            float u = w0[o], v = w1[o], t = w2[o], z = w3[o];
+            a0 += u * x0, a1 += u * x1, a2 += u * x2, a3 += u * x3;
+            b0 += v * x0, b1 += v * x1, b2 += v * x2, b3 += v * x3;
+            c0 += t * x0, c1 += t * x1, c2 += t * x2, c3 += t * x3;
+            e0 += z * x0, e1 += z * x1, e2 += z * x2, e3 += z * x3;
+        }
+        vst16(y0 + d, a0), vst16(y0 + d + 16, a1), vst16(y0 + d + 32, a2), vst16(y0 + d + 48, a3);
+        vst16(y1 + d, b0), vst16(y1 + d + 16, b1), vst16(y1 + d + 32, b2), vst16(y1 + d + 48, b3);
+        vst16(y2 + d, c0), vst16(y2 + d + 16, c1), vst16(y2 + d + 32, c2), vst16(y2 + d + 48, c3);
+        vst16(y3 + d, e0), vst16(y3 + d + 16, e1), vst16(y3 + d + 32, e2), vst16(y3 + d + 48, e3);
+    }
+    if (nmin > 0 && d < hd) { /* the last 32 */
+        vf16 a0 = vld16(y0 + d), a1 = vld16(y0 + d + 16), b0 = vld16(y1 + d), b1 = vld16(y1 + d + 16);
+        vf16 c0 = vld16(y2 + d), c1 = vld16(y2 + d + 16), e0 = vld16(y3 + d), e1 = vld16(y3 + d + 16);
+        for (int j = 0; j < nmin; j++) {
+            const float *xj = x + (int64_t)j * xs + d;
+            vf16 x0 = vld16(xj), x1 = vld16(xj + 16);
+            int64_t o = (int64_t)j * ws;
+            float u = w0[o], v = w1[o], t = w2[o], z = w3[o];
+            a0 += u * x0, a1 += u * x1, b0 += v * x0, b1 += v * x1;
+            c0 += t * x0, c1 += t * x1, e0 += z * x0, e1 += z * x1;
+        }
+        vst16(y0 + d, a0), vst16(y0 + d + 16, a1), vst16(y1 + d, b0), vst16(y1 + d + 16, b1);
+        vst16(y2 + d, c0), vst16(y2 + d + 16, c1), vst16(y3 + d, e0), vst16(y3 + d + 16, e1);
+    }
+    /* the rest of each sum, continued in ascending j */
+    for (int r = 0; r < 4; r++)
+        if (n[r] > nmin)
+            accumulate_rows(y + r * ys, w + r * wr + (int64_t)nmin * ws, ws, x + (int64_t)nmin * xs, xs, n[r] - nmin,
+                            hd);
+}
+#endif
+
+/* Up to four destinations (cnt) over the same x rows: y + r*ys += sum_{j<n[r]} w[r*wr + j*ws] x_j,
+ * each summed in ascending j: four at once in the AVX-512 form (wide), else in pairs. */
+static inline __attribute__((always_inline)) void update_rows(int wide, float *y, int64_t ys, const float *w,
+                                                             int64_t wr, int64_t ws, const int n[4], int cnt,
+                                                             const float *x, int64_t xs, int hd)
+{
+#ifdef HAVE_ATTN_V4
+    if (wide && cnt == 4 && hd % 32 == 0) {
+        accumulate4_16(y, ys, w, wr, ws, n, x, xs, hd);
+        return;
+    }
+#else
+    (void)wide;
+#endif
+    for (int r = 0; r < cnt; r += 2) {
+        if (r + 1 < cnt && n[r + 1] > 0)
+            accumulate_rows2(y + r * ys, w + r * wr, n[r], y + (r + 1) * ys, w + (r + 1) * wr, n[r + 1], ws, x, xs, hd);
+        else if (n[r] > 0)
+            accumulate_rows(y + r * ys, w + r * wr, ws, x, xs, n[r], hd);
+    }
+}
+
+/* rows_times_panel, in the AVX-512 form when wide */
+static inline __attribute__((always_inline)) void scores(int wide, float *s, const float *a, int64_t as, int n,
+                                                        const float *panel, int hd, float scale)
+{
+#ifdef HAVE_ATTN_V4
+    if (wide) {
+        rows_times_panel16(s, a, as, n, panel, hd, scale);
+        return;
+    }
+#else
+    (void)wide;
+#endif
+    rows_times_panel(s, a, as, n, panel, hd, scale);
+}
+
+/* x[0..n) *= f, 8 at a time where it can (the same products as one at a time) */
+static inline void scale_row(float *x, int n, float f)
+{
+    int d = 0;
+    for (; d + 8 <= n; d += 8)
+        vst8(x + d, vld8(x + d) * f);
+    for (; d < n; d++)
+        x[d] *= f;
+}
+
 /* For four rows of a block from row i (r of them exist, r may be under 4), the keys each sees,
  * n[k] = min(nk, off + k + 1) or 0 (off = t0 + i - j0), and the count all four see (0 when
  * r < 4): the extent of the interleaved loops over them. */
@@ -197,9 +330,41 @@ static inline int rows4_keys(int n[4], int r, int nk, int off)
     return r < 4 ? 0 : nmin;
 }
 
-/* One (b, h, query block): rows t0..t0+nq of head h. */
-HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const float *k, const float *v, int b, int h,
-                                 int t0, int T, int H, int KV, int hdk, int hdv, float scale)
+/* Lane-wise over a block's BQ query lanes (vectors of 8): the causal mask and the max. */
+
+/* In a block of scores held key-major (st: nk rows of BQ lanes, key j0 + j in row j, query
+ * t0 + i in lane i), the entries of keys after their query, j > off + i with off = t0 - j0 (the
+ * diagonal block only), set to val. */
+static inline void mask_future(float *st, int nk, int off, float val)
+{
+    for (int j = off + 1; j < nk; j++)
+        for (int i = 0; i < j - off && i < BQ; i++)
+            st[(int64_t)j * BQ + i] = val;
+}
+
+/* Each lane's max over the block's nk >= 1 key rows, rows in ascending order with the scalar
+ * compare's semantics (a lane keeps its max unless the new value compares greater). */
+static inline void lane_max(float *mx, const float *st, int nk)
+{
+    for (int c = 0; c < BQ; c += 8) {
+        vf8 m = vld8(st + c);
+        for (int j = 1; j < nk; j++) {
+            vf8 x = vld8(st + (int64_t)j * BQ + c);
+            vi8 gt = x > m;
+            m = (vf8)(((vi8)x & gt) | ((vi8)m & ~gt));
+        }
+        vst8(mx + c, m);
+    }
+}
+
+/* One (b, h, query block): rows t0..t0+nq of head h; wide picks the AVX-512 forms. Scores are
+ * computed key-major, S^T = K Q^T against the query block's transposed panel (made once per
+ * task), so a block's max, exponentials and sums run across the BQ queries in vector lanes,
+ * each lane still its own sequential scan over the keys. */
+static inline __attribute__((always_inline)) void fwd_block_body(float *out, float *lse, const float *q,
+                                                                const float *k, const float *v, int b, int h, int t0,
+                                                                int T, int H, int KV, int hdk, int hdv, float scale,
+                                                                int wide)
 {
     int hk = h / (H / KV), nq = min_int(BQ, T - t0);
     int64_t qs = (int64_t)H * hdk, ks = (int64_t)KV * hdk, vs = (int64_t)KV * hdv, os = (int64_t)H * hdv;
@@ -207,96 +372,64 @@ HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const f
     float *ob = out + ((int64_t)b * T + t0) * os + (int64_t)h * hdv;      // (nq) rows of hdv
     const float *kh = k + (int64_t)b * T * ks + (int64_t)hk * hdk;        // (T) rows of hdk
     const float *vh = v + (int64_t)b * T * vs + (int64_t)hk * hdv;        // (T) rows of hdv
-    float kt[hdk * BK];                                                    // (hdk, BK) panel
-    float s[BQ * BK];                                                      // (nq, BK) scores, then p
-    float m[BQ], l[BQ];
-    for (int i = 0; i < nq; i++) {
-        m[i] = -INFINITY;
+    float qt[hdk * BQ];                                                    // (hdk, BQ) panel
+    float st[BK * BQ];                                                     // (nk, BQ) scores, then p
+    float m[BQ], l[BQ], bmx[BQ], sum[BQ];
+    for (int i = 0; i < BQ; i++) {
+        m[i] = i < nq ? -INFINITY : 0.0f; /* lanes past nq: finite junk, never read */
         l[i] = 0.0f;
-        memset(ob + i * os, 0, (size_t)hdv * sizeof *ob);
+        if (i < nq)
+            memset(ob + i * os, 0, (size_t)hdv * sizeof *ob);
     }
+    transpose_block(qt, qb, qs, nq, hdk);
     int tlast = t0 + nq - 1;
     for (int j0 = 0; j0 <= tlast; j0 += BK) {
-        int nk = min_int(BK, tlast + 1 - j0);
-        transpose_block(kt, kh + (int64_t)j0 * ks, ks, nk, hdk);
-        rows_times_panel(s, qb, qs, nq, kt, hdk, scale);
-        /* each row's max over the keys it sees, four rows interleaved (each still a sequential
-         * scan from key 0, four chains side by side) */
-        float bmx[BQ];
-        for (int i = 0; i < nq; i += 4) {
-            int n[4], nmin = rows4_keys(n, nq - i, nk, t0 + i - j0);
-            const float *s0 = s + i * BK;
-            float mx[4] = {s0[0], s0[BK], s0[2 * BK], s0[3 * BK]};
-            for (int j = 1; j < nmin; j++) {
-                mx[0] = s0[j] > mx[0] ? s0[j] : mx[0];
-                mx[1] = s0[BK + j] > mx[1] ? s0[BK + j] : mx[1];
-                mx[2] = s0[2 * BK + j] > mx[2] ? s0[2 * BK + j] : mx[2];
-                mx[3] = s0[3 * BK + j] > mx[3] ? s0[3 * BK + j] : mx[3];
-            }
-            for (int k = 0; k < 4 && k < nq - i; k++) {
-                for (int j = nmin > 1 ? nmin : 1; j < n[k]; j++)
-                    mx[k] = s0[k * BK + j] > mx[k] ? s0[k * BK + j] : mx[k];
-                bmx[i + k] = mx[k];
-            }
-        }
-        for (int i = 0; i < nq; i++) {
-            int n = min_int(nk, t0 + i - j0 + 1); /* keys j0..t0+i of this block */
-            if (n <= 0)
-                continue;
-            float *si = s + i * BK;
-            float bm = bmx[i];
-            float *oi = ob + i * os;
-            if (bm > m[i]) {
-                float corr = expf(m[i] - bm); /* 0 on the first block */
+        int nk = min_int(BK, tlast + 1 - j0), off = t0 - j0;
+        scores(wide, st, kh + (int64_t)j0 * ks, ks, nk, qt, hdk, scale);
+        mask_future(st, nk, off, -INFINITY);
+        lane_max(bmx, st, nk);
+        for (int i = 0; i < nq; i++)
+            if (bmx[i] > m[i]) {
+                float corr = expf(m[i] - bmx[i]); /* 0 on the first block */
                 l[i] *= corr;
-                for (int d = 0; d < hdv; d++)
-                    oi[d] *= corr;
-                m[i] = bm;
+                scale_row(ob + i * os, hdv, corr);
+                m[i] = bmx[i];
             }
-            exp_row(si, m[i]);
+        /* P = exp(S - m), and l += each lane's sum over the keys in ascending order (the masked
+         * entries, set back to 0, add nothing) */
+        memset(sum, 0, sizeof sum);
+        for (int j = 0; j < nk; j++) {
+            float *row = st + (int64_t)j * BQ;
+            for (int c = 0; c < BQ; c += 8)
+                vst8(row + c, vexp8(vld8(row + c) - vld8(m + c)));
         }
-        /* l += the row sums of P, four rows interleaved: each sum is still sequential in
-         * ascending keys, but four chains of dependent adds run side by side */
+        mask_future(st, nk, off, 0.0f);
+        for (int j = 0; j < nk; j++)
+            for (int c = 0; c < BQ; c += 8)
+                vst8(sum + c, vld8(sum + c) + vld8(st + (int64_t)j * BQ + c));
+        for (int i = 0; i < nq; i++)
+            l[i] += sum[i];
+        /* O += P V, four rows at a time (row i sees n_i keys of the block) */
         for (int i = 0; i < nq; i += 4) {
-            int r = min_int(4, nq - i), n[4], nmin = rows4_keys(n, r, nk, t0 + i - j0);
-            float sum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-            const float *s0 = s + i * BK;
-            for (int j = 0; j < nmin; j++) {
-                sum[0] += s0[j];
-                sum[1] += s0[BK + j];
-                sum[2] += s0[2 * BK + j];
-                sum[3] += s0[3 * BK + j];
-            }
-            for (int k = 0; k < r; k++) {
-                for (int j = nmin; j < n[k]; j++)
-                    sum[k] += s0[k * BK + j];
-                if (n[k] > 0)
-                    l[i + k] += sum[k];
-            }
-        }
-        /* O += P V, two rows at a time (row i sees n_i keys of the block, 0 above the diagonal) */
-        for (int i = 0; i < nq; i += 2) {
-            int na = min_int(nk, t0 + i - j0 + 1), nb = i + 1 < nq ? min_int(nk, t0 + i + 1 - j0 + 1) : 0;
-            na = na > 0 ? na : 0, nb = nb > 0 ? nb : 0;
-            const float *vb = vh + (int64_t)j0 * vs;
-            if (nb > 0)
-                accumulate_rows2(ob + i * os, s + i * BK, na, ob + (i + 1) * os, s + (i + 1) * BK, nb, 1, vb, vs, hdv);
-            else if (na > 0)
-                accumulate_rows(ob + i * os, s + i * BK, 1, vb, vs, na, hdv);
+            int r = min_int(4, nq - i), n[4];
+            rows4_keys(n, r, nk, off + i);
+            update_rows(wide, ob + i * os, os, st + i, 1, BQ, n, r, vh + (int64_t)j0 * vs, vs, hdv);
         }
     }
     for (int i = 0; i < nq; i++) {
-        float *oi = ob + i * os, inv = 1.0f / l[i];
-        for (int d = 0; d < hdv; d++)
-            oi[d] *= inv;
+        scale_row(ob + i * os, hdv, 1.0f / l[i]);
         lse[((int64_t)b * H + h) * T + t0 + i] = m[i] + logf(l[i]);
     }
 }
 
-/* One (b, kv head): dk, dv of that head and dq of its query heads. */
-HOT_CLONES static void bwd_task(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
-                                const float *v, const float *out, const float *lse, int b, int hk, int T, int H,
-                                int KV, int hdk, int hdv, float scale)
+/* One (b, kv head): dk, dv of that head and dq of its query heads; wide picks the AVX-512 forms.
+ * As in the forward, P and dP are computed key-major against transposed panels of the query
+ * block's Q and dO (made once per query block), so that exp, dS and the masks run in lanes. */
+static inline __attribute__((always_inline)) void bwd_task_body(float *dq, float *dk, float *dv, const float *dout,
+                                                               const float *q, const float *k, const float *v,
+                                                               const float *out, const float *lse, int b, int hk,
+                                                               int T, int H, int KV, int hdk, int hdv, float scale,
+                                                               int wide)
 {
     int group = H / KV;
     int64_t qs = (int64_t)H * hdk, ks = (int64_t)KV * hdk, vs = (int64_t)KV * hdv, os = (int64_t)H * hdv;
@@ -304,8 +437,8 @@ HOT_CLONES static void bwd_task(float *dq, float *dk, float *dv, const float *do
     const float *vh = v + (int64_t)b * T * vs + (int64_t)hk * hdv; // (T) rows of hdv
     float *dkh = dk + (int64_t)b * T * ks + (int64_t)hk * hdk;     // (T) rows of hdk
     float *dvh = dv + (int64_t)b * T * vs + (int64_t)hk * hdv;     // (T) rows of hdv
-    float kt[hdk * BK], vt[hdv * BK];                               // (hd, BK) panels
-    float p[BQ * BK], ds[BQ * BK];                                  // (nq, BK)
+    float qt[hdk * BQ], gt[hdv * BQ];                               // (hd, BQ) panels of Q, dO
+    float pt[BK * BQ], dst[BK * BQ];                                // (nk, BQ): P^T, dP^T then dS^T
     float D[BQ], L[BQ];
     for (int h = hk * group; h < (hk + 1) * group; h++) {
         for (int t0 = 0; t0 < T; t0 += BQ) {
@@ -314,7 +447,10 @@ HOT_CLONES static void bwd_task(float *dq, float *dk, float *dv, const float *do
             const float *gb = dout + ((int64_t)b * T + t0) * os + (int64_t)h * hdv;  // (nq) rows
             const float *ob = out + ((int64_t)b * T + t0) * os + (int64_t)h * hdv;   // (nq) rows
             float *dqb = dq + ((int64_t)b * T + t0) * qs + (int64_t)h * hdk;         // (nq) rows
-            for (int i = 0; i < nq; i++) {
+            for (int i = 0; i < BQ; i++) {
+                D[i] = L[i] = 0.0f; /* lanes past nq: never read */
+                if (i >= nq)
+                    continue;
                 const float *gi = gb + i * os, *oi = ob + i * os;
                 float acc = 0.0f;
                 for (int d = 0; d < hdv; d++)
@@ -322,52 +458,75 @@ HOT_CLONES static void bwd_task(float *dq, float *dk, float *dv, const float *do
                 D[i] = acc;
                 L[i] = lse[((int64_t)b * H + h) * T + t0 + i];
             }
+            transpose_block(qt, qb, qs, nq, hdk);
+            transpose_block(gt, gb, os, nq, hdv);
             int tlast = t0 + nq - 1;
             for (int j0 = 0; j0 <= tlast; j0 += BK) {
-                int nk = min_int(BK, tlast + 1 - j0);
-                transpose_block(kt, kh + (int64_t)j0 * ks, ks, nk, hdk);
-                transpose_block(vt, vh + (int64_t)j0 * vs, vs, nk, hdv);
-                rows_times_panel(p, qb, qs, nq, kt, hdk, scale);
-                rows_times_panel(ds, gb, os, nq, vt, hdv, 1.0f);
-                for (int i = 0; i < nq; i++) {
-                    int n = min_int(nk, t0 + i - j0 + 1);
-                    float *pi = p + i * BK, *dsi = ds + i * BK;
-                    exp_row(pi, L[i]);
-                    int j = 0;
-                    for (; j < n; j++)
-                        dsi[j] = pi[j] * (dsi[j] - D[i]) * scale;
-                    for (; j < BK; j++) /* above the diagonal: no contribution */
-                        pi[j] = dsi[j] = 0.0f;
+                int nk = min_int(BK, tlast + 1 - j0), off = t0 - j0;
+                scores(wide, pt, kh + (int64_t)j0 * ks, ks, nk, qt, hdk, scale);
+                scores(wide, dst, vh + (int64_t)j0 * vs, vs, nk, gt, hdv, 1.0f);
+                for (int j = 0; j < nk; j++) /* P = exp(S - lse); dS = P (dP - D) scale, same roundings */
+                    for (int c = 0; c < BQ; c += 8) {
+                        float *pj = pt + (int64_t)j * BQ + c, *dj = dst + (int64_t)j * BQ + c;
+                        vf8 pv = vexp8(vld8(pj) - vld8(L + c));
+                        vst8(pj, pv);
+                        vst8(dj, pv * (vld8(dj) - vld8(D + c)) * scale);
+                    }
+                mask_future(pt, nk, off, 0.0f); /* no contribution after the query */
+                mask_future(dst, nk, off, 0.0f);
+                /* dq += dS K, four rows at a time */
+                for (int i = 0; i < nq; i += 4) {
+                    int r = min_int(4, nq - i), n[4];
+                    rows4_keys(n, r, nk, off + i);
+                    update_rows(wide, dqb + i * qs, qs, dst + i, 1, BQ, n, r, kh + (int64_t)j0 * ks, ks, hdk);
                 }
-                /* dq += dS K, two rows at a time */
-                const float *kb = kh + (int64_t)j0 * ks;
-                for (int i = 0; i < nq; i += 2) {
-                    int na = min_int(nk, t0 + i - j0 + 1), nb = i + 1 < nq ? min_int(nk, t0 + i + 1 - j0 + 1) : 0;
-                    na = na > 0 ? na : 0, nb = nb > 0 ? nb : 0;
-                    if (nb > 0)
-                        accumulate_rows2(dqb + i * qs, ds + i * BK, na, dqb + (i + 1) * qs, ds + (i + 1) * BK, nb, 1, kb,
-                                         ks, hdk);
-                    else if (na > 0)
-                        accumulate_rows(dqb + i * qs, ds + i * BK, 1, kb, ks, na, hdk);
-                }
-                /* dv += P^T dO and dk += dS^T Q, two keys at a time; rows below the first query
-                 * that sees key j contribute zeros: summing them keeps the loops simple and adds
-                 * exact zeros */
-                int j = 0;
-                for (; j + 2 <= nk; j += 2) {
-                    accumulate_rows2(dvh + (int64_t)(j0 + j) * vs, p + j, nq, dvh + (int64_t)(j0 + j + 1) * vs, p + j + 1,
-                                     nq, BK, gb, os, hdv);
-                    accumulate_rows2(dkh + (int64_t)(j0 + j) * ks, ds + j, nq, dkh + (int64_t)(j0 + j + 1) * ks,
-                                     ds + j + 1, nq, BK, qb, qs, hdk);
-                }
-                for (; j < nk; j++) {
-                    accumulate_rows(dvh + (int64_t)(j0 + j) * vs, p + j, BK, gb, os, nq, hdv);
-                    accumulate_rows(dkh + (int64_t)(j0 + j) * ks, ds + j, BK, qb, qs, nq, hdk);
+                /* dv += P^T dO and dk += dS^T Q, four keys at a time, over the query rows from the
+                 * first that sees the group's first key (the rows before it hold exact zeros for
+                 * all four; later zeros in the diagonal block are summed, which adds nothing) */
+                for (int j = 0; j < nk; j += 4) {
+                    int r = min_int(4, nk - j), i0 = j > off ? j - off : 0;
+                    int n[4] = {nq - i0, nq - i0, nq - i0, nq - i0};
+                    update_rows(wide, dvh + (int64_t)(j0 + j) * vs, vs, pt + (int64_t)j * BQ + i0, BQ, 1, n, r,
+                                gb + i0 * os, os, hdv);
+                    update_rows(wide, dkh + (int64_t)(j0 + j) * ks, ks, dst + (int64_t)j * BQ + i0, BQ, 1, n, r,
+                                qb + i0 * qs, qs, hdk);
                 }
             }
         }
     }
 }
+
+HOT_CLONES static void fwd_block(float *out, float *lse, const float *q, const float *k, const float *v, int b, int h,
+                                 int t0, int T, int H, int KV, int hdk, int hdv, float scale)
+{
+    fwd_block_body(out, lse, q, k, v, b, h, t0, T, H, KV, hdk, hdv, scale, 0);
+}
+
+HOT_CLONES static void bwd_task(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
+                                const float *v, const float *out, const float *lse, int b, int hk, int T, int H,
+                                int KV, int hdk, int hdv, float scale)
+{
+    bwd_task_body(dq, dk, dv, dout, q, k, v, out, lse, b, hk, T, H, KV, hdk, hdv, scale, 0);
+}
+
+#ifdef HAVE_ATTN_V4
+__attribute__((target("arch=x86-64-v4"))) static void fwd_block_v4(float *out, float *lse, const float *q,
+                                                                  const float *k, const float *v, int b, int h,
+                                                                  int t0, int T, int H, int KV, int hdk, int hdv,
+                                                                  float scale)
+{
+    fwd_block_body(out, lse, q, k, v, b, h, t0, T, H, KV, hdk, hdv, scale, 1);
+}
+
+__attribute__((target("arch=x86-64-v4"))) static void bwd_task_v4(float *dq, float *dk, float *dv,
+                                                                 const float *dout, const float *q, const float *k,
+                                                                 const float *v, const float *out, const float *lse,
+                                                                 int b, int hk, int T, int H, int KV, int hdk, int hdv,
+                                                                 float scale)
+{
+    bwd_task_body(dq, dk, dv, dout, q, k, v, out, lse, b, hk, T, H, KV, hdk, hdv, scale, 1);
+}
+#endif
 
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC pop_options
@@ -376,14 +535,21 @@ HOT_CLONES static void bwd_task(float *dq, float *dk, float *dv, const float *do
 void ref_attention_fwd_dims(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T,
                             int H, int KV, int hdk, int hdv, float scale)
 {
-    int nqb = (T + BQ - 1) / BQ;
+    int nqb = (T + BQ - 1) / BQ, wide = ref_gemm_isa(-1);
     int64_t tasks = (int64_t)B * H * nqb;
     /* the last query blocks see the most keys: hand them out first */
     OMP_PARALLEL_FOR_DYNAMIC
     for (int64_t task = 0; task < tasks; task++) {
         int qblk = nqb - 1 - (int)(task % nqb), bh = (int)(task / nqb);
+#ifdef HAVE_ATTN_V4
+        if (wide) {
+            fwd_block_v4(out, lse, q, k, v, bh / H, bh % H, qblk * BQ, T, H, KV, hdk, hdv, scale);
+            continue;
+        }
+#endif
         fwd_block(out, lse, q, k, v, bh / H, bh % H, qblk * BQ, T, H, KV, hdk, hdv, scale);
     }
+    (void)wide;
 }
 
 void ref_attention_bwd_dims(float *dq, float *dk, float *dv, const float *dout, const float *q, const float *k,
@@ -393,9 +559,18 @@ void ref_attention_bwd_dims(float *dq, float *dk, float *dv, const float *dout, 
     memset(dq, 0, (size_t)B * T * H * hdk * sizeof *dq);
     memset(dk, 0, (size_t)B * T * KV * hdk * sizeof *dk);
     memset(dv, 0, (size_t)B * T * KV * hdv * sizeof *dv);
+    int wide = ref_gemm_isa(-1);
     OMP_PARALLEL_FOR_DYNAMIC
-    for (int task = 0; task < B * KV; task++)
+    for (int task = 0; task < B * KV; task++) {
+#ifdef HAVE_ATTN_V4
+        if (wide) {
+            bwd_task_v4(dq, dk, dv, dout, q, k, v, out, lse, task / KV, task % KV, T, H, KV, hdk, hdv, scale);
+            continue;
+        }
+#endif
         bwd_task(dq, dk, dv, dout, q, k, v, out, lse, task / KV, task % KV, T, H, KV, hdk, hdv, scale);
+    }
+    (void)wide;
 }
 
 void ref_attention_fwd(float *out, float *lse, const float *q, const float *k, const float *v, int B, int T, int H,

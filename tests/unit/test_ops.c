@@ -816,6 +816,47 @@ static void attention_tiled_dims(void)
     attention_tiled_dims_at(64, 32, 2.0);
 }
 
+/* The AVX-512 attention (16-float vectors, four rows or keys at a time) against the AVX2 one,
+ * bit for bit, forward and backward: whole 32-float row chunks at 32, 64 and 96 dims and MLA's
+ * 192 / 128 split, the paired fallback at 40 / 12, grouped heads, and T = 77 and 130 (partial
+ * last blocks, rows of the diagonal block that see one key). On a CPU without AVX-512 only the
+ * AVX2 form exists and the case says so. */
+static void attention_isa_identical(void)
+{
+    static const int shapes[][5] = {/* T, H, KV, hdk, hdv */
+                                    {77, 4, 2, 32, 32}, {130, 2, 2, 64, 64}, {77, 3, 1, 96, 96},
+                                    {40, 2, 1, 192, 128}, {77, 4, 2, 40, 12}, {33, 2, 2, 64, 32}};
+    enum { B = 2 };
+    int has_v4 = ref_gemm_isa(1);
+    if (!has_v4)
+        printf("attention_isa_identical: no AVX-512 on this CPU, only the AVX2 form ran\n");
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int T = shapes[si][0], H = shapes[si][1], KV = shapes[si][2], hk = shapes[si][3], hv = shapes[si][4];
+        int nq = B * T * H * hk, nk = B * T * KV * hk, nv = B * T * KV * hv, no = B * T * H * hv;
+        float scale = 1.0f / sqrtf((float)hk);
+        float *q = falloc(nq), *k = falloc(nk), *v = falloc(nv), *g = falloc(no);
+        fill(q, NULL, nq, 2.0), fill(k, NULL, nk, 2.0), fill(v, NULL, nv, 1.0), fill(g, NULL, no, 1.0);
+        float *out[2], *lse[2], *dq[2], *dk[2], *dv[2];
+        for (int isa = 0; isa < 2; isa++) {
+            ref_gemm_isa(isa ? has_v4 : 0);
+            out[isa] = falloc(no), lse[isa] = falloc(B * H * T);
+            dq[isa] = falloc(nq), dk[isa] = falloc(nk), dv[isa] = falloc(nv);
+            ref_attention_fwd_dims(out[isa], lse[isa], q, k, v, B, T, H, KV, hk, hv, scale);
+            ref_attention_bwd_dims(dq[isa], dk[isa], dv[isa], g, q, k, v, out[isa], lse[isa], B, T, H, KV, hk, hv,
+                                   scale);
+        }
+        CHECKF(memcmp(out[0], out[1], sizeof(float) * no) == 0, "T=%d %d/%d: fwd differs", T, hk, hv);
+        CHECKF(memcmp(lse[0], lse[1], sizeof(float) * B * H * T) == 0, "T=%d %d/%d: lse differs", T, hk, hv);
+        CHECKF(memcmp(dq[0], dq[1], sizeof(float) * nq) == 0, "T=%d %d/%d: dq differs", T, hk, hv);
+        CHECKF(memcmp(dk[0], dk[1], sizeof(float) * nk) == 0, "T=%d %d/%d: dk differs", T, hk, hv);
+        CHECKF(memcmp(dv[0], dv[1], sizeof(float) * nv) == 0, "T=%d %d/%d: dv differs", T, hk, hv);
+        for (int isa = 0; isa < 2; isa++)
+            free(out[isa]), free(lse[isa]), free(dq[isa]), free(dk[isa]), free(dv[isa]);
+        free(q), free(k), free(v), free(g);
+    }
+    ref_gemm_isa(has_v4);
+}
+
 /* ---- elementwise -------------------------------------------------------------------------- */
 
 /* Two-input elementwise op: forward and both gradients (overwritten). */
@@ -1158,6 +1199,7 @@ int main(void)
     RUN_CASE(rope);
     RUN_CASE(attention_gqa);
     RUN_CASE(attention_tiled_dims);
+    RUN_CASE(attention_isa_identical);
     RUN_CASE(gate);
     RUN_CASE(swiglu);
     RUN_CASE(swiglu_wide);
