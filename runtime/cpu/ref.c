@@ -86,52 +86,191 @@ void ref_embed_bwd(float *dwte, float *dwpe, const float *dout, const int32_t *t
     }
 }
 
-/* ---- normalization ------------------------------------------------------------------------ */
+/* ---- normalization ------------------------------------------------------------------------
+ * A row's reductions (sum of squares, mean, variance, the backward's dots) are sequential sums
+ * over c in ascending order. Eight rows run at once: an 8 x 8 block transposed in registers puts
+ * each row in its own lane, so eight sequential sums advance side by side, one vector add per
+ * column; the elementwise parts run along c, eight columns at a time. Each value is computed
+ * with the same operations in the same order as one row at a time in scalar code (no FMA
+ * contraction in this file), so the results are the same bits. Rows past a multiple of 8, and
+ * widths that are not a multiple of 8, run one row at a time. */
+
+#define NORM_ROWS 8
+
+/* Columns c..c+7 of rows 0..7 (row r at x + r*C): col[k] lane r is row r's value in column c+k. */
+static inline __attribute__((always_inline)) void cols8(vf8 col[8], const float *x, int64_t C, int c)
+{
+#pragma GCC unroll 8
+    for (int r = 0; r < 8; r++)
+        col[r] = vld8(x + r * C + c);
+    vtranspose8(col);
+}
+
+/* Whether rows n0.. of an (N, C) matrix go through the eight-lane form */
+static int norm_lanes(int rows, int C) { return rows == NORM_ROWS && C % 8 == 0; }
+
+HOT_CLONES static void rmsnorm_fwd_rows(float *out, float *rstd, const float *inp, const float *w, int rows, int C,
+                                        float eps)
+{
+    float r[NORM_ROWS];
+    if (norm_lanes(rows, C)) {
+        vf8 ss = {0};
+        for (int c = 0; c < C; c += 8) {
+            vf8 col[8];
+            cols8(col, inp, C, c);
+            for (int k = 0; k < 8; k++)
+                ss = ss + col[k] * col[k];
+        }
+        for (int i = 0; i < rows; i++)
+            r[i] = 1.0f / sqrtf(ss[i] / C + eps);
+    } else {
+        for (int i = 0; i < rows; i++) {
+            const float *x = inp + (int64_t)i * C; // (C)
+            float ss = 0.0f;
+            for (int c = 0; c < C; c++)
+                ss += x[c] * x[c];
+            r[i] = 1.0f / sqrtf(ss / C + eps);
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *x = inp + (int64_t)i * C; // (C)
+        float *o = out + (int64_t)i * C;       // (C)
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            vst8(o + c, vld8(x + c) * r[i] * vld8(w + c));
+        for (; c < C; c++)
+            o[c] = x[c] * r[i] * w[c];
+        rstd[i] = r[i];
+    }
+}
 
 void ref_rmsnorm_fwd(float *out, float *rstd, const float *inp, const float *w, int N, int C,
                      float eps)
 {
     OMP_PARALLEL_FOR
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (int64_t)n * C; // (C)
-        float *o = out + (int64_t)n * C;       // (C)
-        float ss = 0.0f;
-        for (int c = 0; c < C; c++)
-            ss += x[c] * x[c];
-        float r = 1.0f / sqrtf(ss / C + eps);
-        for (int c = 0; c < C; c++)
-            o[c] = x[c] * r * w[c];
-        rstd[n] = r;
-    }
+    for (int n = 0; n < N; n += NORM_ROWS)
+        rmsnorm_fwd_rows(out + (int64_t)n * C, rstd + n, inp + (int64_t)n * C, w, min_int(NORM_ROWS, N - n), C, eps);
 }
 
 /* y = x r w with r = (mean(x^2) + eps)^-1/2, dr/dx_i = -r^3 x_i / C:
  * dx_i = r (w_i g_i - x_i r^2 mean_j(w_j g_j x_j)),  dw_i = sum_rows g_i x_i r. */
+HOT_CLONES static void rmsnorm_bwd_rows(float *dinp, const float *dout, const float *inp, const float *w,
+                                        const float *rstd, int rows, int C)
+{
+    float dot[NORM_ROWS];
+    if (norm_lanes(rows, C)) {
+        vf8 acc = {0};
+        for (int c = 0; c < C; c += 8) {
+            vf8 xc[8], gc[8];
+            cols8(xc, inp, C, c);
+            cols8(gc, dout, C, c);
+            for (int k = 0; k < 8; k++)
+                acc = acc + w[c + k] * gc[k] * xc[k];
+        }
+        for (int i = 0; i < rows; i++)
+            dot[i] = acc[i];
+    } else {
+        for (int i = 0; i < rows; i++) {
+            const float *x = inp + (int64_t)i * C, *g = dout + (int64_t)i * C; // (C)
+            dot[i] = 0.0f;
+            for (int c = 0; c < C; c++)
+                dot[i] += w[c] * g[c] * x[c];
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *x = inp + (int64_t)i * C, *g = dout + (int64_t)i * C; // (C)
+        float *dx = dinp + (int64_t)i * C;                                 // (C)
+        float r = rstd[i], f = r * r * dot[i] / C;
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            vst8(dx + c, vld8(dx + c) + r * (vld8(w + c) * vld8(g + c) - vld8(x + c) * f));
+        for (; c < C; c++)
+            dx[c] += r * (w[c] * g[c] - x[c] * f);
+    }
+}
+
+/* dw[c0..c1) (+ db) += over all N rows in ascending order, the columns eight at a time:
+ * dw += g (x - mean) r (mean NULL: g x r), db += g. */
+HOT_CLONES static void norm_dw_cols(float *dw, float *db, const float *dout, const float *inp, const float *mean,
+                                    const float *rstd, int N, int C, int c0, int c1)
+{
+    int c = c0;
+    for (; c + 8 <= c1; c += 8) {
+        vf8 a = vld8(dw + c), bsum = db ? vld8(db + c) : (vf8){0};
+        for (int n = 0; n < N; n++) {
+            vf8 g = vld8(dout + (int64_t)n * C + c), x = vld8(inp + (int64_t)n * C + c);
+            a = a + (mean ? g * (x - mean[n]) : g * x) * rstd[n];
+            bsum = bsum + g;
+        }
+        vst8(dw + c, a);
+        if (db)
+            vst8(db + c, bsum);
+    }
+    for (; c < c1; c++)
+        for (int n = 0; n < N; n++) {
+            float g = dout[(int64_t)n * C + c], x = inp[(int64_t)n * C + c];
+            dw[c] += (mean ? g * (x - mean[n]) : g * x) * rstd[n];
+            if (db)
+                db[c] += g;
+        }
+}
+
 void ref_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                      const float *rstd, int N, int C)
 {
     OMP_PARALLEL_FOR
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (int64_t)n * C;  // (C)
-        const float *g = dout + (int64_t)n * C; // (C)
-        float *dx = dinp + (int64_t)n * C;      // (C)
-        float r = rstd[n], dot = 0.0f;
-        for (int c = 0; c < C; c++)
-            dot += w[c] * g[c] * x[c];
-        float f = r * r * dot / C;
-        for (int c = 0; c < C; c++)
-            dx[c] += r * (w[c] * g[c] - x[c] * f);
-    }
+    for (int n = 0; n < N; n += NORM_ROWS)
+        rmsnorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, rstd + n,
+                         min_int(NORM_ROWS, N - n), C);
     int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
     OMP_PARALLEL_FOR
-    for (int ch = 0; ch < nchunk; ch++) {
-        int c0 = ch * COL_CHUNK, c1 = min_int(C, c0 + COL_CHUNK);
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (int64_t)n * C;  // (C)
-            const float *g = dout + (int64_t)n * C; // (C)
-            for (int c = c0; c < c1; c++)
-                dw[c] += g[c] * x[c] * rstd[n];
+    for (int ch = 0; ch < nchunk; ch++)
+        norm_dw_cols(dw, NULL, dout, inp, NULL, rstd, N, C, ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
+}
+
+HOT_CLONES static void layernorm_fwd_rows(float *out, float *mean, float *rstd, const float *inp, const float *w,
+                                          const float *b, int rows, int C, float eps)
+{
+    float mu[NORM_ROWS], r[NORM_ROWS];
+    if (norm_lanes(rows, C)) {
+        vf8 sum = {0}, var = {0};
+        for (int c = 0; c < C; c += 8) {
+            vf8 col[8];
+            cols8(col, inp, C, c);
+            for (int k = 0; k < 8; k++)
+                sum = sum + col[k];
         }
+        vf8 muv = sum / (float)C;
+        for (int c = 0; c < C; c += 8) {
+            vf8 col[8];
+            cols8(col, inp, C, c);
+            for (int k = 0; k < 8; k++)
+                var = var + (col[k] - muv) * (col[k] - muv);
+        }
+        for (int i = 0; i < rows; i++)
+            mu[i] = muv[i], r[i] = 1.0f / sqrtf(var[i] / C + eps);
+    } else {
+        for (int i = 0; i < rows; i++) {
+            const float *x = inp + (int64_t)i * C; // (C)
+            float m = 0.0f, var = 0.0f;
+            for (int c = 0; c < C; c++)
+                m += x[c];
+            m /= C;
+            for (int c = 0; c < C; c++)
+                var += (x[c] - m) * (x[c] - m);
+            mu[i] = m, r[i] = 1.0f / sqrtf(var / C + eps);
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *x = inp + (int64_t)i * C; // (C)
+        float *o = out + (int64_t)i * C;       // (C)
+        int c = 0;
+        for (; c + 8 <= C; c += 8)
+            vst8(o + c, (vld8(x + c) - mu[i]) * r[i] * vld8(w + c) + (b ? vld8(b + c) : (vf8){0}));
+        for (; c < C; c++)
+            o[c] = (x[c] - mu[i]) * r[i] * w[c] + (b ? b[c] : 0.0f);
+        mean[i] = mu[i];
+        rstd[i] = r[i];
     }
 }
 
@@ -139,61 +278,72 @@ void ref_layernorm_fwd(float *out, float *mean, float *rstd, const float *inp, c
                        const float *b, int N, int C, float eps)
 {
     OMP_PARALLEL_FOR
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (int64_t)n * C; // (C)
-        float *o = out + (int64_t)n * C;       // (C)
-        float mu = 0.0f, var = 0.0f;
-        for (int c = 0; c < C; c++)
-            mu += x[c];
-        mu /= C;
-        for (int c = 0; c < C; c++)
-            var += (x[c] - mu) * (x[c] - mu);
-        float r = 1.0f / sqrtf(var / C + eps);
-        for (int c = 0; c < C; c++)
-            o[c] = (x[c] - mu) * r * w[c] + (b ? b[c] : 0.0f);
-        mean[n] = mu;
-        rstd[n] = r;
-    }
+    for (int n = 0; n < N; n += NORM_ROWS)
+        layernorm_fwd_rows(out + (int64_t)n * C, mean + n, rstd + n, inp + (int64_t)n * C, w, b,
+                           min_int(NORM_ROWS, N - n), C, eps);
 }
 
 /* With xhat = (x - mean) r and dxhat = w g:
  * dx = r (dxhat - mean(dxhat) - xhat mean(dxhat xhat)),  dw = sum g xhat,  db = sum g. */
+HOT_CLONES static void layernorm_bwd_rows(float *dinp, const float *dout, const float *inp, const float *w,
+                                          const float *mean, const float *rstd, int rows, int C)
+{
+    float dmean[NORM_ROWS], dnorm_mean[NORM_ROWS];
+    if (norm_lanes(rows, C)) {
+        vf8 muv, rv, dm = {0}, dn = {0};
+        for (int i = 0; i < 8; i++)
+            muv[i] = mean[i], rv[i] = rstd[i];
+        for (int c = 0; c < C; c += 8) {
+            vf8 xc[8], gc[8];
+            cols8(xc, inp, C, c);
+            cols8(gc, dout, C, c);
+            for (int k = 0; k < 8; k++) {
+                vf8 xhat = (xc[k] - muv) * rv, dxhat = w[c + k] * gc[k];
+                dm = dm + dxhat;
+                dn = dn + dxhat * xhat;
+            }
+        }
+        for (int i = 0; i < rows; i++)
+            dmean[i] = dm[i] / C, dnorm_mean[i] = dn[i] / C;
+    } else {
+        for (int i = 0; i < rows; i++) {
+            const float *x = inp + (int64_t)i * C, *g = dout + (int64_t)i * C; // (C)
+            float dm = 0.0f, dn = 0.0f;
+            for (int c = 0; c < C; c++) {
+                float xhat = (x[c] - mean[i]) * rstd[i], dxhat = w[c] * g[c];
+                dm += dxhat;
+                dn += dxhat * xhat;
+            }
+            dmean[i] = dm / C, dnorm_mean[i] = dn / C;
+        }
+    }
+    for (int i = 0; i < rows; i++) {
+        const float *x = inp + (int64_t)i * C, *g = dout + (int64_t)i * C; // (C)
+        float *dx = dinp + (int64_t)i * C;                                 // (C)
+        float mu = mean[i], r = rstd[i];
+        int c = 0;
+        for (; c + 8 <= C; c += 8) {
+            vf8 xhat = (vld8(x + c) - mu) * r, dxhat = vld8(w + c) * vld8(g + c);
+            vst8(dx + c, vld8(dx + c) + r * (dxhat - dmean[i] - xhat * dnorm_mean[i]));
+        }
+        for (; c < C; c++) {
+            float xhat = (x[c] - mu) * r, dxhat = w[c] * g[c];
+            dx[c] += r * (dxhat - dmean[i] - xhat * dnorm_mean[i]);
+        }
+    }
+}
+
 void ref_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                        const float *w, const float *mean, const float *rstd, int N, int C)
 {
     OMP_PARALLEL_FOR
-    for (int n = 0; n < N; n++) {
-        const float *x = inp + (int64_t)n * C;  // (C)
-        const float *g = dout + (int64_t)n * C; // (C)
-        float *dx = dinp + (int64_t)n * C;      // (C)
-        float mu = mean[n], r = rstd[n];
-        float dmean = 0.0f, dnorm_mean = 0.0f;
-        for (int c = 0; c < C; c++) {
-            float xhat = (x[c] - mu) * r, dxhat = w[c] * g[c];
-            dmean += dxhat;
-            dnorm_mean += dxhat * xhat;
-        }
-        dmean /= C;
-        dnorm_mean /= C;
-        for (int c = 0; c < C; c++) {
-            float xhat = (x[c] - mu) * r, dxhat = w[c] * g[c];
-            dx[c] += r * (dxhat - dmean - xhat * dnorm_mean);
-        }
-    }
+    for (int n = 0; n < N; n += NORM_ROWS)
+        layernorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, mean + n, rstd + n,
+                           min_int(NORM_ROWS, N - n), C);
     int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
     OMP_PARALLEL_FOR
-    for (int ch = 0; ch < nchunk; ch++) {
-        int c0 = ch * COL_CHUNK, c1 = min_int(C, c0 + COL_CHUNK);
-        for (int n = 0; n < N; n++) {
-            const float *x = inp + (int64_t)n * C;  // (C)
-            const float *g = dout + (int64_t)n * C; // (C)
-            for (int c = c0; c < c1; c++) {
-                dw[c] += g[c] * (x[c] - mean[n]) * rstd[n];
-                if (db)
-                    db[c] += g[c];
-            }
-        }
-    }
+    for (int ch = 0; ch < nchunk; ch++)
+        norm_dw_cols(dw, db, dout, inp, mean, rstd, N, C, ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
 }
 
 /* ---- rotary position embedding ------------------------------------------------------------ */

@@ -649,6 +649,38 @@ static void layernorm(void)
     free(outd), free(dx), free(dw), free(db), free(dx0), free(dw0), free(db0);
 }
 
+/* The norms take eight rows at once through register transposes (each row's sums in its own
+ * lane) and the rest one row at a time: a row must come out the same bits either way. Nine rows
+ * of 256, row 8 (the single-row path) a copy of row 3 (lane 3 of the eight-row path): outputs,
+ * statistics and the input gradient (added to equal starting values) compared bit for bit. */
+static void norm_rows_identical(void)
+{
+    enum { N = 9, C = 256 };
+    float *x = falloc(N * C), *g = falloc(N * C), *w = falloc(C), *b = falloc(C), *out = falloc(N * C);
+    float *dx = falloc(N * C), *dw = falloc(C), *db = falloc(C), mean[N], rstd[N];
+    fill(x, NULL, N * C, 2.0), fill(g, NULL, N * C, 1.0), fill(w, NULL, C, 1.0), fill(b, NULL, C, 1.0);
+    for (int i = 0; i < N * C; i++) /* magnitudes 1 to 1e3: a sum's rounding depends on its order */
+        x[i] *= powf(10.0f, (float)(i % 4));
+    memcpy(x + 8 * C, x + 3 * C, C * sizeof *x);
+    memcpy(g + 8 * C, g + 3 * C, C * sizeof *g);
+    for (int ln = 0; ln < 2; ln++) {
+        fill_const(dx, N * C, 0.5f);
+        if (ln) {
+            ref_layernorm_fwd(out, mean, rstd, x, w, b, N, C, 1e-5f);
+            ref_layernorm_bwd(dx, dw, db, g, x, w, mean, rstd, N, C);
+            CHECKF(memcmp(&mean[3], &mean[8], sizeof *mean) == 0, "layernorm mean %g vs %g", mean[3], mean[8]);
+        } else {
+            ref_rmsnorm_fwd(out, rstd, x, w, N, C, 1e-5f);
+            ref_rmsnorm_bwd(dx, dw, g, x, w, rstd, N, C);
+        }
+        const char *name = ln ? "layernorm" : "rmsnorm";
+        CHECKF(memcmp(&rstd[3], &rstd[8], sizeof *rstd) == 0, "%s rstd %.9g vs %.9g", name, rstd[3], rstd[8]);
+        CHECKF(memcmp(out + 3 * C, out + 8 * C, C * sizeof *out) == 0, "%s: output rows differ", name);
+        CHECKF(memcmp(dx + 3 * C, dx + 8 * C, C * sizeof *dx) == 0, "%s: dx rows differ", name);
+    }
+    free(x), free(g), free(w), free(b), free(out), free(dx), free(dw), free(db);
+}
+
 /* ---- RoPE and attention -------------------------------------------------------------------- */
 
 /* 10: RoPE forward, in place, and backward R^T (also in place). */
@@ -1196,6 +1228,7 @@ int main(void)
     RUN_CASE(embed);
     RUN_CASE(rmsnorm);
     RUN_CASE(layernorm);
+    RUN_CASE(norm_rows_identical);
     RUN_CASE(rope);
     RUN_CASE(attention_gqa);
     RUN_CASE(attention_tiled_dims);
