@@ -11,7 +11,8 @@
 #    round, and the table gives the per-round ratio;
 # 2b. fp8: what an FP8 step costs against a BF16 one in fp8c: tiny 16 x 128 under bf16 and
 #    deepseek_v3, alternating run by run (8 rounds, 4 in quick), every step after the first pooled;
-# 3. scale: fp8c's tiny step at 16 x T for T = 128..1024 against the FLOP count's prediction;
+# 3. scale: fp8c's tiny step at 16 x T for T = 128..1024 against the FLOP count's prediction
+#    (T values alternating over rounds, steps pooled);
 # 4. profile: FP8C_PROFILE=1 per-op-kind times of tiny under the three policies;
 # 5. if /tmp/llmc/train_gpt2 exists (llm.c's CPU trainer, built outside this repository, see
 #    bench/RESULTS.md), its step time next to fp8c's fp32 policy on the same GPT-2 124M shape;
@@ -140,28 +141,45 @@ PY
 fi
 
 if want scale; then
-    echo "## fp8c step time against sequence length (tiny, fp32, 16 x T)"
-    echo
-    echo "FLOPs: linears 6 x params x tokens; causal attention 3.5 x 2 x 2 x B x H x T(T+1)/2 x hd per layer"
-    echo "(forward 2 products, backward 5). 'predicted' scales the T = 128 time by the FLOP ratio."
-    echo
-    echo "| T | tokens | ms/step | predicted ms | measured / predicted | GFLOP/s |"
-    echo "|---|---|---|---|---|---|"
-    base=""
+    rounds=3
+    [ -n "$quick" ] && rounds=2
     Ts="128 256 512 1024"
     [ -n "$quick" ] && Ts="128 256 512"
-    for T in $Ts; do
-        f=$(with_shape examples/tiny/model.yaml "$T" 16)
-        ms=$(step_ms "$f" fp32 4)
-        base=${base:-$ms}
-        python3 -c "
-T=$T; B=16; L=4; C=128; H=4; hd=32; F=384; V=256
-def flops(T):
-    P = L*(4*C*C + 3*C*F) + V*C
-    return 6.0*P*B*T + L*3.5*2*2*B*H*T*(T+1)/2*hd
-pred = $base * flops(T) / flops(128)
-print('| %d | %d | %s | %.0f | %.2f | %.1f |' % (T, B*T, '$ms', pred, $ms/pred, flops(T)/($ms/1000)/1e9))"
+    echo "## fp8c step time against sequence length (tiny, fp32, 16 x T; $rounds rounds, T = $Ts in each)"
+    echo
+    echo "FLOPs: linears 6 x params x tokens; causal attention 3.5 x 2 x 2 x B x H x T(T+1)/2 x hd per layer"
+    echo "(forward 2 products, backward 5). 'predicted' scales the T = 128 time by the FLOP ratio. The"
+    echo "T values alternate within each round and every step after a run's first is pooled, so a slow"
+    echo "minute on a shared machine lands on all of them; the fastest step is the least disturbed."
+    echo
+    for r in $(seq "$rounds"); do
+        for T in $Ts; do
+            f=$(with_shape examples/tiny/model.yaml "$T" 16)
+            $fp8c train "$f" policies/fp32.yaml --steps 4 --eval-batches 1 --log "$out/scale-$T-$r.jsonl" \
+                --progress-every 1000 >/dev/null 2>"$out/err" || echo "T = $T: failed"
+        done
     done
+    python3 - "$out" "$rounds" $Ts <<'PY'
+import json, sys, statistics
+d, R, Ts = sys.argv[1], int(sys.argv[2]), [int(t) for t in sys.argv[3:]]
+B, L, C, H, hd, F, V = 16, 4, 128, 4, 32, 384, 256
+def flops(T):
+    P = L * (4 * C * C + 3 * C * F) + V * C
+    return 6.0 * P * B * T + L * 3.5 * 2 * 2 * B * H * T * (T + 1) / 2 * hd
+ms = {}
+for T in Ts:
+    ms[T] = []
+    for r in range(1, R + 1):
+        ms[T] += [1000.0 * B * T / json.loads(l)["tokens_per_s"] for l in open("%s/scale-%d-%d.jsonl" % (d, T, r))][1:]
+print("| T | tokens | ms/step fastest | ms/step median | predicted (fastest) | fastest / predicted | median / predicted | GFLOP/s (fastest) |")
+print("|---|---|---|---|---|---|---|---|")
+b_min, b_med = min(ms[Ts[0]]), statistics.median(ms[Ts[0]])
+for T in Ts:
+    lo, med = min(ms[T]), statistics.median(ms[T])
+    k = flops(T) / flops(Ts[0])
+    print("| %d | %d | %.0f | %.0f | %.0f | %.2f | %.2f | %.1f |" % (T, B * T, lo, med, b_min * k, lo / (b_min * k),
+          med / (b_med * k), flops(T) / (lo / 1000) / 1e9))
+PY
     echo
 fi
 

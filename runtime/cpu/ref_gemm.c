@@ -19,6 +19,9 @@
  * x86-64-v4 CPUs an AVX-512 tile (12 x 32, same panels, same bits) runs
  * instead (ref_gemm_isa), so the build needs no -march flag. FMA contraction
  * is enabled for those functions only: -std=c11 turns it off globally.
+ * With AVX-512 and at most 512 output columns (all of tiny's GEMMs), FP32 operands skip the
+ * packing where they can be read in place (gemm_direct): A through its strides, B where its
+ * rows are contiguous; each element's sum is the same FMA chain per KC slice, so the same bits.
  *
  * Must not: keep state between calls other than the packing buffers (per
  * thread, reused: pack_buffer), or fail: if the packing buffers cannot be
@@ -235,6 +238,66 @@ __attribute__((target("arch=x86-64-v4"))) static void compute_tile_v4(float *c, 
             j += NR;
         }
     }
+}
+
+/* The direct tile: the same 32 columns and up to 12 rows per call, with A read where it lies,
+ * element (i, p) at a[i*ars + p*acs] (row-major A: ars = its row length, acs = 1; a weight
+ * gradient's dout^T: ars = 1, acs = dout's row length), and B's rows at b + p*bs (a packed
+ * panel pair: bs = NR, the second panel kc*NR on; B's own rows: bs = its row length, the second
+ * half 16 floats on). R rows, a constant after inlining. Each C element accumulates by FMA from
+ * 0 in p order and is added to C afterwards, as in the packed tiles: the same bits. */
+static inline __attribute__((always_inline)) void kernel_direct(float *restrict c, const float *a, int64_t ars,
+                                                                int64_t acs, const float *b0, const float *b1,
+                                                                int64_t bs, int kc, int64_t ldc, int load_c, int R)
+{
+    v16 acc[12][2];
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++)
+        acc[i][0] = acc[i][1] = (v16){0};
+    for (int p = 0; p < kc; p++) {
+        v16 x0, x1;
+        memcpy(&x0, b0, sizeof x0);
+        memcpy(&x1, b1, sizeof x1);
+#pragma GCC unroll 12
+        for (int i = 0; i < R; i++) {
+            float ai = a[i * ars];
+            acc[i][0] += ai * x0, acc[i][1] += ai * x1;
+        }
+        a += acs, b0 += bs, b1 += bs;
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++)
+        for (int h = 0; h < 2; h++) {
+            float *dst = c + i * ldc + 16 * h;
+            v16 t = acc[i][h];
+            if (load_c) {
+                v16 old;
+                memcpy(&old, dst, sizeof old);
+                t += old;
+            }
+            memcpy(dst, &t, sizeof t);
+        }
+}
+
+/* Rows [i0, i1) of C's 32 columns from j, one KC slice (kc deep) of A from its column p0: twelve
+ * rows at a time, then four, then one. */
+__attribute__((target("arch=x86-64-v4"))) static void direct_columns(float *c, int64_t ldc, const float *a,
+                                                                     int64_t ars, int64_t acs, const float *b0,
+                                                                     const float *b1, int64_t bs, int kc, int i0,
+                                                                     int i1, int load_c)
+{
+    int i = i0;
+    if (acs == 1) { /* row-major A */
+        for (; i + 12 <= i1; i += 12)
+            kernel_direct(c + i * ldc, a + i * ars, ars, 1, b0, b1, bs, kc, ldc, load_c, 12);
+    } else {
+        for (; i + 12 <= i1; i += 12)
+            kernel_direct(c + i * ldc, a + i * ars, 1, acs, b0, b1, bs, kc, ldc, load_c, 12);
+    }
+    for (; i + 4 <= i1; i += 4)
+        kernel_direct(c + i * ldc, a + i * ars, ars, acs, b0, b1, bs, kc, ldc, load_c, 4);
+    for (; i < i1; i++)
+        kernel_direct(c + i * ldc, a + i * ars, ars, acs, b0, b1, bs, kc, ldc, load_c, 1);
 }
 #endif
 
@@ -536,6 +599,65 @@ static float *pack_buffer(int which, int64_t nfloats)
     return buf[which].p;
 }
 
+#ifdef HAVE_TILE_V4
+/* Whether gemm takes the direct path: the AVX-512 tile, FP32 operands, A with a unit stride one
+ * way or the other, n a whole number of 32-column tiles and at most DIRECT_N of them, and B either
+ * read in place (rows contiguous in j) or small enough to pack whole (k <= KB). With few output
+ * columns, each element of A feeds only 2n FLOPs, and packing it (read, transpose, write, read
+ * again) cost up to a quarter of tiny's GEMMs; B in place saves its copy too. */
+#define DIRECT_N 512
+static int use_direct(struct strided a, struct strided b, int n, int k)
+{
+    return ref_gemm_isa(-1) && !a.q && !b.q && (a.cs == 1 || a.rs == 1) && n % 32 == 0 && n <= DIRECT_N &&
+           (b.cs == 1 || k <= KB);
+}
+
+/* gemm by the direct tile: tiles of MT rows by 32 x (a few) columns taken dynamically, each
+ * running its KC slices in order; B packed first (all of it, one block) unless read in place. */
+static void gemm_direct(float *c, int64_t ldc, struct strided a, struct strided b, int m, int n, int k, int accumulate)
+{
+    int packb = b.cs != 1;
+    int64_t npad = n; /* a multiple of NR */
+    float *bp = packb ? pack_buffer(1, npad * k) : NULL;
+    if (packb && !bp) {
+        gemm_plain(c, ldc, a, b, m, n, k, accumulate);
+        return;
+    }
+    int bpanels = n / NR, bgroups = (bpanels + B_GROUP - 1) / B_GROUP;
+    /* 64 columns per tile where n has whole 64s and that still makes 16 tiles or more, else 32 */
+    int nt = n % 64 == 0 && (int64_t)((m + MT - 1) / MT) * (n / 64) >= 16 ? 64 : 32;
+    int mtiles = (m + MT - 1) / MT, ntiles = n / nt;
+    OMP_PARALLEL
+    {
+        if (packb) {
+            OMP_FOR_DYNAMIC
+            for (int t = 0; t < bgroups; t++)
+                pack_b_group(bp, b, 0, n, npad, 0, k, t * B_GROUP, min_int(B_GROUP, bpanels - t * B_GROUP));
+        }
+        OMP_FOR_DYNAMIC
+        for (int t = 0; t < mtiles * ntiles; t++) {
+            int i0 = t / ntiles * MT, i1 = min_int(i0 + MT, m), j0 = t % ntiles * nt;
+            for (int pc = 0; pc < k; pc += KC) {
+                int kc = min_int(KC, k - pc);
+                const float *ak = a.base + (int64_t)pc * a.cs;
+                for (int j = j0; j < j0 + nt; j += 32) {
+                    const float *b0, *b1;
+                    int64_t bs;
+                    if (packb) {
+                        b0 = bp + (int64_t)pc * npad + (int64_t)(j / NR) * kc * NR, b1 = b0 + (int64_t)kc * NR;
+                        bs = NR;
+                    } else {
+                        b0 = b.base + (int64_t)pc * b.rs + j, b1 = b0 + 16;
+                        bs = b.rs;
+                    }
+                    direct_columns(c + j, ldc, ak, a.rs, a.cs, b0, b1, bs, kc, i0, i1, accumulate || pc > 0);
+                }
+            }
+        }
+    }
+}
+#endif
+
 /* c (m,n) = [c +] a (m,k) b (k,n); c has row stride ldc and unit column stride.
  * Blocks of MB x NB outputs and KB contraction depth bound the packing
  * buffers; the GEMMs of a small model are one block. */
@@ -550,6 +672,12 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
                 memset(c + i * ldc, 0, (size_t)n * sizeof *c);
         return;
     }
+#ifdef HAVE_TILE_V4
+    if (use_direct(a, b, n, k)) {
+        gemm_direct(c, ldc, a, b, m, n, k, accumulate);
+        return;
+    }
+#endif
     int kbmax = min_int(k, KB);
     float *ap = pack_buffer(0, round_up(min_int(m, MB), MR) * kbmax); // (kb/KC, mpad/MR, kc, MR)
     float *bp = pack_buffer(1, round_up(min_int(n, NB), NR) * kbmax); // (kb/KC, npad/NR, kc, NR)

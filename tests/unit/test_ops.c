@@ -394,11 +394,12 @@ static void transpose_shapes(void)
 
 /* The AVX-512 GEMM tile against the AVX2 one, bit for bit: the three GEMMs over shapes with
  * ragged 12-row and 32-column edges, several KC slices and the 2048-column block edge, with bias
- * and accumulation. On a CPU without AVX-512 only the AVX2 tile exists and the case says so. */
+ * and accumulation; and the direct tile (unpacked A, B packed or in place: up to 512 columns in
+ * whole 32s) with 12-, 4- and 1-row edges, a contraction past one 2048 block, 64 to 512 columns. On a CPU without AVX-512 only the AVX2 tile exists and the case says so. */
 static void gemm_isa_identical(void)
 {
     static const int shapes[][3] = {{37, 300, 70}, {256, 768, 100}, {2048, 128, 384}, {13, 5, 33},
-                                    {24, 600, 2080}, {12, 257, 32}};
+                                    {24, 600, 2080}, {12, 257, 32}, {2085, 64, 96}, {45, 520, 512}};
     int has_v4 = ref_gemm_isa(1);
     if (!has_v4)
         printf("gemm_isa_identical: no AVX-512 on this CPU, only the AVX2 tile ran\n");
