@@ -355,6 +355,28 @@ static inline __attribute__((always_inline)) void transpose8(float *out, int64_t
  * mpad/MR panels of (kc, MR); packed B likewise with npad and NR. */
 
 #if defined(__GNUC__)
+/* One transposed row r (8 floats, the first w <= 8 of which belong to it) to dst, where the next
+ * panel row starts w floats on and is stored after it: a whole 8-float store whose extra lanes
+ * the next row's store overwrites, one store instead of a copy through the stack; the last row
+ * (last set) stores exactly w, as nothing after it is ours to overwrite. */
+static inline __attribute__((always_inline)) void store_panel_row(float *dst, vf8 r, int w, int last)
+{
+    if (!last || w == 8) {
+        vst8(dst, r);
+    } else if (w == 6) {
+        typedef float vf4 __attribute__((vector_size(16)));
+        typedef float vf2 __attribute__((vector_size(8)));
+        vf4 lo = __builtin_shufflevector(r, r, 0, 1, 2, 3);
+        vf2 hi = __builtin_shufflevector(r, r, 4, 5);
+        memcpy(dst, &lo, sizeof lo);
+        memcpy(dst + 4, &hi, sizeof hi);
+    } else {
+        float t[8];
+        vst8(t, r);
+        memcpy(dst, t, (size_t)w * sizeof *t);
+    }
+}
+
 /* Whether an FP8 operand's slice of kc columns from column p is decoded eight columns at a time
  * straight into registers (fp8_pack8): E4M3 or E5M2, tiles a multiple of 8 wide, p and kc
  * multiples of 8, so that no run of eight crosses a tile or the slice's end. */
@@ -366,9 +388,11 @@ static int fp8_pack8_ok(const QDecoder *d, int p, int kc)
 /* Rows r0 .. r0 + n - 1 (n <= 8) of an FP8 operand, columns [c, c + kc8) with kc8 a multiple of 8,
  * decoded (vdecode8) and transposed in registers: for each column c + p, the eight rows' values
  * (zero past n) go to out + p * ldo, w of them (w <= 8). The packed panels' layout, without a
- * decoded copy in between. */
-static inline __attribute__((always_inline)) void fp8_pack8(float *out, int64_t ldo, int w, const QDecoder *d, int r0,
-                                                            int n, int c, int kc8)
+ * decoded copy in between. Inlined with the format (e4) and, for whole panels, n as constants
+ * (fp8_pack8 picks), so that the eight rows stay in registers and the decoder's shifts and
+ * offsets are immediates. */
+static inline __attribute__((always_inline)) void fp8_pack8_body(float *out, int64_t ldo, int w, const QDecoder *d,
+                                                                 int r0, int n, int c, int kc8, int e4)
 {
     const uint8_t *rowp[8];
     int64_t srow[8];
@@ -376,12 +400,12 @@ static inline __attribute__((always_inline)) void fp8_pack8(float *out, int64_t 
         rowp[k] = d->codes + (size_t)(r0 + k) * (size_t)d->C;
         srow[k] = (int64_t)((r0 + k) / d->tr) * d->s_row;
     }
-    int e4 = d->fmt == Q_E4M3;
     float sinv[8] = {0};
-    int64_t tile = -1;
+    int next = c; /* the first column of the next tile: where the scales change */
     for (int p = 0; p < kc8; p += 8) {
-        if ((c + p) / d->tc != tile) { /* a new tile column: its eight rows' scales */
-            tile = (c + p) / d->tc;
+        if (c + p >= next) { /* a new tile column: its eight rows' scales */
+            int64_t tile = (c + p) / d->tc;
+            next = (int)((tile + 1) * d->tc);
             for (int k = 0; k < n; k++) {
                 int64_t si = srow[k] + tile * d->s_col;
                 sinv[k] = d->scale_e8m0 ? fp8c_e8m0_to_f32(d->scale_e8m0[si]) : d->scale_inv[si];
@@ -396,14 +420,30 @@ static inline __attribute__((always_inline)) void fp8_pack8(float *out, int64_t 
         }
         vtranspose8(v);
 #pragma GCC unroll 8
-        for (int q = 0; q < 8; q++)
-            memcpy(out + (int64_t)(p + q) * ldo, &v[q], (size_t)w * sizeof(float));
+        for (int q = 0; q < 8; q++) {
+            if (ldo == w) /* rows back to back (an A panel): overlapping stores */
+                store_panel_row(out + (int64_t)(p + q) * ldo, v[q], w, p + q == kc8 - 1);
+            else
+                memcpy(out + (int64_t)(p + q) * ldo, &v[q], (size_t)w * sizeof(float));
+        }
     }
+}
+
+static inline __attribute__((always_inline)) void fp8_pack8(float *out, int64_t ldo, int w, const QDecoder *d, int r0,
+                                                            int n, int c, int kc8)
+{
+    int e4 = d->fmt == Q_E4M3;
+    if (n == 6 && w == 6) /* a whole A panel (MR rows) */
+        e4 ? fp8_pack8_body(out, ldo, 6, d, r0, 6, c, kc8, 1) : fp8_pack8_body(out, ldo, 6, d, r0, 6, c, kc8, 0);
+    else if (n == 8 && w == 8) /* half a whole B panel */
+        e4 ? fp8_pack8_body(out, ldo, 8, d, r0, 8, c, kc8, 1) : fp8_pack8_body(out, ldo, 8, d, r0, 8, c, kc8, 0);
+    else
+        fp8_pack8_body(out, ldo, w, d, r0, n, c, kc8, e4);
 }
 #endif
 
 /* Panel ip of the A block at rows [i0, i0+mb), columns [p0, p0+kb). */
-HOT_CLONES static void pack_a_panel(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
+HOT_CLONES_V4 static void pack_a_panel(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
                          int ip)
 {
     int ii = i0 + ip * MR, mr = min_int(MR, i0 + mb - ii);
@@ -431,11 +471,15 @@ HOT_CLONES static void pack_a_panel(float *ap, struct strided a, int i0, int mb,
         /* A's rows contiguous in p (forward and data-gradient GEMMs): 8 rows transposed 8 x 8 at
          * a time, the panel's 6 kept */
         if (cs == 1 && (mr == MR || a.q) && rows8) {
-            float tmp[64];
             for (; p + 8 <= kc; p += 8) {
-                transpose8(tmp, 8, src0 + p, rs);
+                vf8 r[8];
+#pragma GCC unroll 8
+                for (int i = 0; i < 8; i++)
+                    r[i] = vld8(src0 + i * rs + p);
+                vtranspose8(r);
+#pragma GCC unroll 8
                 for (int q = 0; q < 8; q++)
-                    memcpy(dst + (p + q) * MR, tmp + q * 8, MR * sizeof *tmp);
+                    store_panel_row(dst + (p + q) * MR, r[q], MR, p + q == kc - 1);
             }
         }
 #endif
@@ -450,7 +494,7 @@ HOT_CLONES static void pack_a_panel(float *ap, struct strided a, int i0, int mb,
 }
 
 /* Panel jp of the B block at rows [p0, p0+kb), columns [j0, j0+nb). */
-HOT_CLONES static void pack_b_panel(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
+HOT_CLONES_V4 static void pack_b_panel(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
                          int jp)
 {
     int jj = j0 + jp * NR, nr = min_int(NR, j0 + nb - jj);
@@ -518,7 +562,7 @@ static inline __attribute__((always_inline)) void pack_runs(float *packed, int64
  * run of count x MR floats (the lm head's dout has 50257-float rows: one panel at a time read
  * 24 bytes per 200 KB row, a page apart). Otherwise panel by panel. */
 #define A_GROUP 8
-HOT_CLONES static void pack_a_group(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
+HOT_CLONES_V4 static void pack_a_group(float *ap, struct strided a, int i0, int mb, int64_t mpad, int p0, int kb,
                                     int ip0, int count)
 {
     if (a.q || a.rs != 1 || (ip0 + count) * MR > mb) {
@@ -535,7 +579,7 @@ HOT_CLONES static void pack_a_group(float *ap, struct strided a, int i0, int mb,
  * row and panel (the lm head's data gradient reads 50257 rows this way). Otherwise panel by
  * panel. */
 #define B_GROUP 4
-HOT_CLONES static void pack_b_group(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
+HOT_CLONES_V4 static void pack_b_group(float *bp, struct strided b, int j0, int nb, int64_t npad, int p0, int kb,
                                     int jp0, int count)
 {
     if (b.q || b.cs != 1 || (jp0 + count) * NR > nb) {
