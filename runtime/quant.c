@@ -319,7 +319,8 @@ typedef uint8_t u8x32 __attribute__((vector_size(32)));
  * bit order is the value order, and every NaN pattern lies above +Inf, so a NaN still wins
  * (as amax_join would have it) without a branch per element. Returns the bits. Unit-stride
  * rows (q_quantize's views) go eight lanes at a time. */
-HOT_CLONES_V4 static uint32_t block_amax_bits(const struct view *v, int i0, int i1, int j0, int j1)
+static inline __attribute__((always_inline)) uint32_t block_amax_bits(const struct view *v, int i0, int i1, int j0,
+                                                                      int j1)
 {
     uint32_t m = 0;
     for (int i = i0; i < i1; i++) {
@@ -327,13 +328,23 @@ HOT_CLONES_V4 static uint32_t block_amax_bits(const struct view *v, int i0, int 
         int j = j0;
 #if defined(__GNUC__)
         if (v->sc == 1 && j1 - j0 >= 8) {
-            i32x8 mv = {0}; /* signed lanes: the magnitude bits are below 2^31 (vpmaxsd) */
+            i32x8 mv = {0}, mw = {0}; /* signed lanes: the magnitude bits are below 2^31 (vpmaxsd);
+                                          * two chains, as the max does not depend on the order */
+            for (; j + 16 <= j1; j += 16) {
+                i32x8 b, c;
+                memcpy(&b, row + j, sizeof b);
+                memcpy(&c, row + j + 8, sizeof c);
+                b &= 0x7FFFFFFF, c &= 0x7FFFFFFF;
+                mv = (i32x8)SEL((u32x8)(b > mv), (u32x8)b, (u32x8)mv);
+                mw = (i32x8)SEL((u32x8)(c > mw), (u32x8)c, (u32x8)mw);
+            }
             for (; j + 8 <= j1; j += 8) {
                 i32x8 b;
                 memcpy(&b, row + j, sizeof b);
                 b &= 0x7FFFFFFF;
                 mv = (i32x8)SEL((u32x8)(b > mv), (u32x8)b, (u32x8)mv);
             }
+            mv = (i32x8)SEL((u32x8)(mw > mv), (u32x8)mw, (u32x8)mv);
             for (int l = 0; l < 8; l++)
                 m = (uint32_t)mv[l] > m ? (uint32_t)mv[l] : m;
         }
@@ -358,7 +369,8 @@ static float bits_float(uint32_t m)
 
 /* Codes of one contiguous run of n inputs, the hot case of q_quantize (its views are
  * unit-stride rows): E4M3 and E5M2 eight at a time, the format switch out of the loop. */
-HOT_CLONES_V4 static void encode_run(uint8_t *restrict q, const float *restrict x, int n, float s, QFormat fmt)
+static inline __attribute__((always_inline)) void encode_run(uint8_t *restrict q, const float *restrict x, int n, float s,
+                                                            QFormat fmt)
 {
     int j = 0;
 #if defined(__GNUC__)
@@ -373,7 +385,8 @@ HOT_CLONES_V4 static void encode_run(uint8_t *restrict q, const float *restrict 
         q[j] = encode(fmt, x[j] * s);
 }
 
-static void encode_block(const struct view *v, const struct tiling *t, int i0, int i1, int j0, int j1,
+static inline __attribute__((always_inline)) void encode_block(const struct view *v, const struct tiling *t, int i0,
+                                                              int i1, int j0, int j1,
                          struct tile_scale ts, QFormat fmt, const struct sink *k)
 {
     if (v->sc == 1 && k->codes && !k->out) {
@@ -403,10 +416,16 @@ static void store_scale(const struct tiling *t, int bi, int bj, struct tile_scal
         k->e8m0[mx_index(t, bi, bj)] = ts.e8;
 }
 
-/* All tiles of tile row bi: amax, scale, codes; then the BLK padding. */
+/* Rows [i0, i1) of a per-tensor (single-tile) view, whole rows with one scale */
+HOT_CLONES_V4 static void encode_rows(const struct view *v, const struct tiling *t, int i0, int i1, struct tile_scale ts,
+                                      QFormat fmt, const struct sink *k)
+{
+    encode_block(v, t, i0, i1, 0, t->C, ts, fmt, k);
+}
+
 /* All tiles of tile row bi: amax, scale, codes; then the BLK padding. Returns the max of the
  * tiles' amax bits (their amax is needed for the returned tensor amax even under a given scale). */
-static uint32_t quant_tile_row(const struct view *v, const struct tiling *t, int bi, QFormat fmt, int e8m0,
+HOT_CLONES_V4 static uint32_t quant_tile_row(const struct view *v, const struct tiling *t, int bi, QFormat fmt, int e8m0,
                                float given_scale, const struct sink *k)
 {
     int i0 = bi * t->tr;
@@ -454,7 +473,7 @@ static float quant_tiles(const struct view *v, const struct tiling *t, QFormat f
 #pragma omp parallel for schedule(static) if ((int64_t)t->R * t->C > 65536)
 #endif
         for (int i = 0; i < t->R; i++)
-            encode_block(v, t, i, i + 1, 0, t->C, ts, fmt, k);
+            encode_rows(v, t, i, i + 1, ts, fmt, k);
         return amax;
     }
     uint32_t m = 0;
@@ -529,15 +548,26 @@ HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_i
 #if defined(__GNUC__)
     if (nl == 8) { /* the magnitude bits' max, lane by lane (block_amax_bits' order trick; the
                     * bits are below 2^31, so a signed compare orders them: vpmaxsd) */
-        i32x8 mv = {0};
-        for (int r = r0; r < r1; r++) {
+        i32x8 mv[4] = {{0}, {0}, {0}, {0}}; /* four chains: the max does not depend on the order */
+        int r = r0;
+        for (; r + 4 <= r1; r += 4)
+#pragma GCC unroll 4
+            for (int u = 0; u < 4; u++) {
+                i32x8 b;
+                memcpy(&b, x + (int64_t)(r + u) * C + c0, sizeof b);
+                b &= 0x7FFFFFFF;
+                mv[u] = (i32x8)SEL((u32x8)(b > mv[u]), (u32x8)b, (u32x8)mv[u]);
+            }
+        for (; r < r1; r++) {
             i32x8 b;
             memcpy(&b, x + (int64_t)r * C + c0, sizeof b);
             b &= 0x7FFFFFFF;
-            mv = (i32x8)SEL((u32x8)(b > mv), (u32x8)b, (u32x8)mv);
+            mv[0] = (i32x8)SEL((u32x8)(b > mv[0]), (u32x8)b, (u32x8)mv[0]);
         }
+        for (int u = 1; u < 4; u++)
+            mv[0] = (i32x8)SEL((u32x8)(mv[u] > mv[0]), (u32x8)mv[u], (u32x8)mv[0]);
         for (int l = 0; l < 8; l++)
-            m[l] = (uint32_t)mv[l];
+            m[l] = (uint32_t)mv[0][l];
     } else
 #endif
         for (int r = r0; r < r1; r++)
@@ -561,9 +591,15 @@ HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_i
         f32x8 s[8]; /* column c0 + l's scale in every lane */
         for (int l = 0; l < 8; l++)
             s[l] = (f32x8){0} + sv[l];
-        for (; r + 8 <= r1; r += 8)
-            encode_transposed8(codes_t + (size_t)c0 * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c0, C, s,
-                               fmt);
+        /* the format a constant in each loop, so the encoder's checks and constants leave it */
+        if (fmt == Q_E4M3)
+            for (; r + 8 <= r1; r += 8)
+                encode_transposed8(codes_t + (size_t)c0 * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c0, C,
+                                   s, Q_E4M3);
+        else
+            for (; r + 8 <= r1; r += 8)
+                encode_transposed8(codes_t + (size_t)c0 * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c0, C,
+                                   s, Q_E5M2);
     }
 #endif
     for (; r < r1; r++)
@@ -596,8 +632,12 @@ HOT_CLONES_V4 static uint32_t quant_block_transposed(uint8_t *codes_t, float *sc
             s[l] = (f32x8){0} + ts.s;
         for (int r = r0; r < r8; r += 8)
             for (int c = c0; c < c8; c += 8)
-                encode_transposed8(codes_t + (size_t)c * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c, C, s,
-                                   fmt);
+                if (fmt == Q_E4M3)
+                    encode_transposed8(codes_t + (size_t)c * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c, C,
+                                       s, Q_E4M3);
+                else
+                    encode_transposed8(codes_t + (size_t)c * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c, C,
+                                       s, Q_E5M2);
     } else
 #endif
         r8 = r0, c8 = c0; /* everything below */
