@@ -700,6 +700,58 @@ static void gemm_direct(float *c, int64_t ldc, struct strided a, struct strided 
         }
     }
 }
+
+/* An FP8 A with at most DIRECT_N output columns (all of tiny's qgemms): B packed whole first, as
+ * gemm_direct does; then each thread decodes A twelve rows and one KC slice at a time into its
+ * own buffer (two panels, 12 KiB: L1) right before the AVX-512 tile runs them against every
+ * column, instead of decoding all of A into a block buffer (megabytes, out to L3 and back) behind
+ * a barrier. The same panels, kernel and slice order as the packed path: the same bits. */
+#define FUSED_ROWS 24 /* rows per task: a 128-row weight gradient still makes six */
+static int use_fused_a(struct strided a, int n, int k)
+{
+    return ref_gemm_isa(-1) && a.q && n <= DIRECT_N && k <= KB;
+}
+
+static void gemm_fused_a(float *c, int64_t ldc, struct strided a, struct strided b, int m, int n, int k,
+                         int accumulate)
+{
+    int64_t npad = round_up(n, NR);
+    float *bp = pack_buffer(1, npad * k);
+    if (!bp) {
+        gemm_plain(c, ldc, a, b, m, n, k, accumulate);
+        return;
+    }
+    int bpanels = (int)(npad / NR), bgroups = (bpanels + B_GROUP - 1) / B_GROUP;
+    int tasks = (m + FUSED_ROWS - 1) / FUSED_ROWS, failed = 0;
+    OMP_PARALLEL
+    {
+        float *ap = pack_buffer(0, 2 * KC * MR); /* this thread's two panels */
+        if (!ap)
+            __atomic_store_n(&failed, 1, __ATOMIC_RELAXED);
+        OMP_FOR_DYNAMIC
+        for (int t = 0; t < bgroups; t++)
+            pack_b_group(bp, b, 0, n, npad, 0, k, t * B_GROUP, min_int(B_GROUP, bpanels - t * B_GROUP));
+        /* after the loop's barrier every thread has said whether it has a buffer */
+        if (!__atomic_load_n(&failed, __ATOMIC_RELAXED)) {
+            OMP_FOR_DYNAMIC
+            for (int t = 0; t < tasks; t++) {
+                int i1 = min_int(m, (t + 1) * FUSED_ROWS);
+                for (int pc = 0; pc < k; pc += KC) {
+                    int kc = min_int(KC, k - pc);
+                    for (int i = t * FUSED_ROWS; i < i1; i += 2 * MR) {
+                        int rows = min_int(2 * MR, i1 - i);
+                        for (int ip = 0; ip * MR < rows; ip++)
+                            pack_a_panel(ap, a, i, rows, 2 * MR, pc, kc, ip);
+                        compute_tile_v4(c + (int64_t)i * ldc, ap, bp + (int64_t)pc * npad, kc, ldc, 0, rows, 0, n,
+                                        accumulate || pc > 0);
+                    }
+                }
+            }
+        }
+    }
+    if (failed) /* a thread had no buffer: nothing was computed */
+        gemm_plain(c, ldc, a, b, m, n, k, accumulate);
+}
 #endif
 
 /* c (m,n) = [c +] a (m,k) b (k,n); c has row stride ldc and unit column stride.
@@ -719,6 +771,10 @@ static void gemm(float *c, int64_t ldc, struct strided a, struct strided b, int 
 #ifdef HAVE_TILE_V4
     if (use_direct(a, b, n, k)) {
         gemm_direct(c, ldc, a, b, m, n, k, accumulate);
+        return;
+    }
+    if (use_fused_a(a, n, k)) {
+        gemm_fused_a(c, ldc, a, b, m, n, k, accumulate);
         return;
     }
 #endif
