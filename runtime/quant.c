@@ -369,8 +369,8 @@ static float bits_float(uint32_t m)
 
 /* Codes of one contiguous run of n inputs, the hot case of q_quantize (its views are
  * unit-stride rows): E4M3 and E5M2 eight at a time, the format switch out of the loop. */
-static inline __attribute__((always_inline)) void encode_run(uint8_t *restrict q, const float *restrict x, int n, float s,
-                                                            QFormat fmt)
+static inline __attribute__((always_inline)) void encode_run(uint8_t *restrict q, const float *restrict x, int n,
+                                                            float s, QFormat fmt)
 {
     int j = 0;
 #if defined(__GNUC__)
@@ -417,16 +417,16 @@ static void store_scale(const struct tiling *t, int bi, int bj, struct tile_scal
 }
 
 /* Rows [i0, i1) of a per-tensor (single-tile) view, whole rows with one scale */
-HOT_CLONES_V4 static void encode_rows(const struct view *v, const struct tiling *t, int i0, int i1, struct tile_scale ts,
-                                      QFormat fmt, const struct sink *k)
+HOT_CLONES_V4 static void encode_rows(const struct view *v, const struct tiling *t, int i0, int i1,
+                                      struct tile_scale ts, QFormat fmt, const struct sink *k)
 {
     encode_block(v, t, i0, i1, 0, t->C, ts, fmt, k);
 }
 
 /* All tiles of tile row bi: amax, scale, codes; then the BLK padding. Returns the max of the
  * tiles' amax bits (their amax is needed for the returned tensor amax even under a given scale). */
-HOT_CLONES_V4 static uint32_t quant_tile_row(const struct view *v, const struct tiling *t, int bi, QFormat fmt, int e8m0,
-                               float given_scale, const struct sink *k)
+HOT_CLONES_V4 static uint32_t quant_tile_row(const struct view *v, const struct tiling *t, int bi, QFormat fmt,
+                                             int e8m0, float given_scale, const struct sink *k)
 {
     int i0 = bi * t->tr;
     int i1 = i0 + t->tr < t->R ? i0 + t->tr : t->R;
@@ -631,13 +631,13 @@ HOT_CLONES_V4 static uint32_t quant_block_transposed(uint8_t *codes_t, float *sc
         for (int l = 0; l < 8; l++)
             s[l] = (f32x8){0} + ts.s;
         for (int r = r0; r < r8; r += 8)
-            for (int c = c0; c < c8; c += 8)
+            for (int c = c0; c < c8; c += 8) {
+                uint8_t *q = codes_t + (size_t)c * (size_t)R + (size_t)r;
                 if (fmt == Q_E4M3)
-                    encode_transposed8(codes_t + (size_t)c * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c, C,
-                                       s, Q_E4M3);
+                    encode_transposed8(q, (size_t)R, x + (int64_t)r * C + c, C, s, Q_E4M3);
                 else
-                    encode_transposed8(codes_t + (size_t)c * (size_t)R + (size_t)r, (size_t)R, x + (int64_t)r * C + c, C,
-                                       s, Q_E5M2);
+                    encode_transposed8(q, (size_t)R, x + (int64_t)r * C + c, C, s, Q_E5M2);
+            }
     } else
 #endif
         r8 = r0, c8 = c0; /* everything below */

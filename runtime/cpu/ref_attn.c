@@ -307,7 +307,7 @@ static inline __attribute__((always_inline)) void scores(int wide, float *s, con
 }
 
 /* x[0..n) *= f, 8 at a time where it can (the same products as one at a time) */
-static inline void scale_row(float *x, int n, float f)
+static inline __attribute__((always_inline)) void scale_row(float *x, int n, float f)
 {
     int d = 0;
     for (; d + 8 <= n; d += 8)
@@ -335,16 +335,23 @@ static inline int rows4_keys(int n[4], int r, int nk, int off)
 /* In a block of scores held key-major (st: nk rows of BQ lanes, key j0 + j in row j, query
  * t0 + i in lane i), the entries of keys after their query, j > off + i with off = t0 - j0 (the
  * diagonal block only), set to val. */
-static inline void mask_future(float *st, int nk, int off, float val)
+static inline __attribute__((always_inline)) void mask_future(float *st, int nk, int off, float val)
 {
-    for (int j = off + 1; j < nk; j++)
-        for (int i = 0; i < j - off && i < BQ; i++)
-            st[(int64_t)j * BQ + i] = val;
+    const vi8 lane = {0, 1, 2, 3, 4, 5, 6, 7};
+    const vi8 fill = (vi8)((vf8){0} + val);
+    for (int j = off + 1; j < nk; j++) {
+        int lim = j - off; /* lanes below it are masked */
+        float *row = st + (int64_t)j * BQ;
+        for (int c = 0; c < BQ && c < lim; c += 8) {
+            vi8 m = lane + c < lim; /* all-ones where masked */
+            vst8(row + c, (vf8)(((vi8)vld8(row + c) & ~m) | (fill & m)));
+        }
+    }
 }
 
 /* Each lane's max over the block's nk >= 1 key rows, rows in ascending order with the scalar
  * compare's semantics (a lane keeps its max unless the new value compares greater). */
-static inline void lane_max(float *mx, const float *st, int nk)
+static inline __attribute__((always_inline)) void lane_max(float *mx, const float *st, int nk)
 {
     for (int c = 0; c < BQ; c += 8) {
         vf8 m = vld8(st + c);
@@ -354,6 +361,37 @@ static inline void lane_max(float *mx, const float *st, int nk)
             m = (vf8)(((vi8)x & gt) | ((vi8)m & ~gt));
         }
         vst8(mx + c, m);
+    }
+}
+
+/* D[i] = g_i . o_i for the n rows (row i at g + i*ld, o + i*ld, hd floats), each a sequential
+ * FMA chain over d: eight rows at a time, one per lane, through 8 x 8 register transposes. */
+static inline __attribute__((always_inline)) void row_dots(float *D, const float *g, const float *o, int64_t ld, int n,
+                                                         int hd)
+{
+    int i = 0;
+    if (hd % 8 == 0)
+        for (; i + 8 <= n; i += 8) {
+            vf8 acc = {0};
+            for (int d = 0; d < hd; d += 8) {
+                vf8 gt[8], ot[8];
+#pragma GCC unroll 8
+                for (int r = 0; r < 8; r++)
+                    gt[r] = vld8(g + (int64_t)(i + r) * ld + d), ot[r] = vld8(o + (int64_t)(i + r) * ld + d);
+                vtranspose8(gt);
+                vtranspose8(ot);
+#pragma GCC unroll 8
+                for (int k = 0; k < 8; k++)
+                    acc += gt[k] * ot[k];
+            }
+            vst8(D + i, acc);
+        }
+    for (; i < n; i++) {
+        const float *gi = g + (int64_t)i * ld, *oi = o + (int64_t)i * ld;
+        float acc = 0.0f;
+        for (int d = 0; d < hd; d++)
+            acc += gi[d] * oi[d];
+        D[i] = acc;
     }
 }
 
@@ -449,15 +487,10 @@ static inline __attribute__((always_inline)) void bwd_task_body(float *dq, float
             float *dqb = dq + ((int64_t)b * T + t0) * qs + (int64_t)h * hdk;         // (nq) rows
             for (int i = 0; i < BQ; i++) {
                 D[i] = L[i] = 0.0f; /* lanes past nq: never read */
-                if (i >= nq)
-                    continue;
-                const float *gi = gb + i * os, *oi = ob + i * os;
-                float acc = 0.0f;
-                for (int d = 0; d < hdv; d++)
-                    acc += gi[d] * oi[d];
-                D[i] = acc;
-                L[i] = lse[((int64_t)b * H + h) * T + t0 + i];
+                if (i < nq)
+                    L[i] = lse[((int64_t)b * H + h) * T + t0 + i];
             }
+            row_dots(D, gb, ob, os, nq, hdv);
             transpose_block(qt, qb, qs, nq, hdk);
             transpose_block(gt, gb, os, nq, hdv);
             int tlast = t0 + nq - 1;
