@@ -130,10 +130,8 @@ static void run_qgemm(CpuBackend *b, const RtStep *s) {
     QDecoder A, B;
     q_decoder_init(&A, U(1), mx ? NULL : F(2), mx ? U(2) : NULL, (int)P, (int)R, (int)v[4], (int)v[5], (QFormat)v[6], mx);
     q_decoder_init(&B, U(3), mx ? NULL : F(4), mx ? U(4) : NULL, (int)Q, (int)R, (int)v[7], (int)v[8], (QFormat)v[9], mx);
-    if (v[3]) { /* the product into scratch, then added: the GEMM's sum is rounded before the add */
-        float *out = b->ws;
-        ref_qmatmul_fwd(out, &A, &B, NULL, (int)P, (int)R, (int)Q);
-        ref_accumulate(F(0), out, P * Q);
+    if (v[3]) { /* the product added to the output, rounded before the add (scratch: b->ws) */
+        ref_qmatmul_add(F(0), b->ws, &A, &B, (int)P, (int)R, (int)Q);
         if (s->args[5] >= 0) { /* a bias with accumulation is never emitted; keep it exact anyway */
             float *o = F(0);
             const float *bias = F(5);

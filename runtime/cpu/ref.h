@@ -49,6 +49,10 @@ void ref_matmul_fwd(float *out,        // (M,N)
  * quant.h, both K-contiguous): the codes are decoded while the GEMM packs them, with no
  * dequantized copy; bit-identical to q_dequantize of both followed by ref_matmul_fwd. */
 void ref_qmatmul_fwd(float *out, const QDecoder *inp, const QDecoder *w, const float *bias, int M, int K, int N);
+/* out += inp @ w^T with the product rounded before the add (what a separate product and add
+ * give): in place when the contraction is one slice of the GEMM (K <= 256: the GEMM adds its one
+ * rounded sum to out), else through scratch (M,N) and ref_accumulate. */
+void ref_qmatmul_add(float *out, float *scratch, const QDecoder *inp, const QDecoder *w, int M, int K, int N);
 /* dinp += dout @ w. */
 void ref_matmul_bwd_data(float *dinp,       // (M,K)
                          const float *dout, // (M,N)

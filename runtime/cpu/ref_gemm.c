@@ -866,6 +866,18 @@ void ref_qmatmul_fwd(float *out, const QDecoder *inp, const QDecoder *w, const f
     gemm(out, N, a, b, M, N, K, bias != NULL);
 }
 
+void ref_qmatmul_add(float *out, float *scratch, const QDecoder *inp, const QDecoder *w, int M, int K, int N)
+{
+    struct strided a = {NULL, K, 1, inp}; /* inp (M,K) */
+    struct strided b = {NULL, 1, K, w};   /* w^T */
+    if (K <= KC) { /* one slice: each element is out + (its rounded sum), as below */
+        gemm(out, N, a, b, M, N, K, 1);
+        return;
+    }
+    gemm(scratch, N, a, b, M, N, K, 0);
+    ref_accumulate(out, scratch, (int64_t)M * N);
+}
+
 void ref_matmul_bwd_data(float *dinp, const float *dout, const float *w, int M, int K, int N)
 {
     struct strided a = {dout, N, 1, NULL}; /* dout (M,N) */

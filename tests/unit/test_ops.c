@@ -392,6 +392,35 @@ static void transpose_shapes(void)
     }
 }
 
+/* ref_qmatmul_add, out += the FP8 product rounded before the add: against the product computed on
+ * its own (ref_qmatmul_fwd) then added, bit for bit, with one contraction slice (in place) and
+ * with three (through scratch), at a width that takes the fused-decode tile (96) and one that
+ * does not (70). */
+static void qgemm_add(void)
+{
+    static const int shapes[][3] = {{300, 130, 96}, {77, 600, 96}, {50, 200, 70}, {40, 520, 70}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int M = shapes[si][0], K = shapes[si][1], N = shapes[si][2];
+        float *x = falloc((int64_t)M * K), *w = falloc((int64_t)N * K), *out = falloc((int64_t)M * N);
+        float *want = falloc((int64_t)M * N), *prod = falloc((int64_t)M * N), *scratch = falloc((int64_t)M * N);
+        fill(x, NULL, (int64_t)M * K, 3.0), fill(w, NULL, (int64_t)N * K, 0.05), fill(out, NULL, (int64_t)M * N, 1.0);
+        uint8_t *xc = malloc((size_t)M * K), *wc = malloc((size_t)N * K);
+        float *xs = falloc((int64_t)q_scale_count(M, K, 1, 128)), *ws = falloc((int64_t)q_scale_count(N, K, 1, 128));
+        q_quantize(xc, xs, NULL, x, M, K, 1, 128, Q_E4M3, 0, 0.0f);
+        q_quantize(wc, ws, NULL, w, N, K, 1, 128, Q_E4M3, 0, 0.0f);
+        QDecoder da, db;
+        q_decoder_init(&da, xc, xs, NULL, M, K, 1, 128, Q_E4M3, 0);
+        q_decoder_init(&db, wc, ws, NULL, N, K, 1, 128, Q_E4M3, 0);
+        ref_qmatmul_fwd(prod, &da, &db, NULL, M, K, N);
+        for (int64_t i = 0; i < (int64_t)M * N; i++)
+            want[i] = out[i] + prod[i];
+        ref_qmatmul_add(out, scratch, &da, &db, M, K, N);
+        CHECKF(memcmp(out, want, sizeof(float) * (size_t)M * N) == 0, "%d x %d x %d: differs from product then add", M,
+               K, N);
+        free(x), free(w), free(out), free(want), free(prod), free(scratch), free(xc), free(wc), free(xs), free(ws);
+    }
+}
+
 /* The AVX-512 GEMM tile against the AVX2 one, bit for bit: the three GEMMs over shapes with
  * ragged 12-row and 32-column edges, several KC slices and the 2048-column block edge, with bias
  * and accumulation; and the direct tile (unpacked A, B packed or in place: up to 512 columns in
@@ -1224,6 +1253,7 @@ int main(void)
     RUN_CASE(gemm_thread_invariance);
     RUN_CASE(transpose_shapes);
     RUN_CASE(qgemm_fused_decode);
+    RUN_CASE(qgemm_add);
     RUN_CASE(gemm_isa_identical);
     RUN_CASE(matmul_grad);
     RUN_CASE(embed);
