@@ -537,8 +537,9 @@ static inline __attribute__((always_inline)) void encode_transposed8(uint8_t *co
  * encode_transposed8, each column with its own scale (each lane the scalar encode of x * s).
  * Columns past the last multiple of 8 and the rows past a tile's last multiple of 8 go through
  * the scalar encode. Returns the max of the amax bits. */
-HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
-                                             int cb, int rb, QFormat fmt, float given_scale)
+HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_inv, uint8_t *scale_e8m0, int e8m0,
+                                             const float *x, const struct tiling *t, int cb, int rb, QFormat fmt,
+                                             float given_scale)
 {
     int R = t->C, C = t->R; /* x is R x C; the tiling is of its C x R transpose */
     int c0 = 8 * cb, nl = C - c0 < 8 ? C - c0 : 8;
@@ -579,9 +580,11 @@ HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_i
             }
     uint32_t mx = 0;
     for (int l = 0; l < nl; l++) {
-        struct tile_scale ts = tile_scale(bits_float(m[l]), fmt, 0, given_scale);
+        struct tile_scale ts = tile_scale(bits_float(m[l]), fmt, e8m0, given_scale);
         if (scale_inv)
             scale_inv[scale_index(t, c0 + l, rb)] = ts.sinv;
+        if (e8m0 && scale_e8m0) /* MX: the E8M0 code of sinv, as store_scale writes it */
+            scale_e8m0[mx_index(t, c0 + l, rb)] = ts.e8;
         sv[l] = ts.s;
         mx = m[l] > mx ? m[l] : mx;
     }
@@ -613,23 +616,19 @@ HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_i
  * stride, block_amax_bits: the max does not depend on the order), its scale as quant_tile_row's,
  * then 8 x 8 blocks of x through encode_transposed8 with the tile's scale.
  * Elements outside whole 8 x 8 blocks go through the scalar encode. Returns the amax bits. */
-HOT_CLONES_V4 static uint32_t quant_block_transposed(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
-                                                  int bi, int bj, QFormat fmt, float given_scale)
+/* The codes of x's rows [r0, r1) and columns [c0, c1) (x is R x C), all with scale s, into the
+ * transposed layout (x[r][c]'s code at codes_t[c R + r]): 8 x 8 blocks through
+ * encode_transposed8, the rest by the scalar encode. */
+static inline __attribute__((always_inline)) void encode_transposed_rect(uint8_t *codes_t, const float *x, int R, int C,
+                                                                         int r0, int r1, int c0, int c1, float sc,
+                                                                         QFormat fmt)
 {
-    int R = t->C, C = t->R; /* x is R x C */
-    int c0 = bi * t->tr, c1 = c0 + t->tr < C ? c0 + t->tr : C; /* x's columns: the transpose's rows */
-    int r0 = bj * t->tc, r1 = r0 + t->tc < R ? r0 + t->tc : R; /* x's rows: the transpose's columns */
-    struct view xv = {x, C, 1};
-    uint32_t amax = block_amax_bits(&xv, r0, r1, c0, c1);
-    struct tile_scale ts = tile_scale(bits_float(amax), fmt, 0, given_scale);
-    if (scale_inv)
-        scale_inv[scale_index(t, bi, bj)] = ts.sinv;
     int c8 = c0 + (c1 - c0) / 8 * 8, r8 = r0 + (r1 - r0) / 8 * 8;
 #if defined(__GNUC__)
     if (fmt == Q_E4M3 || fmt == Q_E5M2) {
-        f32x8 s[8]; /* the tile's scale, for each of the eight columns */
+        f32x8 s[8]; /* the scale, for each of the eight columns */
         for (int l = 0; l < 8; l++)
-            s[l] = (f32x8){0} + ts.s;
+            s[l] = (f32x8){0} + sc;
         for (int r = r0; r < r8; r += 8)
             for (int c = c0; c < c8; c += 8) {
                 uint8_t *q = codes_t + (size_t)c * (size_t)R + (size_t)r;
@@ -643,9 +642,31 @@ HOT_CLONES_V4 static uint32_t quant_block_transposed(uint8_t *codes_t, float *sc
         r8 = r0, c8 = c0; /* everything below */
     for (int c = c0; c < c1; c++)
         for (int r = (c < c8 ? r8 : r0); r < r1; r++)
-            codes_t[(size_t)c * (size_t)R + (size_t)r] = encode(fmt, x[(int64_t)r * C + c] * ts.s);
+            codes_t[(size_t)c * (size_t)R + (size_t)r] = encode(fmt, x[(int64_t)r * C + c] * sc);
+}
+
+HOT_CLONES_V4 static uint32_t quant_block_transposed(uint8_t *codes_t, float *scale_inv, const float *x, const struct tiling *t,
+                                                  int bi, int bj, QFormat fmt, float given_scale)
+{
+    int R = t->C, C = t->R; /* x is R x C */
+    int c0 = bi * t->tr, c1 = c0 + t->tr < C ? c0 + t->tr : C; /* x's columns: the transpose's rows */
+    int r0 = bj * t->tc, r1 = r0 + t->tc < R ? r0 + t->tc : R; /* x's rows: the transpose's columns */
+    struct view xv = {x, C, 1};
+    uint32_t amax = block_amax_bits(&xv, r0, r1, c0, c1);
+    struct tile_scale ts = tile_scale(bits_float(amax), fmt, 0, given_scale);
+    if (scale_inv)
+        scale_inv[scale_index(t, bi, bj)] = ts.sinv;
+    encode_transposed_rect(codes_t, x, R, C, r0, r1, c0, c1, ts.s, fmt);
     return amax;
 }
+
+/* A per-tensor (single-tile) transposed copy's rows [r0, r1) of x, with the tensor's scale s */
+HOT_CLONES_V4 static void quant_strip_transposed(uint8_t *codes_t, const float *x, int R, int C, int r0, int r1, float s,
+                                                 QFormat fmt)
+{
+    encode_transposed_rect(codes_t, x, R, C, r0, r1, 0, C, s, fmt);
+}
+
 
 float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv_e8m0, const float *x, int R, int C,
                             int tr, int tc, QFormat fmt, int e8m0, float given_scale)
@@ -653,14 +674,15 @@ float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv
     R = R > 0 ? R : 0;
     C = C > 0 ? C : 0;
     struct tiling t = make_tiling(C, R, tr, tc);
-    if (t.layout == LAYOUT_VEC && !e8m0 && t.nbr > 0 && t.nbc > 0) {
+    if (t.layout == LAYOUT_VEC && t.nbr > 0 && t.nbc > 0) {
         int ncb = (C + 7) / 8, nrb = t.nbc;
         uint32_t m = 0;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) reduction(max : m) if ((int64_t)R * C > 65536)
 #endif
         for (int task = 0; task < ncb * nrb; task++) {
-            uint32_t r = quant_columns_vec(codes, scale_inv, x, &t, task % ncb, task / ncb, fmt, given_scale);
+            uint32_t r = quant_columns_vec(codes, scale_inv, scale_inv_e8m0, e8m0, x, &t, task % ncb, task / ncb, fmt,
+                                           given_scale);
             m = r > m ? r : m;
         }
         return amax_of_bits(m);
@@ -683,6 +705,20 @@ float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv
     struct view v = {x, 1, C}; /* element (i, j) of the C x R transpose is x[j*C + i] */
     struct sink k = {codes, scale_inv, scale_inv_e8m0, NULL};
     float amax = (int64_t)t.nbr * t.nbc == 1 ? q_amax(x, (int64_t)R * C) : 0.0f;
+    if ((int64_t)t.nbr * t.nbc == 1) { /* one tile (per tensor): its scale, then strips of x's rows */
+        struct tile_scale ts = tile_scale(amax, fmt, e8m0, given_scale);
+        store_scale(&t, 0, 0, ts, e8m0, &k);
+        if (t.layout == LAYOUT_BLK && scale_inv)
+            for (int bj = 1; bj < t.ld; bj++)
+                scale_inv[scale_index(&t, 0, bj)] = 0.0f;
+        int nstrip = (R + 63) / 64;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((int64_t)R * C > 65536)
+#endif
+        for (int st = 0; st < nstrip; st++)
+            quant_strip_transposed(codes, x, R, C, st * 64, st * 64 + 64 < R ? st * 64 + 64 : R, ts.s, fmt);
+        return amax;
+    }
     return quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);
 }
 
