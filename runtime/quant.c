@@ -159,22 +159,6 @@ static float decode(QFormat f, uint8_t q)
 
 /* ---- amax and scale rules --------------------------------------------------------- */
 
-float q_amax(const float *x, int64_t n)
-{
-    float m = 0.0f;
-    int nan_seen = 0;
-#ifdef _OPENMP
-#pragma omp parallel for reduction(max : m) reduction(| : nan_seen) schedule(static) if (n > 65536)
-#endif
-    for (int64_t k = 0; k < n; k++) {
-        float a = fabsf(x[k]);
-        if (isnan(a))
-            nan_seen = 1;
-        else if (a > m)
-            m = a;
-    }
-    return nan_seen ? NAN : m;
-}
 
 float q_compute_scale(float amax, float fmax, int margin, int pow2, float prev_scale, int *bad)
 {
@@ -450,6 +434,52 @@ HOT_CLONES_V4 static uint32_t quant_tile_row(const struct view *v, const struct 
 static float amax_of_bits(uint32_t m)
 {
     return m > 0x7F800000u ? NAN : bits_float(m);
+}
+
+/* The max of |x| over x[0..n) as the max of the magnitude bit patterns (block_amax_bits' order
+ * trick: every NaN lies above +Inf), eight lanes and four chains at a time. */
+HOT_CLONES_V4 static uint32_t amax_bits_run(const float *x, int64_t n)
+{
+    uint32_t m = 0;
+    int64_t k = 0;
+#if defined(__GNUC__)
+    i32x8 mv[4] = {{0}, {0}, {0}, {0}};
+    for (; k + 32 <= n; k += 32)
+#pragma GCC unroll 4
+        for (int u = 0; u < 4; u++) {
+            i32x8 b;
+            memcpy(&b, x + k + 8 * u, sizeof b);
+            b &= 0x7FFFFFFF;
+            mv[u] = (i32x8)SEL((u32x8)(b > mv[u]), (u32x8)b, (u32x8)mv[u]);
+        }
+    for (int u = 0; u < 4; u++)
+        for (int l = 0; l < 8; l++)
+            m = (uint32_t)mv[u][l] > m ? (uint32_t)mv[u][l] : m;
+#endif
+    for (; k < n; k++) {
+        uint32_t b;
+        memcpy(&b, x + k, sizeof b);
+        b &= 0x7FFFFFFFu;
+        m = b > m ? b : m;
+    }
+    return m;
+}
+
+/* NaN if any element is NaN, else the largest magnitude (what a scan with fabsf gives) */
+float q_amax(const float *x, int64_t n)
+{
+    enum { CHUNK = 16384 };
+    int64_t nch = (n + CHUNK - 1) / CHUNK;
+    uint32_t m = 0;
+#ifdef _OPENMP
+#pragma omp parallel for reduction(max : m) schedule(static) if (nch > 4)
+#endif
+    for (int64_t c = 0; c < nch; c++) {
+        int64_t k0 = c * CHUNK;
+        uint32_t r = amax_bits_run(x + k0, n - k0 < CHUNK ? n - k0 : CHUNK);
+        m = r > m ? r : m;
+    }
+    return amax_of_bits(m);
 }
 
 /* Quantize every tile of the view and return the whole view's amax. A single tile (per tensor)

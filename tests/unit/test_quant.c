@@ -437,6 +437,23 @@ static void case_amax_zero_nan(void)
     CHECK(isnan(q_amax(n, 3))); /* NaN wins over Inf */
     CHECK(isinf(q_amax(i, 2)));
     CHECK(q_amax(v, 0) == 0.0f);
+    /* long runs (the vector chains, several chunks, threads): the largest magnitude planted at
+     * each of a sweep of positions, lanes and chains included, then a NaN and an Inf */
+    enum { N = 70001 };
+    float *big = malloc(N * sizeof *big);
+    for (int k = 0; k < N; k++)
+        big[k] = (float)((k * 37) % 1000) * ((k & 1) ? -1e-3f : 1e-3f);
+    for (int pos = 0; pos < N; pos += 997) {
+        float keep = big[pos];
+        big[pos] = (pos & 2) ? -7.25f : 7.25f;
+        CHECKF(q_amax(big, N) == 7.25f, "max planted at %d: got %g", pos, (double)q_amax(big, N));
+        big[pos] = keep;
+    }
+    big[N - 1] = INFINITY;
+    CHECK(isinf(q_amax(big, N)));
+    big[12345] = NAN;
+    CHECK(isnan(q_amax(big, N)));
+    free(big);
 
     int bad = 0;
     CHECK(q_compute_scale(0.0f, 448.0f, 0, 0, 1.0f, &bad) == 1.0f && bad == 1);
