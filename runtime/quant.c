@@ -186,14 +186,25 @@ struct tile_scale {
     uint8_t e8;
 };
 
-static struct tile_scale tile_scale(float amax, QFormat fmt, int e8m0, float given_scale)
+static inline struct tile_scale tile_scale(float amax, QFormat fmt, int e8m0, float given_scale)
 {
     struct tile_scale ts = {1.0f, 1.0f, 127}; /* the safe scale; 127 is E8M0 for 2^0 */
     if (e8m0) {
         if (amax > 0.0f && !isinf(amax) && !isnan(amax)) {
-            /* X = 2^(floor(log2 amax) - emax): dividing by 2^emax is exact (fp8.h). */
-            ts.e8 = fp8c_f32_to_e8m0_floor(ldexpf(amax, -format_emax(fmt)));
-            ts.sinv = fp8c_e8m0_to_f32(ts.e8);
+            /* X = 2^(floor(log2 amax) - emax): dividing by 2^emax is exact (fp8.h). Where
+             * amax 2^-emax is a normal float (every tile but the tiniest), floor(log2) of it is its
+             * exponent field, which is then the E8M0 code, and 2^(code - 127) has those bits. */
+            uint32_t ab;
+            memcpy(&ab, &amax, sizeof ab);
+            int e = (int)(ab >> 23) - format_emax(fmt);
+            if (e >= 1) {
+                uint32_t sb = (uint32_t)e << 23;
+                ts.e8 = (uint8_t)e;
+                memcpy(&ts.sinv, &sb, sizeof sb);
+            } else {
+                ts.e8 = fp8c_f32_to_e8m0_floor(ldexpf(amax, -format_emax(fmt)));
+                ts.sinv = fp8c_e8m0_to_f32(ts.e8);
+            }
             ts.s = 1.0f / ts.sinv; /* exact: sinv is 2^k, |k| <= 127 */
         }
         return ts;

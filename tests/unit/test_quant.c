@@ -375,6 +375,33 @@ static void case_mx_e4m3(void)
     CHECK(y[40] == 0.0f);
 }
 
+/* The E8M0 scale of a 1 x 32 block for every float exponent of its amax (subnormals, the
+ * smallest normals where amax 2^-emax is subnormal, up to the largest), three mantissas each,
+ * E4M3 and E5M2: the code is fp8c_f32_to_e8m0_floor(amax 2^-emax) (fp8.h's floor rule) and the
+ * float copy its value, whichever way quant.c computes them. */
+static void case_mx_scale_every_exponent(void)
+{
+    static const uint32_t mans[3] = {0x000001u, 0x400000u, 0x7FFFFFu};
+    for (int f = 0; f < 2; f++) {
+        QFormat fmt = f ? Q_E5M2 : Q_E4M3;
+        int emax = f ? FP8C_E5M2_EMAX : FP8C_E4M3_EMAX;
+        for (uint32_t e = 0; e < 255; e++)
+            for (int mi = 0; mi < 3; mi++) {
+                uint32_t bits = e << 23 | mans[mi];
+                float amax, x[32] = {0};
+                memcpy(&amax, &bits, sizeof amax);
+                x[7] = -amax;
+                uint8_t q[32], e8;
+                float sinv;
+                q_quantize(q, &sinv, &e8, x, 1, 32, 1, 32, fmt, 1, 0.0f);
+                uint8_t want = fp8c_f32_to_e8m0_floor(ldexpf(amax, -emax));
+                CHECKF(e8 == want, "fmt %d amax bits 0x%08X: E8M0 %u, want %u", f, bits, e8, want);
+                CHECKF(same_bits(sinv, fp8c_e8m0_to_f32(want)), "fmt %d amax bits 0x%08X: scale %g", f, bits,
+                       (double)sinv);
+            }
+    }
+}
+
 static void case_mx_e2m1(void)
 {
     /* E2M1 magnitudes 0, 0.5, 1, 1.5, 2, 3, 4, 6 (codes 0-7, sign 0x8); emax 2.
@@ -908,6 +935,7 @@ int main(int argc, char **argv)
     RUN_CASE(case_transpose_copy_equals_quantized_transpose);
     RUN_CASE(case_mx_e4m3);
     RUN_CASE(case_mx_e2m1);
+    RUN_CASE(case_mx_scale_every_exponent);
     RUN_CASE(case_margin_pow2);
     RUN_CASE(case_amax_zero_nan);
     RUN_CASE(case_delayed_max);
