@@ -9,8 +9,8 @@
 #    16 x 128 under fp32, bf16 and deepseek_v3 and gpt2-124m 4 x 64 under fp32 (`full` adds
 #    gpt2-124m 4 x 1024, minutes per step); the two run interleaved in one process, round by
 #    round, and the table gives the per-round ratio;
-# 2b. fp8: what an FP8 step costs against a BF16 one in fp8c: tiny 16 x 128 under bf16 and
-#    deepseek_v3, alternating run by run (8 rounds, 4 in quick), every step after the first pooled;
+# 2b. fp8: what an FP8 step costs against a BF16 one in fp8c: tiny 16 x 128 under bf16 and every
+#    shipped FP8 policy, alternating run by run (8 rounds, 4 in quick), every step after the first pooled;
 # 3. scale: fp8c's tiny step at 16 x T for T = 128..1024 against the FLOP count's prediction
 #    (T values alternating over rounds, steps pooled);
 # 4. profile: FP8C_PROFILE=1 per-op-kind times of tiny under the three policies;
@@ -109,33 +109,33 @@ fi
 if want fp8; then
     rounds=8
     [ -n "$quick" ] && rounds=4
-    echo "## FP8 against BF16 in fp8c (tiny 16 x 128, bf16 and deepseek_v3 alternating, $rounds rounds of 16 steps)"
+    fp8pols="deepseek_v3 te_current te_delayed mxfp8 fp8_trainer"
+    echo "## FP8 against BF16 in fp8c (tiny 16 x 128; bf16 and every shipped FP8 policy alternating, $rounds rounds of 16 steps)"
     echo
     for r in $(seq "$rounds"); do
-        for pol in bf16 deepseek_v3; do
+        for pol in bf16 $fp8pols; do
             $fp8c train examples/tiny/model.yaml "policies/$pol.yaml" --steps 16 --eval-batches 1 \
                 --log "$out/fp8-$pol-$r.jsonl" --progress-every 1000 >/dev/null 2>"$out/err" || echo "$pol: failed"
         done
     done
-    python3 - "$out" "$rounds" <<'PY'
+    python3 - "$out" "$rounds" $fp8pols <<'PY'
 import json, sys, statistics
-d, R = sys.argv[1], int(sys.argv[2])
+d, R, pols = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 med, pooled = {}, {}
-for pol in ("bf16", "deepseek_v3"):
+for pol in ["bf16"] + pols:
     med[pol], pooled[pol] = [], []
     for r in range(1, R + 1):
         v = [1000.0 * 2048 / json.loads(l)["tokens_per_s"] for l in open("%s/fp8-%s-%d.jsonl" % (d, pol, r))][1:]
         med[pol].append(statistics.median(v))
         pooled[pol] += v
-ratio = [b / a for a, b in zip(med["bf16"], med["deepseek_v3"])]
-print("| | bf16 ms/step | deepseek_v3 ms/step | deepseek_v3 / bf16 |")
-print("|---|---|---|---|")
-print("| per round (median of steps 2-16) | %s | %s | %s |" % (", ".join("%.0f" % x for x in med["bf16"]),
-      ", ".join("%.0f" % x for x in med["deepseek_v3"]), ", ".join("%.2f" % x for x in ratio)))
-print("| all steps pooled: median | %.1f | %.1f | **%.2fx** |" % (statistics.median(pooled["bf16"]),
-      statistics.median(pooled["deepseek_v3"]), statistics.median(pooled["deepseek_v3"]) / statistics.median(pooled["bf16"])))
-print("| all steps pooled: fastest | %.1f | %.1f | %.2fx |" % (min(pooled["bf16"]), min(pooled["deepseek_v3"]),
-      min(pooled["deepseek_v3"]) / min(pooled["bf16"])))
+print("| policy | ms/step, pooled median (fastest) | / bf16, pooled median | / bf16, fastest steps | / bf16 per round (median of steps 2-16) |")
+print("|---|---|---|---|---|")
+b, bf = statistics.median(pooled["bf16"]), min(pooled["bf16"])
+for pol in ["bf16"] + pols:
+    m, f = statistics.median(pooled[pol]), min(pooled[pol])
+    rr = [x / y for x, y in zip(med[pol], med["bf16"])]
+    print("| %s | %.1f (%.1f) | %s | %.2fx | %s |" % (pol, m, f, "**%.2fx**" % (m / b) if pol != "bf16" else "1", f / bf,
+          ", ".join("%.2f" % x for x in rr)))
 PY
     echo
 fi
