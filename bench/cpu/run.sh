@@ -1,7 +1,7 @@
 #!/bin/sh
 # CPU benchmarks, side by side in one run (bench/RESULTS.md has the figures and the machine).
 #   sh bench/cpu/run.sh [quick|full]     from the repository root, after `ninja`
-#   BENCH_ONLY=kernels|peer|fp8|scale|profile|llmc|val sh bench/cpu/run.sh     one section
+#   BENCH_ONLY=kernels|peer|fp8|scale|tokens|profile|llmc|val sh bench/cpu/run.sh     one section
 # 1. kernels: this CPU's measured FP32 FMA peak and the GEMM, attention and quantize kernels
 #    alone at the benchmark models' shapes (bench/cpu/kernels.c), in GFLOP/s and % of peak;
 # 2. peer: fp8c's full training step against a JAX/XLA implementation of the same step
@@ -12,7 +12,7 @@
 # 2b. fp8: what an FP8 step costs against a BF16 one in fp8c: tiny 16 x 128 under bf16 and every
 #    shipped FP8 policy, alternating run by run (8 rounds, 4 in quick), every step after the first pooled;
 # 3. scale: fp8c's tiny step at 16 x T for T = 128..1024 against the FLOP count's prediction
-#    (T values alternating over rounds, steps pooled);
+#    (T values alternating over rounds, steps pooled); 3b. tokens: the same against B at T = 128;
 # 4. profile: FP8C_PROFILE=1 per-op-kind times of tiny under the three policies;
 # 5. if /tmp/llmc/train_gpt2 exists (llm.c's CPU trainer, built outside this repository, see
 #    bench/RESULTS.md), its step time next to fp8c's fp32 policy on the same GPT-2 124M shape;
@@ -50,7 +50,7 @@ with_shape() {
     echo "$f"
 }
 
-only=${BENCH_ONLY:-}   # kernels | peer | fp8 | scale | profile | llmc | val: run one section
+only=${BENCH_ONLY:-}   # kernels | peer | fp8 | scale | tokens | profile | llmc | val: run one section
 want() { [ -z "$only" ] || [ "$only" = "$1" ]; }
 
 if want kernels; then
@@ -179,6 +179,38 @@ for T in Ts:
     k = flops(T) / flops(Ts[0])
     print("| %d | %d | %.0f | %.0f | %.0f | %.2f | %.2f | %.1f |" % (T, B * T, lo, med, b_min * k, lo / (b_min * k),
           med / (b_med * k), flops(T) / (lo / 1000) / 1e9))
+PY
+    echo
+fi
+
+if want tokens; then
+    rounds=3
+    [ -n "$quick" ] && rounds=2
+    echo "## fp8c step time against tokens at fixed T (tiny, fp32, B x 128; $rounds rounds, B = 8 16 32 64 in each)"
+    echo
+    echo "'linear' scales the B = 16 time by B / 16; the B values alternate within each round and every"
+    echo "step after a run's first is pooled."
+    echo
+    for r in $(seq "$rounds"); do
+        for B in 8 16 32 64; do
+            f=$(with_shape examples/tiny/model.yaml 128 "$B")
+            $fp8c train "$f" policies/fp32.yaml --steps 6 --eval-batches 1 --log "$out/tok-$B-$r.jsonl" \
+                --progress-every 1000 >/dev/null 2>"$out/err" || echo "B = $B: failed"
+        done
+    done
+    python3 - "$out" "$rounds" <<'PY'
+import json, sys, statistics
+d, R = sys.argv[1], int(sys.argv[2])
+ms = {}
+for B in (8, 16, 32, 64):
+    ms[B] = []
+    for r in range(1, R + 1):
+        ms[B] += [1000.0 * B * 128 / json.loads(l)["tokens_per_s"] for l in open("%s/tok-%d-%d.jsonl" % (d, B, r))][1:]
+print("| B | tokens | ms/step fastest | ms/step median | fastest / linear | median / linear |")
+print("|---|---|---|---|---|---|")
+for B in (8, 16, 32, 64):
+    print("| %d | %d | %.0f | %.0f | %.2f | %.2f |" % (B, B * 128, min(ms[B]), statistics.median(ms[B]),
+          min(ms[B]) / (min(ms[16]) * B / 16), statistics.median(ms[B]) / (statistics.median(ms[16]) * B / 16)))
 PY
     echo
 fi
