@@ -176,6 +176,24 @@ HOT_CLONES static void compute_tile(float *c,        // (m, ldc) C at the block'
 #define HAVE_TILE_V4 1
 typedef float v16 __attribute__((vector_size(64)));
 
+/* R rows of 32 accumulated floats to C (rows ldc apart), added to what C holds when load_c: the
+ * AVX-512 tiles' common epilogue. */
+static inline __attribute__((always_inline)) void store_rows32(float *c, int64_t ldc, v16 acc[][2], int R, int load_c)
+{
+#pragma GCC unroll 12
+    for (int i = 0; i < R; i++)
+        for (int h = 0; h < 2; h++) {
+            float *dst = c + i * ldc + 16 * h;
+            v16 t = acc[i][h];
+            if (load_c) {
+                v16 old;
+                memcpy(&old, dst, sizeof old);
+                t += old;
+            }
+            memcpy(dst, &t, sizeof t);
+        }
+}
+
 static inline __attribute__((always_inline)) void micro_kernel_12x32(float *restrict c, const float *restrict a0,
                                                                      const float *restrict a1, const float *restrict b,
                                                                      int kc, int64_t ldc, int load_c)
@@ -198,17 +216,7 @@ static inline __attribute__((always_inline)) void micro_kernel_12x32(float *rest
     }
     v16 acc[12][2] = {{c00, c01}, {c10, c11}, {c20, c21}, {c30, c31}, {c40, c41}, {c50, c51},
                       {c60, c61}, {c70, c71}, {c80, c81}, {c90, c91}, {ca0, ca1}, {cb0, cb1}};
-    for (int i = 0; i < 12; i++)
-        for (int h = 0; h < 2; h++) {
-            float *dst = c + i * ldc + 16 * h;
-            v16 t = acc[i][h];
-            if (load_c) {
-                v16 old;
-                memcpy(&old, dst, sizeof old);
-                t += old;
-            }
-            memcpy(dst, &t, sizeof t);
-        }
+    store_rows32(c, ldc, acc, 12, load_c);
 }
 
 __attribute__((target("arch=x86-64-v4"))) static void compute_tile_v4(float *c, const float *ap, const float *bp,
@@ -265,18 +273,7 @@ static inline __attribute__((always_inline)) void kernel_direct(float *restrict 
         }
         a += acs, b0 += bs, b1 += bs;
     }
-#pragma GCC unroll 12
-    for (int i = 0; i < R; i++)
-        for (int h = 0; h < 2; h++) {
-            float *dst = c + i * ldc + 16 * h;
-            v16 t = acc[i][h];
-            if (load_c) {
-                v16 old;
-                memcpy(&old, dst, sizeof old);
-                t += old;
-            }
-            memcpy(dst, &t, sizeof t);
-        }
+    store_rows32(c, ldc, acc, R, load_c);
 }
 
 /* Rows [i0, i1) of C's 32 columns from j, one KC slice (kc deep) of A from its column p0: twelve
