@@ -62,7 +62,8 @@ static int min_int(int a, int b) { return a < b ? a : b; }
 
 /* Copy n rows (row i at src + i*stride, hd floats) into the (hd, BK) panel dst, columns n..BK
  * zero. */
-static inline void transpose_block(float *dst, const float *src, int64_t stride, int n, int hd)
+static inline __attribute__((always_inline)) void transpose_block(float *dst, const float *src, int64_t stride, int n,
+                                                                int hd)
 {
     if (n == BK && hd % 8 == 0) { /* whole blocks: 8 x 8 at a time in registers */
         for (int d = 0; d < hd; d += 8)
@@ -89,8 +90,8 @@ static inline void transpose_block(float *dst, const float *src, int64_t stride,
 
 /* s (n, BK) = scale * a (n rows of hd, row stride as) . panel (hd, BK); two rows at a time
  * (8 independent accumulators). */
-static inline void rows_times_panel(float *s, const float *a, int64_t as, int n, const float *panel, int hd,
-                                    float scale)
+static inline __attribute__((always_inline)) void rows_times_panel(float *s, const float *a, int64_t as, int n,
+                                                                 const float *panel, int hd, float scale)
 {
     int i = 0;
     for (; i + 2 <= n; i += 2) {
@@ -123,7 +124,8 @@ static inline void rows_times_panel(float *s, const float *a, int64_t as, int n,
 
 /* y[0..hd) += sum_{j<n} w[j*ws] x_j[0..hd), x_j = x + j*xs, summed in ascending j for every
  * element; 32 floats of y stay in registers over the n terms. */
-static inline void accumulate_rows(float *y, const float *w, int64_t ws, const float *x, int64_t xs, int n, int hd)
+static inline __attribute__((always_inline)) void accumulate_rows(float *y, const float *w, int64_t ws, const float *x,
+                                                                int64_t xs, int n, int hd)
 {
     int d = 0;
     for (; d + 32 <= hd; d += 32) {
@@ -153,8 +155,9 @@ static inline void accumulate_rows(float *y, const float *w, int64_t ws, const f
  * and yb += sum_{j<nb} wb[j*ws] x_j, each still summed in ascending j (the same values as two
  * accumulate_rows calls), with eight accumulators in registers instead of four and each x load
  * shared: one row alone keeps only four FMA chains in flight. */
-static inline void accumulate_rows2(float *ya, const float *wa, int na, float *yb, const float *wb, int nb, int64_t ws,
-                                    const float *x, int64_t xs, int hd)
+static inline __attribute__((always_inline)) void accumulate_rows2(float *ya, const float *wa, int na, float *yb,
+                                                                 const float *wb, int nb, int64_t ws, const float *x,
+                                                                 int64_t xs, int hd)
 {
     int n = na < nb ? na : nb;
     if (hd % 32 == 0 && n > 0) {
