@@ -20,6 +20,9 @@
 
 #include <float.h>
 #include <math.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 enum layout {
     LAYOUT_TENSOR, /* one scale: scale_inv[0] */
@@ -186,7 +189,8 @@ struct tile_scale {
     uint8_t e8;
 };
 
-static inline struct tile_scale tile_scale(float amax, QFormat fmt, int e8m0, float given_scale)
+static inline __attribute__((always_inline)) struct tile_scale tile_scale(float amax, QFormat fmt, int e8m0,
+                                                                         float given_scale)
 {
     struct tile_scale ts = {1.0f, 1.0f, 127}; /* the safe scale; 127 is E8M0 for 2^0 */
     if (e8m0) {
@@ -198,9 +202,13 @@ static inline struct tile_scale tile_scale(float amax, QFormat fmt, int e8m0, fl
             memcpy(&ab, &amax, sizeof ab);
             int e = (int)(ab >> 23) - format_emax(fmt);
             if (e >= 1) {
-                uint32_t sb = (uint32_t)e << 23;
+                uint32_t sb = (uint32_t)e << 23, rb = (uint32_t)(254 - e) << 23;
                 ts.e8 = (uint8_t)e;
                 memcpy(&ts.sinv, &sb, sizeof sb);
+                if (e <= 253) { /* 1 / 2^(e-127) = 2^(127-e), a normal float: its bits, no division */
+                    memcpy(&ts.s, &rb, sizeof rb);
+                    return ts;
+                }
             } else {
                 ts.e8 = fp8c_f32_to_e8m0_floor(ldexpf(amax, -format_emax(fmt)));
                 ts.sinv = fp8c_e8m0_to_f32(ts.e8);
@@ -247,6 +255,12 @@ typedef uint32_t u32x8 __attribute__((vector_size(32)));
 typedef float f32x8 __attribute__((vector_size(32)));
 typedef uint8_t u8x8 __attribute__((vector_size(8)));
 typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef int32_t i32x4 __attribute__((vector_size(16)));
+typedef uint32_t u32x4 __attribute__((vector_size(16)));
 #define SEL(m, a, b) (((m) & (a)) | (~(m) & (b))) /* m: all-ones or zero lanes */
 
 /* The low byte of each of 8 32-bit lanes (values 0..255) stored as 8 bytes at q. A byte shuffle
@@ -260,17 +274,29 @@ typedef int32_t i32x8 __attribute__((vector_size(32)));
 #endif
 #ifdef HAVE_SHUFFLEVECTOR
 typedef uint8_t u8x32 __attribute__((vector_size(32)));
+typedef uint8_t u8x64 __attribute__((vector_size(64)));
 #define STORE_LOW_BYTES8(q, r)                                                                               \
     do {                                                                                                     \
         u8x32 b_ = (u8x32)(r);                                                                               \
         u8x8 c8_ = __builtin_shufflevector(b_, b_, 0, 4, 8, 12, 16, 20, 24, 28);                             \
         memcpy((q), &c8_, sizeof c8_);                                                                       \
     } while (0)
+#define STORE_LOW_BYTES16(q, r)                                                                              \
+    do {                                                                                                     \
+        u8x64 b_ = (u8x64)(r);                                                                               \
+        u8x16 c16_ = __builtin_shufflevector(b_, b_, 0, 4, 8, 12, 16, 20, 24, 28, 32, 36, 40, 44, 48, 52, 56, 60); \
+        memcpy((q), &c16_, sizeof c16_);                                                                     \
+    } while (0)
 #else
 #define STORE_LOW_BYTES8(q, r)                                                                               \
     do {                                                                                                     \
         u8x8 c8_ = __builtin_convertvector((r), u8x8);                                                       \
         memcpy((q), &c8_, sizeof c8_);                                                                       \
+    } while (0)
+#define STORE_LOW_BYTES16(q, r)                                                                              \
+    do {                                                                                                     \
+        u8x16 c16_ = __builtin_convertvector((r), u8x16);                                                    \
+        memcpy((q), &c16_, sizeof c16_);                                                                     \
     } while (0)
 #endif
 
@@ -294,19 +320,25 @@ typedef uint8_t u8x32 __attribute__((vector_size(32)));
     } while (0)
 /* The same on a vector of eight floats already loaded. */
 #define ENCODE8V(q, xv, s, man_bits, bias, max_mag, nan)                                                   \
+    ENCODE_LANES(q, xv, s, man_bits, bias, max_mag, nan, u32x8, i32x8, f32x8, STORE_LOW_BYTES8)
+/* ... and on sixteen (one zmm in the x86-64-v4 clone, two ymm in the v3 one): each lane is
+ * computed alone, so the codes do not depend on the width. */
+#define ENCODE16V(q, xv, s, man_bits, bias, max_mag, nan)                                                  \
+    ENCODE_LANES(q, xv, s, man_bits, bias, max_mag, nan, u32x16, i32x16, f32x16, STORE_LOW_BYTES16)
+#define ENCODE_LANES(q, xv, s, man_bits, bias, max_mag, nan, U32, I32, F32, STORE)                         \
     do {                                                                                                     \
-        u32x8 bits_ = (u32x8)((xv) * (s)); /* a bit cast */                                                  \
-        u32x8 abits_ = bits_ & 0x7FFFFFFFu;                                                                  \
-        u32x8 r_ = abits_ + ((1u << (22 - (man_bits))) - 1u) + ((abits_ >> (23 - (man_bits))) & 1u);         \
-        u32x8 nrm_ = (r_ >> (23 - (man_bits))) - ((127u - (bias)) << (man_bits));                            \
-        f32x8 t_ = (f32x8)abits_ * (float)(1u << ((bias) - 1 + (man_bits))) + 8388608.0f;                    \
-        u32x8 sub_ = (u32x8)t_ & 0x7FFFFFu;                                                                  \
+        U32 bits_ = (U32)((xv) * (s)); /* a bit cast */                                                      \
+        U32 abits_ = bits_ & 0x7FFFFFFFu;                                                                    \
+        U32 r_ = abits_ + ((1u << (22 - (man_bits))) - 1u) + ((abits_ >> (23 - (man_bits))) & 1u);           \
+        U32 nrm_ = (r_ >> (23 - (man_bits))) - ((127u - (bias)) << (man_bits));                              \
+        F32 t_ = (F32)abits_ * (float)(1u << ((bias) - 1 + (man_bits))) + 8388608.0f;                        \
+        U32 sub_ = (U32)t_ & 0x7FFFFFu;                                                                      \
         /* the compares signed (one vpcmpgtd each): abits_ and mag_ are below 2^31 */                     \
-        i32x8 ia_ = (i32x8)abits_;                                                                           \
-        u32x8 mag_ = SEL((u32x8)(ia_ < (int32_t)((128u - (bias)) << 23)), sub_, nrm_);                       \
-        mag_ = SEL((u32x8)((i32x8)mag_ > (int32_t)(max_mag)), (u32x8){0} + (max_mag), mag_);                 \
-        u32x8 r8_ = SEL((u32x8)(ia_ > 0x7F800000), (u32x8){0} + (nan), ((bits_ >> 24) & 0x80u) | mag_);      \
-        STORE_LOW_BYTES8((q), r8_);                                                                          \
+        I32 ia_ = (I32)abits_;                                                                               \
+        U32 mag_ = SEL((U32)(ia_ < (int32_t)((128u - (bias)) << 23)), sub_, nrm_);                           \
+        mag_ = SEL((U32)((I32)mag_ > (int32_t)(max_mag)), (U32){0} + (max_mag), mag_);                       \
+        U32 r8_ = SEL((U32)(ia_ > 0x7F800000), (U32){0} + (nan), ((bits_ >> 24) & 0x80u) | mag_);            \
+        STORE((q), r8_);                                                                                     \
     } while (0)
 #endif
 
@@ -402,8 +434,8 @@ static inline __attribute__((always_inline)) void encode_block(const struct view
     }
 }
 
-static void store_scale(const struct tiling *t, int bi, int bj, struct tile_scale ts, int e8m0,
-                        const struct sink *k)
+static inline __attribute__((always_inline)) void store_scale(const struct tiling *t, int bi, int bj,
+                                                              struct tile_scale ts, int e8m0, const struct sink *k)
 {
     if (k->scale_inv)
         k->scale_inv[scale_index(t, bi, bj)] = ts.sinv;
@@ -417,6 +449,87 @@ HOT_CLONES_V4 static void encode_rows(const struct view *v, const struct tiling 
 {
     encode_block(v, t, i0, i1, 0, t->C, ts, fmt, k);
 }
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(FP8C_NO_V4_CLONES)
+/* MX row tiles in AVX-512 proper (not a clone of the 8-lane source): sixteen lanes, and the
+ * codes narrowed by vpmovdb, which the generic vector code cannot reach (GCC makes five shuffles
+ * of the 16-lane narrowing, three of the 8-lane one). FP8C_NO_V4_CLONES builds leave it out, so
+ * that test_quant_v3 keeps checking quant_tile_row's MX path on an AVX-512 machine. */
+#define HAVE_MX_ROWS_V4 1
+#include <immintrin.h>
+#define STORE_PMOVDB(q, r) _mm_storeu_si128((__m128i *)(void *)(q), _mm512_cvtepi32_epi8((__m512i)(r)))
+#define V4_INLINE __attribute__((target("arch=x86-64-v4"), always_inline)) static inline
+
+/* The max of sixteen lanes (signed: the magnitude bits are below 2^31) */
+V4_INLINE uint32_t hmax16(i32x16 m)
+{
+    return (uint32_t)_mm512_reduce_max_epi32((__m512i)m);
+}
+
+/* Row bi of 1 x tc MX tiles (tc a multiple of 16 dividing C), the layout every MX recipe uses:
+ * quant_tile_row's steps (the tile's amax bits, tile_scale, store_scale, the codes) sixteen
+ * lanes at a time, the format a constant. Same codes and scales: the max does not depend on the
+ * order, and each lane is encoded alone by the same operations. */
+V4_INLINE uint32_t quant_mx_row_body(const struct view *v, const struct tiling *t, int bi, QFormat fmt,
+                                     const struct sink *k)
+{
+    const float *row = v->x + (int64_t)bi * v->sr;
+    uint8_t *q = k->codes + (size_t)bi * (size_t)t->C;
+    uint32_t row_max = 0;
+    for (int bj = 0; bj < t->nbc; bj++) {
+        const float *x = row + (int64_t)bj * t->tc;
+        i32x16 m = {0};
+        for (int j = 0; j < t->tc; j += 16) {
+            i32x16 b;
+            memcpy(&b, x + j, sizeof b);
+            b &= 0x7FFFFFFF;
+            m = (i32x16)SEL((u32x16)(b > m), (u32x16)b, (u32x16)m);
+        }
+        uint32_t amax = hmax16(m);
+        row_max = amax > row_max ? amax : row_max;
+        struct tile_scale ts = tile_scale(bits_float(amax), fmt, 1, 0.0f);
+        store_scale(t, bi, bj, ts, 1, k);
+        uint8_t *qt = q + (size_t)bj * (size_t)t->tc;
+        for (int j = 0; j < t->tc; j += 16) {
+            f32x16 xv;
+            memcpy(&xv, x + j, sizeof xv);
+            if (fmt == Q_E4M3)
+                ENCODE_LANES(qt + j, xv, ts.s, 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN, u32x16, i32x16, f32x16,
+                             STORE_PMOVDB);
+            else
+                ENCODE_LANES(qt + j, xv, ts.s, 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN, u32x16, i32x16, f32x16,
+                             STORE_PMOVDB);
+        }
+    }
+    return row_max;
+}
+
+__attribute__((target("arch=x86-64-v4"))) static uint32_t quant_mx_rows_v4(const struct view *v,
+                                                                            const struct tiling *t, int bi0,
+                                                                            int bi1, QFormat fmt,
+                                                                            const struct sink *k)
+{
+    uint32_t m = 0;
+    for (int bi = bi0; bi < bi1; bi++) {
+        uint32_t r = fmt == Q_E4M3 ? quant_mx_row_body(v, t, bi, Q_E4M3, k) : quant_mx_row_body(v, t, bi, Q_E5M2, k);
+        m = r > m ? r : m;
+    }
+    return m;
+}
+
+/* Whether quant_tiles takes quant_mx_rows_v4: MX 1 x tc tiles as above, codes only, E4M3 or
+ * E5M2, on a CPU with AVX-512 (F, BW, DQ, VL, CD: x86-64-v4). */
+static int mx_rows_v4_ok(const struct view *v, const struct tiling *t, QFormat fmt, int e8m0, const struct sink *k)
+{
+    static int cpu = -1;
+    if (cpu < 0)
+        cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+              __builtin_cpu_supports("avx512cd");
+    return cpu && e8m0 && t->tr == 1 && t->tc % 16 == 0 && t->C % t->tc == 0 && v->sc == 1 && k->codes && !k->out &&
+           (fmt == Q_E4M3 || fmt == Q_E5M2);
+}
+#endif
 
 /* All tiles of tile row bi: amax, scale, codes; then the BLK padding. Returns the max of the
  * tiles' amax bits (their amax is needed for the returned tensor amax even under a given scale). */
@@ -518,6 +631,25 @@ static float quant_tiles(const struct view *v, const struct tiling *t, QFormat f
         return amax;
     }
     uint32_t m = 0;
+#ifdef HAVE_MX_ROWS_V4
+    if (mx_rows_v4_ok(v, t, fmt, e8m0, k)) {
+#ifdef _OPENMP
+#pragma omp parallel reduction(max : m) if ((int64_t)t->R * t->C > 65536)
+#endif
+        {
+            int nt = 1, id = 0;
+#ifdef _OPENMP
+            nt = omp_get_num_threads(), id = omp_get_thread_num();
+#endif
+            /* the rows in one static chunk per thread, as the loop below would split them */
+            int per = t->nbr / nt, extra = t->nbr % nt;
+            int bi0 = id * per + (id < extra ? id : extra), bi1 = bi0 + per + (id < extra);
+            uint32_t r = quant_mx_rows_v4(v, t, bi0, bi1, fmt, k);
+            m = r > m ? r : m;
+        }
+        return amax_of_bits(m);
+    }
+#endif
     /* rows of single-row tiles are cheap: static chunks instead of one dynamic grab per row */
     if (t->tr == 1) {
 #ifdef _OPENMP

@@ -803,6 +803,63 @@ static void case_row_encoder_sweep(void)
     free(x), free(pat), free(codes);
 }
 
+/* MX rows (1 x 32 tiles across whole rows: the AVX-512 path where the CPU has it, the generic
+ * one in test_quant_v3) against a scalar reference written here from the OCP rule: a tile's amax;
+ * no usable amax (0, Inf, NaN) keeps the scale 1 (E8M0 127); else E8M0 = floor(log2(amax
+ * 2^-emax)) and each code is the exported saturating encoder of x / 2^(E8M0 - 127). Two kinds of
+ * rows: raw float bit patterns (a 4093 stride over all 2^32, so NaN, Inf, subnormals and both
+ * signs land in every lane), and tiles whose elements span 40 binades below a random top
+ * exponent (codes over the whole E4M3 / E5M2 range, subnormals and rounding ties included). */
+static void case_mx_row_sweep(void)
+{
+    enum { C = 256, R = 4096, N = R * C };
+    float *x = malloc((size_t)N * sizeof *x);
+    uint8_t *codes = malloc(N), *e8 = malloc(N / 32);
+    uint32_t st = 12345;
+    for (int64_t k = 0; k < N; k++) {
+        uint32_t bits;
+        if (k < N / 2) {
+            bits = (uint32_t)(k * 4093u * 257u);
+        } else {
+            int64_t tile = k / 32;
+            int top = 20 + (int)((uint32_t)(tile * 2654435761u) >> 24) % 200; /* top biased exponent */
+            st = st * 1664525u + 1013904223u;
+            int e = top - (int)(st >> 27) - (int)((st >> 22) & 7); /* up to 38 binades below */
+            bits = (st & 0x80000000u) | (uint32_t)(e > 0 ? e : 0) << 23 | ((st >> 1) & 0x7FFFFFu);
+        }
+        memcpy(&x[k], &bits, sizeof bits);
+    }
+    for (int f = 0; f < 2; f++) {
+        QFormat fmt = f ? Q_E5M2 : Q_E4M3;
+        int emax = f ? FP8C_E5M2_EMAX : FP8C_E4M3_EMAX;
+        q_quantize(codes, NULL, e8, x, R, C, 1, 32, fmt, 1, 0.0f);
+        int64_t bad = 0, first = -1, bad_scale = 0;
+        for (int64_t tile = 0; tile < N / 32; tile++) {
+            const float *t = x + tile * 32;
+            float amax = 0.0f;
+            int nan = 0;
+            for (int j = 0; j < 32; j++) {
+                nan |= isnan(t[j]);
+                amax = fabsf(t[j]) > amax ? fabsf(t[j]) : amax;
+            }
+            uint8_t want_e8 = 127;
+            if (!nan && amax > 0.0f && !isinf(amax))
+                want_e8 = fp8c_f32_to_e8m0_floor(ldexpf(amax, -emax));
+            bad_scale += e8[tile] != want_e8;
+            float s = 1.0f / fp8c_e8m0_to_f32(want_e8);
+            for (int j = 0; j < 32; j++) {
+                uint8_t want = f ? fp8c_f32_to_e5m2(t[j] * s, 1) : fp8c_f32_to_e4m3(t[j] * s, 1);
+                if (codes[tile * 32 + j] != want && bad++ == 0)
+                    first = tile * 32 + j;
+            }
+        }
+        CHECKF(bad_scale == 0, "%s: %lld E8M0 scales differ", f ? "e5m2" : "e4m3", (long long)bad_scale);
+        CHECKF(bad == 0, "%s: %lld of %d codes differ, first at element %lld", f ? "e5m2" : "e4m3", (long long)bad, N,
+               (long long)first);
+    }
+    free(x), free(codes), free(e8);
+}
+
 /* --exhaustive (.ci/run): the row encoder against fp8c_f32_to_e4m3/e5m2 on every one of the 2^32
  * float bit patterns, in rows of 2^20 (about 50 s on one core). */
 static void case_row_encoder_exhaustive(void)
@@ -945,6 +1002,7 @@ int main(int argc, char **argv)
     RUN_CASE(case_fake_quant_matches);
     RUN_CASE(case_scale_counts);
     RUN_CASE(case_row_encoder_sweep);
+    RUN_CASE(case_mx_row_sweep);
     RUN_CASE(case_decode_every_code_every_lane);
     RUN_CASE(case_quantize_transposed);
     CHECK_EXIT();
