@@ -809,8 +809,9 @@ static void case_row_encoder_sweep(void)
  * 2^-emax)) and each code is the exported saturating encoder of x / 2^(E8M0 - 127). Two kinds of
  * rows: raw float bit patterns (a 4093 stride over all 2^32, so NaN, Inf, subnormals and both
  * signs land in every lane), and tiles whose elements span 40 binades below a random top
- * exponent (codes over the whole E4M3 / E5M2 range, subnormals and rounding ties included). */
-static void case_mx_row_sweep(void)
+ * exponent (codes over the whole E4M3 / E5M2 range, subnormals and rounding ties included). The
+ * same rows then in 1 x 128 tiles with float scales. */
+static void case_row_tiles_sweep(void)
 {
     enum { C = 256, R = 4096, N = R * C };
     float *x = malloc((size_t)N * sizeof *x);
@@ -857,7 +858,41 @@ static void case_mx_row_sweep(void)
         CHECKF(bad == 0, "%s: %lld of %d codes differ, first at element %lld", f ? "e5m2" : "e4m3", (long long)bad, N,
                (long long)first);
     }
-    free(x), free(codes), free(e8);
+    /* the same rows in 1 x 128 tiles with float scales (DeepSeek-V3's activations): s = fmax /
+     * amax (FLT_MAX where that overflows), 1 where amax is 0, Inf or NaN; scale_inv = 1 / s */
+    float *sinv = malloc((size_t)(N / 128) * sizeof *sinv);
+    for (int f = 0; f < 2; f++) {
+        QFormat fmt = f ? Q_E5M2 : Q_E4M3;
+        float fmax = f ? 57344.0f : 448.0f;
+        q_quantize(codes, sinv, NULL, x, R, C, 1, 128, fmt, 0, 0.0f);
+        int64_t bad = 0, first = -1, bad_scale = 0;
+        for (int r = 0; r < R; r++)
+            for (int b = 0; b < C / 128; b++) {
+                const float *t = x + (int64_t)r * C + b * 128;
+                float amax = 0.0f;
+                int nan = 0;
+                for (int j = 0; j < 128; j++) {
+                    nan |= isnan(t[j]);
+                    amax = fabsf(t[j]) > amax ? fabsf(t[j]) : amax;
+                }
+                float sc = 1.0f;
+                if (!nan && amax > 0.0f && !isinf(amax)) {
+                    sc = fmax / amax;
+                    sc = isinf(sc) ? FLT_MAX : sc;
+                }
+                bad_scale += !same_bits(sinv[r + (int64_t)b * R], 1.0f / sc); /* the 1 x T layout: column b, row r */
+                for (int j = 0; j < 128; j++) {
+                    uint8_t want = f ? fp8c_f32_to_e5m2(t[j] * sc, 1) : fp8c_f32_to_e4m3(t[j] * sc, 1);
+                    int64_t at = (int64_t)r * C + b * 128 + j;
+                    if (codes[at] != want && bad++ == 0)
+                        first = at;
+                }
+            }
+        CHECKF(bad_scale == 0, "%s 1x128: %lld scales differ", f ? "e5m2" : "e4m3", (long long)bad_scale);
+        CHECKF(bad == 0, "%s 1x128: %lld of %d codes differ, first at element %lld", f ? "e5m2" : "e4m3",
+               (long long)bad, N, (long long)first);
+    }
+    free(x), free(codes), free(e8), free(sinv);
 }
 
 /* --exhaustive (.ci/run): the row encoder against fp8c_f32_to_e4m3/e5m2 on every one of the 2^32
@@ -1002,7 +1037,7 @@ int main(int argc, char **argv)
     RUN_CASE(case_fake_quant_matches);
     RUN_CASE(case_scale_counts);
     RUN_CASE(case_row_encoder_sweep);
-    RUN_CASE(case_mx_row_sweep);
+    RUN_CASE(case_row_tiles_sweep);
     RUN_CASE(case_decode_every_code_every_lane);
     RUN_CASE(case_quantize_transposed);
     CHECK_EXIT();
