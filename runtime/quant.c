@@ -189,8 +189,7 @@ struct tile_scale {
     uint8_t e8;
 };
 
-static inline __attribute__((always_inline)) struct tile_scale tile_scale(float amax, QFormat fmt, int e8m0,
-                                                                         float given_scale)
+static inline struct tile_scale tile_scale(float amax, QFormat fmt, int e8m0, float given_scale)
 {
     struct tile_scale ts = {1.0f, 1.0f, 127}; /* the safe scale; 127 is E8M0 for 2^0 */
     if (e8m0) {
