@@ -77,10 +77,12 @@ static inline __attribute__((always_inline)) void vtranspose8(vf8 r[8])
 
 /* Eight FP8 codes of E4M3 (e4 set) or E5M2 decoded and multiplied by sinv, into *out: by
  * arithmetic, or through lut (the format's 256 decoded values) when one of them is a NaN or
- * infinity code. A normal code's magnitude bits, shifted to a float's mantissa position, are the
- * float's bits once the exponent is rebiased (by 127 - 7 or 127 - 15); a subnormal code's
- * mantissa m is m x 2^-9 or m x 2^-16, exact as a float. So each lane is the code's exact value
- * and the product is the table's (lut[code] x sinv), bit for bit. */
+ * infinity code. A code's magnitude bits shifted to the top of a float's mantissa (exponent field
+ * over the float's low exponent bits) read as the float code x 2^-(127 - bias): a normal float
+ * for a normal code, a subnormal float (the same mantissa, exactly) for a subnormal one. The
+ * multiplication by 2^(127 - bias) (2^120 E4M3, 2^112 E5M2) is then exact either way, one
+ * operation instead of a normal and a subnormal path and a select. So each lane is the code's
+ * exact value, and the product by sinv is the table's (lut[code] x sinv), bit for bit. */
 static inline __attribute__((always_inline)) void vdecode8(vf8 *out, const uint8_t *codes, float sinv, int e4,
                                                           const float *lut)
 {
@@ -102,12 +104,8 @@ static inline __attribute__((always_inline)) void vdecode8(vf8 *out, const uint8
     u8x32 b = (u8x32)(u64x4){x, 0, 0, 0}; /* from the register (vmovq), not through memory */
     u32x8 c = (u32x8)__builtin_shuffle(b, (u8x32){0}, (u8x32){0, 32, 32, 32, 1, 32, 32, 32, 2, 32, 32, 32, 3, 32, 32, 32,
                                                              4, 32, 32, 32, 5, 32, 32, 32, 6, 32, 32, 32, 7, 32, 32, 32});
-    u32x8 m = c & 0x7Fu;
-    u32x8 nrm = (m << (e4 ? 20 : 21)) + (e4 ? 120u << 23 : 112u << 23);
-    u32x8 sub = (u32x8)(__builtin_convertvector((vi8)m, vf8) * (e4 ? 0x1p-9f : 0x1p-16f));
-    u32x8 is_sub = (u32x8)((vi8)m < (e4 ? 8 : 4)); /* all-ones lanes */
-    u32x8 mag = (is_sub & sub) | (~is_sub & nrm);
-    *out = (vf8)(mag | ((c & 0x80u) << 24)) * sinv;
+    vf8 mag = (vf8)((c & 0x7Fu) << (e4 ? 20 : 21)) * (e4 ? 0x1p120f : 0x1p112f);
+    *out = (vf8)((u32x8)mag | ((c & 0x80u) << 24)) * sinv;
 }
 
 static inline __attribute__((always_inline)) vf8 vexp8(vf8 x)
