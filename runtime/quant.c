@@ -440,6 +440,7 @@ HOT_CLONES_V4 static void encode_rows(const struct view *v, const struct tiling 
 #define HAVE_ROWS_V4 1
 #include <immintrin.h>
 #define STORE_PMOVDB8(q, r) _mm_storel_epi64((__m128i *)(void *)(q), _mm256_cvtepi32_epi8((__m256i)(r)))
+#define KEEP_LANES(q, r) memcpy((q), &(r), sizeof(r)) /* the codes left in their 32-bit lanes */
 #define V4_INLINE __attribute__((target("arch=x86-64-v4"), always_inline)) static inline
 
 /* encode_run's codes: n inputs times s, eight at a time narrowed by vpmovdb, the rest as
@@ -772,6 +773,108 @@ HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_i
     return mx;
 }
 
+#ifdef HAVE_ROWS_V4
+/* Sixteen rows of sixteen floats (rows ldx apart) times s, lane l with s[l], encoded sixteen
+ * lanes at a time, narrowed by vpmovdb, and the 16 x 16 codes transposed as bytes (four rounds
+ * of unpacks: bytes, pairs, quads, halves): column l's sixteen codes go to codes_t + l ldq. The
+ * transposed paths' step in AVX-512 proper, against encode_transposed8's 8 x 8 float transpose
+ * (24 shuffles per 64 floats) and three-shuffle narrowing. */
+V4_INLINE void encode_transposed16(uint8_t *codes_t, size_t ldq, const float *x, int64_t ldx, f32x16 s,
+                                   QFormat fmt)
+{
+    __m128i a[16], b[16], c[16];
+    for (int k = 0; k < 16; k++) {
+        f32x16 xv;
+        memcpy(&xv, x + (int64_t)k * ldx, sizeof xv);
+        u32x16 r8;
+        if (fmt == Q_E4M3)
+            ENCODE_LANES(&r8, xv, s, 3, 7, 0x7Eu, (uint32_t)FP8C_E4M3_NAN, u32x16, i32x16, f32x16, KEEP_LANES);
+        else
+            ENCODE_LANES(&r8, xv, s, 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN, u32x16, i32x16, f32x16, KEEP_LANES);
+        a[k] = _mm512_cvtepi32_epi8((__m512i)r8); /* row k: its sixteen codes */
+    }
+    for (int i = 0; i < 8; i++) { /* rows 2i, 2i + 1 interleaved: columns 0-7, then 8-15 */
+        b[i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+        b[i + 8] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+    }
+    for (int h = 0; h < 16; h += 8) /* rows 4j .. 4j + 3 in 4-byte units: columns h .. h + 3, h + 4 .. */
+        for (int j = 0; j < 4; j++) {
+            c[h + j] = _mm_unpacklo_epi16(b[h + 2 * j], b[h + 2 * j + 1]);
+            c[h + 4 + j] = _mm_unpackhi_epi16(b[h + 2 * j], b[h + 2 * j + 1]);
+        }
+    for (int g = 0; g < 16; g += 4) { /* columns g .. g + 3: rows 0-7 and 8-15 in 8-byte units, then whole */
+        __m128i lo0 = _mm_unpacklo_epi32(c[g], c[g + 1]), hi0 = _mm_unpackhi_epi32(c[g], c[g + 1]);
+        __m128i lo1 = _mm_unpacklo_epi32(c[g + 2], c[g + 3]), hi1 = _mm_unpackhi_epi32(c[g + 2], c[g + 3]);
+        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)g * ldq), _mm_unpacklo_epi64(lo0, lo1));
+        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)(g + 1) * ldq), _mm_unpackhi_epi64(lo0, lo1));
+        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)(g + 2) * ldq), _mm_unpacklo_epi64(hi0, hi1));
+        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)(g + 3) * ldq), _mm_unpackhi_epi64(hi0, hi1));
+    }
+}
+
+/* quant_columns_vec for sixteen columns [16 cb, 16 cb + 16) and the tc rows of tile row rb, all
+ * whole (C a multiple of 16, R of tc, tc of 16): the sixteen tiles' amaxes lane by lane, their
+ * scales (tile_scale, scalar, as there), the codes sixteen rows at a time. */
+__attribute__((target("arch=x86-64-v4"))) static uint32_t quant_columns_v4(uint8_t *codes_t, float *scale_inv,
+                                                                            uint8_t *scale_e8m0, int e8m0,
+                                                                            const float *x,
+                                                                            const struct tiling *t, int cb,
+                                                                            int rb, QFormat fmt,
+                                                                            float given_scale)
+{
+    int R = t->C, C = t->R; /* x is R x C; the tiling is of its C x R transpose */
+    int c0 = 16 * cb, r0 = rb * t->tc, r1 = r0 + t->tc;
+    i32x16 mv[4] = {{0}, {0}, {0}, {0}}; /* four chains: the max does not depend on the order */
+    for (int r = r0; r < r1; r += 4)
+        for (int u = 0; u < 4; u++) {
+            i32x16 b;
+            memcpy(&b, x + (int64_t)(r + u) * C + c0, sizeof b);
+            b &= 0x7FFFFFFF;
+            mv[u] = (i32x16)SEL((u32x16)(b > mv[u]), (u32x16)b, (u32x16)mv[u]);
+        }
+    for (int u = 1; u < 4; u++)
+        mv[0] = (i32x16)SEL((u32x16)(mv[u] > mv[0]), (u32x16)mv[u], (u32x16)mv[0]);
+    uint32_t mx = 0;
+    f32x16 sv;
+    for (int l = 0; l < 16; l++) {
+        uint32_t m = (uint32_t)mv[0][l];
+        struct tile_scale ts = tile_scale(bits_float(m), fmt, e8m0, given_scale);
+        if (scale_inv)
+            scale_inv[scale_index(t, c0 + l, rb)] = ts.sinv;
+        if (e8m0 && scale_e8m0)
+            scale_e8m0[mx_index(t, c0 + l, rb)] = ts.e8;
+        sv[l] = ts.s;
+        mx = m > mx ? m : mx;
+    }
+    for (int r = r0; r < r1; r += 16) {
+        uint8_t *q = codes_t + (size_t)c0 * (size_t)R + (size_t)r;
+        const float *xb = x + (int64_t)r * C + c0;
+        if (fmt == Q_E4M3)
+            encode_transposed16(q, (size_t)R, xb, C, sv, Q_E4M3);
+        else
+            encode_transposed16(q, (size_t)R, xb, C, sv, Q_E5M2);
+    }
+    return mx;
+}
+
+/* quant_strip_transposed's codes (x's rows [r0, r1) with one scale s) where C is a multiple of 16
+ * and r1 - r0 of 16 */
+__attribute__((target("arch=x86-64-v4"))) static void quant_strip_transposed_v4(uint8_t *codes_t, const float *x,
+                                                                                 int R, int C, int r0, int r1,
+                                                                                 float s, QFormat fmt)
+{
+    f32x16 sv = (f32x16){0} + s;
+    for (int r = r0; r < r1; r += 16)
+        for (int c = 0; c < C; c += 16) {
+            uint8_t *q = codes_t + (size_t)c * (size_t)R + (size_t)r;
+            if (fmt == Q_E4M3)
+                encode_transposed16(q, (size_t)R, x + (int64_t)r * C + c, C, sv, Q_E4M3);
+            else
+                encode_transposed16(q, (size_t)R, x + (int64_t)r * C + c, C, sv, Q_E5M2);
+        }
+}
+#endif
+
 /* The square-tile (BLK) path of q_quantize_transposed: tile (bi, bj) of the C x R transpose is
  * the block of x at rows [bj T, bj T + T), columns [bi T, bi T + T). Its amax from x's rows (unit
  * stride, block_amax_bits: the max does not depend on the order), its scale as quant_tile_row's,
@@ -838,6 +941,20 @@ float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv
     if (t.layout == LAYOUT_VEC && t.nbr > 0 && t.nbc > 0) {
         int ncb = (C + 7) / 8, nrb = t.nbc;
         uint32_t m = 0;
+#ifdef HAVE_ROWS_V4
+        if (C % 16 == 0 && t.tc % 16 == 0 && R % t.tc == 0 && (fmt == Q_E4M3 || fmt == Q_E5M2) && codes && cpu_v4()) {
+            ncb = C / 16;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(max : m) if ((int64_t)R * C > 65536)
+#endif
+            for (int task = 0; task < ncb * nrb; task++) {
+                uint32_t r = quant_columns_v4(codes, scale_inv, scale_inv_e8m0, e8m0, x, &t, task % ncb, task / ncb,
+                                              fmt, given_scale);
+                m = r > m ? r : m;
+            }
+            return amax_of_bits(m);
+        }
+#endif
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) reduction(max : m) if ((int64_t)R * C > 65536)
 #endif
@@ -876,8 +993,16 @@ float q_quantize_transposed(uint8_t *codes, float *scale_inv, uint8_t *scale_inv
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if ((int64_t)R * C > 65536)
 #endif
-        for (int st = 0; st < nstrip; st++)
-            quant_strip_transposed(codes, x, R, C, st * 64, st * 64 + 64 < R ? st * 64 + 64 : R, ts.s, fmt);
+        for (int st = 0; st < nstrip; st++) {
+            int r0 = st * 64, r1 = st * 64 + 64 < R ? st * 64 + 64 : R;
+#ifdef HAVE_ROWS_V4
+            if (C % 16 == 0 && (r1 - r0) % 16 == 0 && (fmt == Q_E4M3 || fmt == Q_E5M2) && codes && cpu_v4()) {
+                quant_strip_transposed_v4(codes, x, R, C, r0, r1, ts.s, fmt);
+                continue;
+            }
+#endif
+            quant_strip_transposed(codes, x, R, C, r0, r1, ts.s, fmt);
+        }
         return amax;
     }
     return quant_tiles(&v, &t, fmt, e8m0, given_scale, amax, &k);

@@ -959,13 +959,13 @@ static void case_decode_every_code_every_lane(void)
 }
 
 /* q_quantize_transposed against q_quantize of an explicit transpose, bit for bit (codes, float
- * and E8M0 scales, the returned amax): column counts around multiples of 8 (the fast path's
- * lanes), row counts around the tile length, 1 x T tiles (the fast path) and BLK, per-tensor and
+ * and E8M0 scales, the returned amax): column counts around multiples of 8 and 16 (the fast
+ * paths' lanes; 16 columns and whole tiles take the AVX-512 path where the CPU has it), row counts around the tile length, 1 x T tiles (the fast path) and BLK, per-tensor and
  * MX tilings (the strided path), current and given scales, E4M3, E5M2 and E2M1, on data with a
  * zero column, a NaN, an infinity and values past the formats' range. */
 static void case_quantize_transposed(void)
 {
-    static const int shapes[][2] = {{1, 1}, {7, 9}, {128, 16}, {130, 24}, {257, 19}, {64, 8}, {300, 41}};
+    static const int shapes[][2] = {{1, 1}, {7, 9}, {128, 16}, {130, 24}, {257, 19}, {64, 8}, {300, 41}, {256, 48}};
     static const int tiles[][3] = {{1, 128, 0}, {1, 32, 0}, {1, 5, 0}, {4, 4, 0}, {8, 8, 0}, {16, 16, 0}, {128, 128, 0},
                                    {0, 0, 0}, {1, 32, 1}};
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
