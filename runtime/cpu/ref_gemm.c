@@ -647,6 +647,7 @@ static float *pack_buffer(int which, int64_t nfloats)
  * columns, each element of A feeds only 2n FLOPs, and packing it (read, transpose, write, read
  * again) cost up to a quarter of tiny's GEMMs; B in place saves its copy too. */
 #define DIRECT_N 512
+#define KD 512 /* a multiple of KC */
 static int use_direct(struct strided a, struct strided b, int n, int k)
 {
     return ref_gemm_isa(-1) && !a.q && !b.q && (a.cs == 1 || a.rs == 1) && n % 32 == 0 && n <= DIRECT_N &&
@@ -668,6 +669,12 @@ static void gemm_direct(float *c, int64_t ldc, struct strided a, struct strided 
     /* 64 columns per tile where n has whole 64s and that still makes 16 tiles or more, else 32 */
     int nt = n % 64 == 0 && (int64_t)((m + MT - 1) / MT) * (n / 64) >= 16 ? 64 : 32;
     int mtiles = (m + MT - 1) / MT, ntiles = n / nt;
+    /* A contraction longer than a block (a weight gradient over more than KB tokens) in chunks of
+     * KD, all tiles through one chunk before the next, so that the chunk's rows of A and B are
+     * still in L2 when the next tile reads them (B = 64 x 128 tokens: the weight gradients'
+     * operands are 4-12 MiB, read once per tile). Each tile still takes its KC slices in order:
+     * the same bits. */
+    int kchunk = k > KB ? KD : k;
     OMP_PARALLEL
     {
         if (packb) {
@@ -675,25 +682,29 @@ static void gemm_direct(float *c, int64_t ldc, struct strided a, struct strided 
             for (int t = 0; t < bgroups; t++)
                 pack_b_group(bp, b, 0, n, npad, 0, k, t * B_GROUP, min_int(B_GROUP, bpanels - t * B_GROUP));
         }
-        OMP_FOR_DYNAMIC
-        for (int t = 0; t < mtiles * ntiles; t++) {
-            int i0 = t / ntiles * MT, i1 = min_int(i0 + MT, m), j0 = t % ntiles * nt;
-            for (int pc = 0; pc < k; pc += KC) {
-                int kc = min_int(KC, k - pc);
-                const float *ak = a.base + (int64_t)pc * a.cs;
-                for (int j = j0; j < j0 + nt; j += 32) {
-                    const float *b0, *b1;
-                    int64_t bs;
-                    if (packb) {
-                        b0 = bp + (int64_t)pc * npad + (int64_t)(j / NR) * kc * NR, b1 = b0 + (int64_t)kc * NR;
-                        bs = NR;
-                    } else {
-                        b0 = b.base + (int64_t)pc * b.rs + j, b1 = b0 + 16;
-                        bs = b.rs;
+        for (int kd = 0; kd < k; kd += kchunk) {
+            int kd1 = min_int(k, kd + kchunk);
+            OMP_FOR_DYNAMIC
+            for (int t = 0; t < mtiles * ntiles; t++) {
+                int i0 = t / ntiles * MT, i1 = min_int(i0 + MT, m), j0 = t % ntiles * nt;
+                for (int pc = kd; pc < kd1; pc += KC) {
+                    int kc = min_int(KC, kd1 - pc);
+                    const float *ak = a.base + (int64_t)pc * a.cs;
+                    for (int j = j0; j < j0 + nt; j += 32) {
+                        const float *b0, *b1;
+                        int64_t bs;
+                        if (packb) {
+                            b0 = bp + (int64_t)pc * npad + (int64_t)(j / NR) * kc * NR, b1 = b0 + (int64_t)kc * NR;
+                            bs = NR;
+                        } else {
+                            b0 = b.base + (int64_t)pc * b.rs + j, b1 = b0 + 16;
+                            bs = b.rs;
+                        }
+                        direct_columns(c + j, ldc, ak, a.rs, a.cs, b0, b1, bs, kc, i0, i1, accumulate || pc > 0);
                     }
-                    direct_columns(c + j, ldc, ak, a.rs, a.cs, b0, b1, bs, kc, i0, i1, accumulate || pc > 0);
                 }
             }
+            /* the loop's barrier: every tile has the chunk's slices before any takes the next */
         }
     }
 }
