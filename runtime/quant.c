@@ -775,14 +775,14 @@ HOT_CLONES_V4 static uint32_t quant_columns_vec(uint8_t *codes_t, float *scale_i
 
 #ifdef HAVE_ROWS_V4
 /* Sixteen rows of sixteen floats (rows ldx apart) times s, lane l with s[l], encoded sixteen
- * lanes at a time, narrowed by vpmovdb, and the 16 x 16 codes transposed as bytes (four rounds
- * of unpacks: bytes, pairs, quads, halves): column l's sixteen codes go to codes_t + l ldq. The
+ * lanes at a time, narrowed by vpmovdb, and the 16 x 16 codes transposed as bytes
+ * (transpose16x16_bytes): column l's sixteen codes go to codes_t + l ldq. The
  * transposed paths' step in AVX-512 proper, against encode_transposed8's 8 x 8 float transpose
  * (24 shuffles per 64 floats) and three-shuffle narrowing. */
 V4_INLINE void encode_transposed16(uint8_t *codes_t, size_t ldq, const float *x, int64_t ldx, f32x16 s,
                                    QFormat fmt)
 {
-    __m128i a[16], b[16], c[16];
+    __m128i a[16];
     for (int k = 0; k < 16; k++) {
         f32x16 xv;
         memcpy(&xv, x + (int64_t)k * ldx, sizeof xv);
@@ -793,23 +793,9 @@ V4_INLINE void encode_transposed16(uint8_t *codes_t, size_t ldq, const float *x,
             ENCODE_LANES(&r8, xv, s, 2, 15, 0x7Bu, (uint32_t)FP8C_E5M2_NAN, u32x16, i32x16, f32x16, KEEP_LANES);
         a[k] = _mm512_cvtepi32_epi8((__m512i)r8); /* row k: its sixteen codes */
     }
-    for (int i = 0; i < 8; i++) { /* rows 2i, 2i + 1 interleaved: columns 0-7, then 8-15 */
-        b[i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
-        b[i + 8] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
-    }
-    for (int h = 0; h < 16; h += 8) /* rows 4j .. 4j + 3 in 4-byte units: columns h .. h + 3, h + 4 .. */
-        for (int j = 0; j < 4; j++) {
-            c[h + j] = _mm_unpacklo_epi16(b[h + 2 * j], b[h + 2 * j + 1]);
-            c[h + 4 + j] = _mm_unpackhi_epi16(b[h + 2 * j], b[h + 2 * j + 1]);
-        }
-    for (int g = 0; g < 16; g += 4) { /* columns g .. g + 3: rows 0-7 and 8-15 in 8-byte units, then whole */
-        __m128i lo0 = _mm_unpacklo_epi32(c[g], c[g + 1]), hi0 = _mm_unpackhi_epi32(c[g], c[g + 1]);
-        __m128i lo1 = _mm_unpacklo_epi32(c[g + 2], c[g + 3]), hi1 = _mm_unpackhi_epi32(c[g + 2], c[g + 3]);
-        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)g * ldq), _mm_unpacklo_epi64(lo0, lo1));
-        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)(g + 1) * ldq), _mm_unpackhi_epi64(lo0, lo1));
-        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)(g + 2) * ldq), _mm_unpacklo_epi64(hi0, hi1));
-        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)(g + 3) * ldq), _mm_unpackhi_epi64(hi0, hi1));
-    }
+    transpose16x16_bytes(a);
+    for (int l = 0; l < 16; l++)
+        _mm_storeu_si128((__m128i *)(void *)(codes_t + (size_t)l * ldq), a[l]);
 }
 
 /* quant_columns_vec for sixteen columns [16 cb, 16 cb + 16) and the tc rows of tile row rb, all

@@ -127,4 +127,33 @@ static inline __attribute__((always_inline)) vf8 vexp8(vf8 x)
     return (vf8)((vi8)y + e);
 }
 
+#if defined(__x86_64__)
+#include <emmintrin.h>
+/* A 16 x 16 byte matrix transposed in place, a[k] its row k on entry and its column k on exit:
+ * four rounds of SSE2 unpacks (bytes, pairs, quads, halves), 64 operations. Shared by the FP8
+ * paths that move codes between row- and column-major (quant.c's transposed encoder, the GEMM's
+ * FP8 packing). */
+static inline __attribute__((always_inline)) void transpose16x16_bytes(__m128i a[16])
+{
+    __m128i b[16], c[16];
+    for (int i = 0; i < 8; i++) { /* rows 2i, 2i + 1 interleaved: columns 0-7, then 8-15 */
+        b[i] = _mm_unpacklo_epi8(a[2 * i], a[2 * i + 1]);
+        b[i + 8] = _mm_unpackhi_epi8(a[2 * i], a[2 * i + 1]);
+    }
+    for (int h = 0; h < 16; h += 8) /* rows 4j .. 4j + 3 in 4-byte units: columns h .. h + 3, h + 4 .. */
+        for (int j = 0; j < 4; j++) {
+            c[h + j] = _mm_unpacklo_epi16(b[h + 2 * j], b[h + 2 * j + 1]);
+            c[h + 4 + j] = _mm_unpackhi_epi16(b[h + 2 * j], b[h + 2 * j + 1]);
+        }
+    for (int g = 0; g < 16; g += 4) { /* columns g .. g + 3: rows 0-7 and 8-15 in 8-byte units, then whole */
+        __m128i lo0 = _mm_unpacklo_epi32(c[g], c[g + 1]), hi0 = _mm_unpackhi_epi32(c[g], c[g + 1]);
+        __m128i lo1 = _mm_unpacklo_epi32(c[g + 2], c[g + 3]), hi1 = _mm_unpackhi_epi32(c[g + 2], c[g + 3]);
+        a[g] = _mm_unpacklo_epi64(lo0, lo1);
+        a[g + 1] = _mm_unpackhi_epi64(lo0, lo1);
+        a[g + 2] = _mm_unpacklo_epi64(hi0, hi1);
+        a[g + 3] = _mm_unpackhi_epi64(hi0, hi1);
+    }
+}
+#endif
+
 #endif
