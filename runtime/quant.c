@@ -1061,7 +1061,7 @@ HOT_CLONES void q_decode_rect(const QDecoder *d, float *out, int64_t ldo, int r0
             if (j1 > c0 + nc)
                 j1 = c0 + nc;
             int64_t si = srow + (int64_t)(j0 / d->tc) * d->s_col;
-            float sinv = d->scale_e8m0 ? fp8c_e8m0_to_f32(d->scale_e8m0[si]) : d->scale_inv[si];
+            float sinv = d->scale_e8m0 ? e8m0_value(d->scale_e8m0[si]) : d->scale_inv[si];
             int j = j0;
 #if defined(__GNUC__)
             /* eight at a time (vmath.h's vdecode8, as the GEMM's packing) */

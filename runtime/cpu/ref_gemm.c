@@ -405,7 +405,7 @@ static inline __attribute__((always_inline)) void fp8_pack8_body(float *out, int
             next = (int)((tile + 1) * d->tc);
             for (int k = 0; k < n; k++) {
                 int64_t si = srow[k] + tile * d->s_col;
-                sinv[k] = d->scale_e8m0 ? fp8c_e8m0_to_f32(d->scale_e8m0[si]) : d->scale_inv[si];
+                sinv[k] = d->scale_e8m0 ? e8m0_value(d->scale_e8m0[si]) : d->scale_inv[si];
             }
         }
         vf8 v[8]; /* unrolled, so that v stays in registers through the transpose */

@@ -15,6 +15,8 @@
 #ifndef FP8C_RUNTIME_CPU_VMATH_H
 #define FP8C_RUNTIME_CPU_VMATH_H
 
+#include "fp8.h"
+
 #include <stdint.h>
 #include <string.h>
 
@@ -106,6 +108,19 @@ static inline __attribute__((always_inline)) void vdecode8(vf8 *out, const uint8
                                                              4, 32, 32, 32, 5, 32, 32, 32, 6, 32, 32, 32, 7, 32, 32, 32});
     vf8 mag = (vf8)((c & 0x7Fu) << (e4 ? 20 : 21)) * (e4 ? 0x1p120f : 0x1p112f);
     *out = (vf8)((u32x8)mag | ((c & 0x80u) << 24)) * sinv;
+}
+
+/* fp8c_e8m0_to_f32 inline for the decoders' per-tile scale loads: a normal power of two (codes
+ * 1 .. 254) is the code in a float's exponent field; 0 (2^-127, a float subnormal) and 255 (NaN)
+ * go to the exported function. */
+static inline __attribute__((always_inline)) float e8m0_value(uint8_t e)
+{
+    if (e == 0 || e == 0xFF)
+        return fp8c_e8m0_to_f32(e);
+    uint32_t b = (uint32_t)e << 23;
+    float f;
+    memcpy(&f, &b, sizeof f);
+    return f;
 }
 
 static inline __attribute__((always_inline)) vf8 vexp8(vf8 x)
