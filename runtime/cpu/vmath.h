@@ -1,4 +1,4 @@
-/* vmath.h: 8-lane float math shared by the CPU reference (ref.c, ref_attn.c), in GCC/Clang
+/* vmath.h: 8-lane float math shared by the CPU reference (ref.c, ref_attn.c, quant.c), in GCC/Clang
  * generic vectors, which each HOT_CLONES function lowers to AVX2 or to SSE2 pairs.
  *
  * vexp8 is the exponential behind attention's softmax, cross-entropy and the GELU: libm's expf
@@ -8,6 +8,9 @@
  * [-87, 0.5] sampled every 1e-5 (measured for issue 15; libm's expf is within 0.5 ulp). x is
  * clamped to [-87.3, 88.3] so that 2^n stays a normal float: below that, e^x < 2^-126 comes back
  * as a tiny normal instead of a denormal or 0, above it as FLT_MAX's neighbourhood, not inf.
+ *
+ * vdecode8 decodes eight FP8 codes (the GEMM's packing, q_dequantize); e8m0_value is an MX scale
+ * code's value; transpose16x16_bytes moves FP8 codes between row- and column-major (SSE2).
  *
  * Must not: depend on the lane an element is in (every lane computes the same function of its
  * input), so results do not change with the vector width, the chunking or the thread count.
