@@ -195,6 +195,26 @@ HOT_CLONES static void norm_dw_cols(float *dw, float *db, const float *dout, con
                                     const float *rstd, int N, int C, int c0, int c1)
 {
     int c = c0;
+    /* four column vectors at a time: four independent chains (each column still adds its rows in
+     * order), where one chain per vector waited out the add's latency row by row */
+    for (; c + 32 <= c1; c += 32) {
+        vf8 a[4], bsum[4];
+        for (int v = 0; v < 4; v++)
+            a[v] = vld8(dw + c + 8 * v), bsum[v] = db ? vld8(db + c + 8 * v) : (vf8){0};
+        for (int n = 0; n < N; n++) {
+#pragma GCC unroll 4
+            for (int v = 0; v < 4; v++) {
+                vf8 g = vld8(dout + (int64_t)n * C + c + 8 * v), x = vld8(inp + (int64_t)n * C + c + 8 * v);
+                a[v] = a[v] + (mean ? g * (x - mean[n]) : g * x) * rstd[n];
+                bsum[v] = bsum[v] + g;
+            }
+        }
+        for (int v = 0; v < 4; v++) {
+            vst8(dw + c + 8 * v, a[v]);
+            if (db)
+                vst8(db + c + 8 * v, bsum[v]);
+        }
+    }
     for (; c + 8 <= c1; c += 8) {
         vf8 a = vld8(dw + c), bsum = db ? vld8(db + c) : (vf8){0};
         for (int n = 0; n < N; n++) {
@@ -215,17 +235,39 @@ HOT_CLONES static void norm_dw_cols(float *dw, float *db, const float *dout, con
         }
 }
 
+/* Rows per block of the norms' backward: about 512 KiB of each of dout and inp, a multiple of
+ * NORM_ROWS. The row pass and the weight-gradient pass take the rows a block at a time, so that
+ * the second reads the block while it is still in the caches (at 64 x 128 tokens the two tensors
+ * are 4 MiB each: read twice whole, the second pass came from memory). dw's columns still add
+ * their rows in ascending order, continuing from block to block: the same sums. */
+static int norm_block_rows(int C)
+{
+    int rows = (int)(131072 / (C > 0 ? C : 1)) / NORM_ROWS * NORM_ROWS;
+    return rows > NORM_ROWS ? rows : NORM_ROWS;
+}
+
 void ref_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
                      const float *rstd, int N, int C)
 {
-    OMP_PARALLEL_FOR
-    for (int n = 0; n < N; n += NORM_ROWS)
-        rmsnorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, rstd + n,
-                         min_int(NORM_ROWS, N - n), C);
-    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
-    OMP_PARALLEL_FOR
-    for (int ch = 0; ch < nchunk; ch++)
-        norm_dw_cols(dw, NULL, dout, inp, NULL, rstd, N, C, ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
+    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK, nb = norm_block_rows(C);
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    for (int n0 = 0; n0 < N; n0 += nb) {
+        int n1 = min_int(N, n0 + nb);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int n = n0; n < n1; n += NORM_ROWS)
+            rmsnorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, rstd + n,
+                             min_int(NORM_ROWS, n1 - n), C);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int ch = 0; ch < nchunk; ch++)
+            norm_dw_cols(dw, NULL, dout + (int64_t)n0 * C, inp + (int64_t)n0 * C, NULL, rstd + n0, n1 - n0, C,
+                         ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
+    }
 }
 
 HOT_CLONES static void layernorm_fwd_rows(float *out, float *mean, float *rstd, const float *inp, const float *w,
@@ -336,14 +378,25 @@ HOT_CLONES static void layernorm_bwd_rows(float *dinp, const float *dout, const 
 void ref_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
                        const float *w, const float *mean, const float *rstd, int N, int C)
 {
-    OMP_PARALLEL_FOR
-    for (int n = 0; n < N; n += NORM_ROWS)
-        layernorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, mean + n, rstd + n,
-                           min_int(NORM_ROWS, N - n), C);
-    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK;
-    OMP_PARALLEL_FOR
-    for (int ch = 0; ch < nchunk; ch++)
-        norm_dw_cols(dw, db, dout, inp, mean, rstd, N, C, ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
+    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK, nb = norm_block_rows(C);
+#ifdef _OPENMP
+#pragma omp parallel
+#endif
+    for (int n0 = 0; n0 < N; n0 += nb) { /* blocks of rows, as ref_rmsnorm_bwd */
+        int n1 = min_int(N, n0 + nb);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int n = n0; n < n1; n += NORM_ROWS)
+            layernorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, mean + n,
+                               rstd + n, min_int(NORM_ROWS, n1 - n), C);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
+        for (int ch = 0; ch < nchunk; ch++)
+            norm_dw_cols(dw, db, dout + (int64_t)n0 * C, inp + (int64_t)n0 * C, mean + n0, rstd + n0, n1 - n0, C,
+                         ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
+    }
 }
 
 /* ---- rotary position embedding ------------------------------------------------------------ */
