@@ -502,14 +502,20 @@ __attribute__((target("arch=x86-64-v4"))) static uint32_t quant_row_tiles_v4(con
     return m;
 }
 
+/* Whether the CPU has x86-64-v4's AVX-512 subsets; asked once, and atomically, as quantizes may
+ * run from several threads */
 static int cpu_v4(void)
 {
     static int cpu = -1;
-    if (cpu < 0)
-        cpu = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-              __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
-              __builtin_cpu_supports("avx512cd");
-    return cpu;
+    int v = __atomic_load_n(&cpu, __ATOMIC_RELAXED);
+    if (v < 0) {
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+            __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+            __builtin_cpu_supports("avx512cd");
+        __atomic_store_n(&cpu, v, __ATOMIC_RELAXED);
+    }
+    return v;
 }
 
 /* Whether the rows above apply: unit-stride rows, codes only (no fake quantization), E4M3 or
