@@ -20,9 +20,6 @@
 
 #include <float.h>
 #include <math.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 enum layout {
     LAYOUT_TENSOR, /* one scale: scale_inv[0] */
@@ -488,18 +485,13 @@ V4_INLINE uint32_t quant_row_tiles_body(const struct view *v, const struct tilin
 }
 
 __attribute__((target("arch=x86-64-v4"))) static uint32_t quant_row_tiles_v4(const struct view *v,
-                                                                              const struct tiling *t, int bi0,
-                                                                              int bi1, QFormat fmt, int e8m0,
+                                                                              const struct tiling *t, int bi,
+                                                                              QFormat fmt, int e8m0,
                                                                               float given_scale,
                                                                               const struct sink *k)
 {
-    uint32_t m = 0;
-    for (int bi = bi0; bi < bi1; bi++) {
-        uint32_t r = fmt == Q_E4M3 ? quant_row_tiles_body(v, t, bi, Q_E4M3, e8m0, given_scale, k)
-                                   : quant_row_tiles_body(v, t, bi, Q_E5M2, e8m0, given_scale, k);
-        m = r > m ? r : m;
-    }
-    return m;
+    return fmt == Q_E4M3 ? quant_row_tiles_body(v, t, bi, Q_E4M3, e8m0, given_scale, k)
+                         : quant_row_tiles_body(v, t, bi, Q_E5M2, e8m0, given_scale, k);
 }
 
 /* Whether the CPU has x86-64-v4's AVX-512 subsets; asked once, and atomically, as quantizes may
@@ -629,17 +621,10 @@ static float quant_tiles(const struct view *v, const struct tiling *t, QFormat f
 #ifdef HAVE_ROWS_V4
     if (t->tr == 1 && t->tc % 16 == 0 && t->C % t->tc == 0 && rows_v4_ok(v, fmt, k)) {
 #ifdef _OPENMP
-#pragma omp parallel reduction(max : m) if ((int64_t)t->R * t->C > 65536)
+#pragma omp parallel for schedule(static) reduction(max : m) if ((int64_t)t->R * t->C > 65536)
 #endif
-        {
-            int nt = 1, id = 0;
-#ifdef _OPENMP
-            nt = omp_get_num_threads(), id = omp_get_thread_num();
-#endif
-            /* the rows in one static chunk per thread, as the loop below would split them */
-            int per = t->nbr / nt, extra = t->nbr % nt;
-            int bi0 = id * per + (id < extra ? id : extra), bi1 = bi0 + per + (id < extra);
-            uint32_t r = quant_row_tiles_v4(v, t, bi0, bi1, fmt, e8m0, given_scale, k);
+        for (int bi = 0; bi < t->nbr; bi++) {
+            uint32_t r = quant_row_tiles_v4(v, t, bi, fmt, e8m0, given_scale, k);
             m = r > m ? r : m;
         }
         return amax_of_bits(m);

@@ -235,41 +235,6 @@ HOT_CLONES static void norm_dw_cols(float *dw, float *db, const float *dout, con
         }
 }
 
-/* Rows per block of the norms' backward: about 512 KiB of each of dout and inp, a multiple of
- * NORM_ROWS. The row pass and the weight-gradient pass take the rows a block at a time, so that
- * the second reads the block while it is still in the caches (at 64 x 128 tokens the two tensors
- * are 4 MiB each: read twice whole, the second pass came from memory). dw's columns still add
- * their rows in ascending order, continuing from block to block: the same sums. */
-static int norm_block_rows(int C)
-{
-    int rows = (int)(131072 / (C > 0 ? C : 1)) / NORM_ROWS * NORM_ROWS;
-    return rows > NORM_ROWS ? rows : NORM_ROWS;
-}
-
-void ref_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
-                     const float *rstd, int N, int C)
-{
-    int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK, nb = norm_block_rows(C);
-#ifdef _OPENMP
-#pragma omp parallel
-#endif
-    for (int n0 = 0; n0 < N; n0 += nb) {
-        int n1 = min_int(N, n0 + nb);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int n = n0; n < n1; n += NORM_ROWS)
-            rmsnorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, rstd + n,
-                             min_int(NORM_ROWS, n1 - n), C);
-#ifdef _OPENMP
-#pragma omp for schedule(static)
-#endif
-        for (int ch = 0; ch < nchunk; ch++)
-            norm_dw_cols(dw, NULL, dout + (int64_t)n0 * C, inp + (int64_t)n0 * C, NULL, rstd + n0, n1 - n0, C,
-                         ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
-    }
-}
-
 HOT_CLONES static void layernorm_fwd_rows(float *out, float *mean, float *rstd, const float *inp, const float *w,
                                           const float *b, int rows, int C, float eps)
 {
@@ -375,28 +340,59 @@ HOT_CLONES static void layernorm_bwd_rows(float *dinp, const float *dout, const 
     }
 }
 
-void ref_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
-                       const float *w, const float *mean, const float *rstd, int N, int C)
+/* Rows per block of the norms' backward: about 512 KiB of each of dout and inp, a multiple of
+ * NORM_ROWS. The row pass and the weight-gradient pass take the rows a block at a time, so that
+ * the second reads the block while it is still in the caches (at 64 x 128 tokens the two tensors
+ * are 4 MiB each: read twice whole, the second pass came from memory). dw's columns still add
+ * their rows in ascending order, continuing from block to block: the same sums. */
+static int norm_block_rows(int C)
+{
+    int rows = (int)(131072 / (C > 0 ? C : 1)) / NORM_ROWS * NORM_ROWS;
+    return rows > NORM_ROWS ? rows : NORM_ROWS;
+}
+
+/* The norms' backward over blocks of rows: each block's row pass (dinp; mean NULL: RMSNorm), then
+ * its weight-gradient pass (dw, db), both split over the threads. */
+static void norm_bwd_blocks(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                            const float *mean, const float *rstd, int N, int C)
 {
     int nchunk = (C + COL_CHUNK - 1) / COL_CHUNK, nb = norm_block_rows(C);
 #ifdef _OPENMP
 #pragma omp parallel
 #endif
-    for (int n0 = 0; n0 < N; n0 += nb) { /* blocks of rows, as ref_rmsnorm_bwd */
+    for (int n0 = 0; n0 < N; n0 += nb) {
         int n1 = min_int(N, n0 + nb);
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-        for (int n = n0; n < n1; n += NORM_ROWS)
-            layernorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, mean + n,
-                               rstd + n, min_int(NORM_ROWS, n1 - n), C);
+        for (int n = n0; n < n1; n += NORM_ROWS) {
+            int rows = min_int(NORM_ROWS, n1 - n);
+            if (mean)
+                layernorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, mean + n,
+                                   rstd + n, rows, C);
+            else
+                rmsnorm_bwd_rows(dinp + (int64_t)n * C, dout + (int64_t)n * C, inp + (int64_t)n * C, w, rstd + n,
+                                 rows, C);
+        }
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
         for (int ch = 0; ch < nchunk; ch++)
-            norm_dw_cols(dw, db, dout + (int64_t)n0 * C, inp + (int64_t)n0 * C, mean + n0, rstd + n0, n1 - n0, C,
-                         ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
+            norm_dw_cols(dw, db, dout + (int64_t)n0 * C, inp + (int64_t)n0 * C, mean ? mean + n0 : NULL, rstd + n0,
+                         n1 - n0, C, ch * COL_CHUNK, min_int(C, (ch + 1) * COL_CHUNK));
     }
+}
+
+void ref_rmsnorm_bwd(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                     const float *rstd, int N, int C)
+{
+    norm_bwd_blocks(dinp, dw, NULL, dout, inp, w, NULL, rstd, N, C);
+}
+
+void ref_layernorm_bwd(float *dinp, float *dw, float *db, const float *dout, const float *inp,
+                       const float *w, const float *mean, const float *rstd, int N, int C)
+{
+    norm_bwd_blocks(dinp, dw, db, dout, inp, w, mean, rstd, N, C);
 }
 
 /* ---- rotary position embedding ------------------------------------------------------------ */

@@ -803,6 +803,19 @@ static void case_row_encoder_sweep(void)
     free(x), free(pat), free(codes);
 }
 
+/* The reference's tile amax: max |t[j]| over n elements, or 0 where no scale can come from it
+ * (any NaN, an infinity, or all zero): the cases that keep the safe scale 1. */
+static float usable_amax(const float *t, int n)
+{
+    float amax = 0.0f;
+    for (int j = 0; j < n; j++) {
+        if (isnan(t[j]) || isinf(t[j]))
+            return 0.0f;
+        amax = fabsf(t[j]) > amax ? fabsf(t[j]) : amax;
+    }
+    return amax;
+}
+
 /* MX rows (1 x 32 tiles across whole rows: the AVX-512 path where the CPU has it, the generic
  * one in test_quant_v3) against a scalar reference written here from the OCP rule: a tile's amax;
  * no usable amax (0, Inf, NaN) keeps the scale 1 (E8M0 127); else E8M0 = floor(log2(amax
@@ -837,14 +850,9 @@ static void case_row_tiles_sweep(void)
         int64_t bad = 0, first = -1, bad_scale = 0;
         for (int64_t tile = 0; tile < N / 32; tile++) {
             const float *t = x + tile * 32;
-            float amax = 0.0f;
-            int nan = 0;
-            for (int j = 0; j < 32; j++) {
-                nan |= isnan(t[j]);
-                amax = fabsf(t[j]) > amax ? fabsf(t[j]) : amax;
-            }
+            float amax = usable_amax(t, 32);
             uint8_t want_e8 = 127;
-            if (!nan && amax > 0.0f && !isinf(amax))
+            if (amax > 0.0f)
                 want_e8 = fp8c_f32_to_e8m0_floor(ldexpf(amax, -emax));
             bad_scale += e8[tile] != want_e8;
             float s = 1.0f / fp8c_e8m0_to_f32(want_e8);
@@ -869,14 +877,9 @@ static void case_row_tiles_sweep(void)
         for (int r = 0; r < R; r++)
             for (int b = 0; b < C / 128; b++) {
                 const float *t = x + (int64_t)r * C + b * 128;
-                float amax = 0.0f;
-                int nan = 0;
-                for (int j = 0; j < 128; j++) {
-                    nan |= isnan(t[j]);
-                    amax = fabsf(t[j]) > amax ? fabsf(t[j]) : amax;
-                }
+                float amax = usable_amax(t, 128);
                 float sc = 1.0f;
-                if (!nan && amax > 0.0f && !isinf(amax)) {
+                if (amax > 0.0f) {
                     sc = fmax / amax;
                     sc = isinf(sc) ? FLT_MAX : sc;
                 }
