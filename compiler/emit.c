@@ -360,11 +360,14 @@ void emit_plan_json(Buf *b, const Diag *d, const Resolution *r, const Graph *g, 
                    (long long)m->first_dense_layers, model_scoring_names[m->scoring], m->norm_topk_prob ? "true" : "false",
                    m->routed_scaling_factor, m->bias_update_speed, m->aux_loss_coef);
     buf_puts(b, "},\n");
-    buf_printf(b, "  \"train\": {\"micro_batch\": %lld, \"seq_len\": %lld, \"grad_accum\": %lld, \"steps\": %lld, "
+    buf_printf(b, "  \"train\": {\"micro_batch\": %lld, \"seq_len\": %lld, \"grad_accum\": %lld, ", (long long)t->micro_batch,
+               (long long)t->seq_len, (long long)t->grad_accum);
+    if (t->split > 1) buf_printf(b, "\"split\": %lld, ", (long long)t->split); /* absent: one pass (plans keep their hash) */
+    buf_printf(b, "\"steps\": %lld, "
                   "\"optimizer\": {\"type\": \"adamw\", \"lr\": %.9g, \"betas\": [%.9g, %.9g], \"eps\": %.9g, "
                   "\"weight_decay\": %.9g}, \"schedule\": {\"warmup\": %lld, \"decay\": \"%s\", \"min_lr_ratio\": %.9g}, "
                   "\"grad_clip\": %.9g, \"eval_every\": %lld, \"seed\": %lld},\n",
-               (long long)t->micro_batch, (long long)t->seq_len, (long long)t->grad_accum, (long long)t->steps, t->opt.lr,
+               (long long)t->steps, t->opt.lr,
                t->opt.beta1, t->opt.beta2, t->opt.eps, t->opt.weight_decay, (long long)t->warmup,
                model_decay_names[t->decay], t->min_lr_ratio, t->grad_clip, (long long)t->eval_every, (long long)t->seed);
     buf_puts(b, "  \"policy\": {\"name\": ");
@@ -597,8 +600,13 @@ static void report_model_shape(Buf *b, const Resolution *r) {
     else
         buf_printf(b, "| Parameters, active per token | %s (%s without the input embedding table, a lookup) |\n",
                    fmt_count(n2, m->active_params), fmt_count(n3, m->active_params - embed));
-    buf_printf(b, "| Forward FLOPs per token | %.4g GFLOP (matmuls at seq_len %lld; training ~3x) |\n\n", model_flops_per_token(m) / 1e9,
+    buf_printf(b, "| Forward FLOPs per token | %.4g GFLOP (matmuls at seq_len %lld; training ~3x) |\n", model_flops_per_token(m) / 1e9,
                (long long)m->train.seq_len);
+    const TrainCfg *t = &m->train;
+    int64_t split = t->split > 1 ? t->split : 1;
+    buf_printf(b, "| Micro-batch | %lld x %lld tokens", (long long)(t->micro_batch * split), (long long)t->seq_len);
+    if (split > 1) buf_printf(b, ", run as %lld chunks of %lld sequences", (long long)split, (long long)t->micro_batch);
+    buf_printf(b, "%s%s |\n\n", t->split_why ? ": " : "", t->split_why ? t->split_why : "");
 }
 
 void emit_report_md(Buf *b, const Diag *d, const Resolution *r) {

@@ -195,6 +195,10 @@ typedef enum { DECAY_COSINE, DECAY_LINEAR, DECAY_CONSTANT } DecayKind;
 
 typedef struct {
     int64_t micro_batch, seq_len, grad_accum, steps, warmup, eval_every, seed;
+    /* chunks each configured micro-batch runs as (res_split): micro_batch and grad_accum above are
+     * the chunk's and the chunks', so the step's tokens and gradient are the configured ones */
+    int64_t split;
+    const char *split_why; /* res_split's sentence (compiler only; NULL in a runtime plan) */
     OptimizerCfg opt;
     DecayKind decay;
     double min_lr_ratio, grad_clip;
@@ -434,6 +438,14 @@ int res_glob_match(const char *pattern, const char *path);
 int res_resolve(Arena *a, Diag *d, const Model *m, const Policy *p, Target t, Resolution *r);
 const Val *res_value(const ModRes *mr, int f); /* NULL if the field is not applicable */
 const Val *res_global(const Resolution *r, GlobalField g);
+/* How many chunks the micro-batch runs as. want: SPLIT_AUTO (target cpu: chunks of at most
+ * SPLIT_CHUNK_TOKENS tokens where that changes nothing the policy computes; other targets: 1), or
+ * an explicit count, which must divide micro_batch and keep the policy's arithmetic. Writes the
+ * count to *split and a sentence saying why to why. Returns 0, or -1 (an explicit count refused;
+ * why says why). */
+#define SPLIT_AUTO (-1)
+#define SPLIT_CHUNK_TOKENS 2048
+int res_split(const Resolution *r, int64_t want, int64_t *split, char *why, size_t n);
 /* Human text of a field value ("e4m3", "[1, 128]", "tensor", "1024"). */
 const char *res_format_value(int f, const Val *v, char *buf, size_t n);
 const char *res_format_global(GlobalField g, const Val *v, char *buf, size_t n);

@@ -38,6 +38,11 @@ static const char usage[] =
     "                                replicated and with --zero 1 (N must divide train.grad_accum)\n"
     "  --no-fuse                     (compile, train) no fused kernels: the plan runs the lowered\n"
     "                                program one step per launch, for debugging a fusion\n"
+    "  --split auto|N                (compile, train) run each micro-batch as N chunks (gradient\n"
+    "                                accumulation: the same tokens and gradient); auto, the default:\n"
+    "                                on --target cpu, chunks of at most 2048 tokens where that changes\n"
+    "                                nothing the policy computes (no per-tensor activation scaling),\n"
+    "                                else 1; --split 1 keeps one pass\n"
     "\n"
     "\n"
     "options (train, run):\n"
@@ -68,6 +73,7 @@ typedef struct {
     const char *gemm;     /* --gemm cublaslt|generated */
     const char *arch;     /* build --arch */
     int64_t ranks;        /* compile --ranks N: report.md's per-rank memory table */
+    int64_t split;        /* --split: SPLIT_AUTO or a chunk count */
     TrainOpts train;
 } Args;
 
@@ -101,7 +107,7 @@ static int parse_count(const char *flag, const char *v, int64_t lo, int64_t *out
 static const char *const value_flags[] = {"--output", "--target", "--steps", "--data", "--device", "--log",
                                           "--checkpoint-dir", "--checkpoint-every", "--resume", "--progress-every",
                                           "--eval-batches", "--debug-inject-nan", "--gemm", "--arch", "--init-from", "--zero",
-                                          "--ranks"};
+                                          "--ranks", "--split"};
 static const char *const plain_flags[] = {"--strict", "--help", "--check", "--no-fuse"};
 #define NVF ((int)(sizeof value_flags / sizeof value_flags[0]))
 
@@ -128,6 +134,13 @@ static int set_flag(Args *a, const char *flag, const char *val) {
     else if (!strcmp(flag, "--eval-batches")) return parse_count(flag, val, 1, &t->eval_batches);
     else if (!strcmp(flag, "--debug-inject-nan")) return parse_count(flag, val, 1, &t->inject_nan_step);
     else if (!strcmp(flag, "--ranks")) return parse_count(flag, val, 1, &a->ranks);
+    else if (!strcmp(flag, "--split")) {
+        if (!strcmp(val, "auto")) a->split = SPLIT_AUTO;
+        else if (str_to_i64(val, 1, 1 << 16, &a->split)) {
+            fprintf(stderr, "fp8c: error: --split takes auto or a chunk count from 1 to 65536, not '%s'\n", val);
+            return -1;
+        }
+    }
     else if (!strcmp(flag, "--zero")) {
         if (strcmp(val, "0") && strcmp(val, "1")) {
             fprintf(stderr, "fp8c: error: --zero takes 0 (replicated optimizer state) or 1 (sharded over MPI ranks), not '%s'\n", val);
@@ -149,6 +162,7 @@ static int parse_args(int argc, char **argv, Args *a) {
     memset(a, 0, sizeof *a);
     a->cmd = argv[1];
     a->target = TGT_SM90A;
+    a->split = SPLIT_AUTO;
     for (int i = 2; i < argc; i++) {
         const char *s = argv[i];
         if (!strcmp(s, "-o")) s = "--output";
@@ -232,6 +246,23 @@ static int finish(Compilation *c, int rc) {
     return rc;
 }
 
+/* Run the micro-batch as the chunks res_split picks: the model's train section then describes one
+ * chunk (micro_batch) and the chunks of a step (grad_accum), which is what the lowering, the plan
+ * and the runtime read. Writes res_split's sentence to why. */
+static int apply_split(Compilation *c, const Args *a, char *why, size_t n) {
+    int64_t s;
+    if (res_split(&c->res, a->split, &s, why, n)) {
+        fprintf(stderr, "fp8c: error: %s\n", why);
+        return -1;
+    }
+    TrainCfg *t = &c->model.train;
+    t->micro_batch /= s;
+    t->grad_accum *= s;
+    t->split = s;
+    t->split_why = arena_printf(&c->arena, "%s", why);
+    return 0;
+}
+
 /* lower -> fuse/schedule -> memory (verified) -> codegen -> emit into dir. EXIT_OK,
  * EXIT_BAD_INPUT (a kernel the target cannot have) or EXIT_RUNTIME (the directory could not be
  * written, or a verifier found a compiler bug). */
@@ -268,11 +299,17 @@ static int cmd_compile(const Args *a) {
                 "%lld ranks\n", (long long)a->ranks, (long long)c.model.train.grad_accum, (long long)a->ranks);
         return finish(&c, EXIT_BAD_INPUT);
     }
+    char why[512];
+    if (apply_split(&c, a, why, sizeof why)) return finish(&c, EXIT_BAD_INPUT);
     int nk = 0;
     int rc = lower_and_emit(&c, a, a->out, &nk);
     if (rc) return finish(&c, rc);
-    fprintf(stderr, "fp8c: %s x %s (%s) -> %s: %d modules, %d low-bit, plan.json, report.md, %d kernels%s\n", c.model.name,
-            c.policy.name, target_names[a->target], a->out, c.res.nmods, c.res.n_low_bit, nk,
+    char chunks[96] = "";
+    if (c.model.train.split > 1)
+        snprintf(chunks, sizeof chunks, ", micro-batch in %lld chunks of %lld", (long long)c.model.train.split,
+                 (long long)c.model.train.micro_batch);
+    fprintf(stderr, "fp8c: %s x %s (%s) -> %s: %d modules, %d low-bit, plan.json, report.md, %d kernels%s%s\n", c.model.name,
+            c.policy.name, target_names[a->target], a->out, c.res.nmods, c.res.n_low_bit, nk, chunks,
             c.diag.warnings ? " (with warnings)" : "");
     return finish(&c, EXIT_OK);
 }
@@ -290,7 +327,8 @@ static int cmd_train(Args *a) {
     if (a->npos != 2) return bad_usage("%s", "train needs MODEL and POLICY: fp8c train MODEL POLICY [options]");
     if (!a->target_given) a->target = TGT_CPU; /* the CPU backend emulates every format */
     Compilation c = {0};
-    if (front_end(&c, a)) return finish(&c, EXIT_BAD_INPUT);
+    char why[512];
+    if (front_end(&c, a) || apply_split(&c, a, why, sizeof why)) return finish(&c, EXIT_BAD_INPUT);
     char tmp[64];
     const char *dir = dist_env_rank() ? NULL : a->out; /* under mpirun, rank 0 alone writes -o DIR */
     if (!dir) {

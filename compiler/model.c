@@ -135,6 +135,7 @@ static void set_defaults(Model *m) {
     t->micro_batch = 8;
     t->seq_len = 256;
     t->grad_accum = 1;
+    t->split = 1;
     t->steps = 1000;
     t->warmup = 0;
     t->eval_every = 100;

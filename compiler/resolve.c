@@ -507,6 +507,94 @@ static void resolve_globals(Ctx *c) {
 
 const Val *res_global(const Resolution *r, GlobalField g) { return &r->g[g].c[r->g[g].n - 1].v; }
 
+/* Why running the micro-batch as chunks of m tokens would change what the policy computes (NULL
+ * if it would not). A chunk is gradient accumulation: the same tokens, the same per-token loss
+ * weight, the gradients summed in FP32 in another order. What would differ is any statistic
+ * taken over the whole micro-batch: the per-tensor amax that current scaling takes of an
+ * activation or gradient, a tile across a chunk's edge, BF16 gradients rounded once per chunk, and
+ * MoE's per-batch routing loads (not yet shown chunk-invariant, so not split). Static scales,
+ * weights' scales and delayed scaling (its scale comes from the history, and the step's amax is
+ * the max over the passes, as under grad_accum) are the same either way. */
+static const char *split_blocker(const Resolution *r, int64_t m, char *buf, size_t n) {
+    if (res_global(r, G_GRAD_ACCUM)->i == DT_BF16) return "gradients accumulate in BF16 (grad_accum: bf16), so each chunk would round them";
+    if (r->model->ffn == FFN_MOE) return "the model has MoE layers, whose per-batch routing statistics are not split";
+    for (int i = 0; i < r->nmods; i++) {
+        const ModRes *mr = &r->mods[i];
+        if (!mr->low_bit) continue;
+        for (int op = 0; op < OP_COUNT; op++) {
+            const Val *sc = res_value(mr, F_Q(op, QF_SCALING)), *tile = res_value(mr, F_Q(op, QF_TILE));
+            if (!sc || sc->i == SC_STATIC || op == OP_W) continue; /* a weight is the same tensor in every chunk */
+            int per_tensor = !tile || (tile->i == 0 && tile->j == 0);
+            if (sc->i == SC_DELAYED && per_tensor) continue; /* scales from the history; the step's amax is the max over passes */
+            if (per_tensor) {
+                snprintf(buf, n, "%s scales its %s per tensor, and a chunk's amax is not the micro-batch's", mr->mod->path,
+                         operand_names[op]);
+                return buf;
+            }
+            if ((tile->i && m % tile->i) || (tile->j && m % tile->j)) {
+                snprintf(buf, n, "%s's %s tiles (%lld x %lld) do not divide a chunk of %lld tokens", mr->mod->path, operand_names[op],
+                         (long long)tile->i, (long long)tile->j, (long long)m);
+                return buf;
+            }
+        }
+    }
+    return NULL;
+}
+
+int res_split(const Resolution *r, int64_t want, int64_t *split, char *why, size_t n) {
+    const TrainCfg *t = &r->model->train;
+    int64_t B = t->micro_batch, T = t->seq_len;
+    char buf[256];
+    *split = 1;
+    if (want != SPLIT_AUTO) {
+        if (want < 1 || B % want) {
+            snprintf(why, n, "--split %lld does not divide train.micro_batch (%lld)", (long long)want, (long long)B);
+            return -1;
+        }
+        if (t->grad_accum * want > (1 << 16)) {
+            snprintf(why, n, "--split %lld: train.grad_accum (%lld) x %lld chunks would pass 65536 micro-batches per step",
+                     (long long)want, (long long)t->grad_accum, (long long)want);
+            return -1;
+        }
+        const char *no = want > 1 ? split_blocker(r, B / want * T, buf, sizeof buf) : NULL;
+        if (no) {
+            snprintf(why, n, "--split %lld would change what the policy computes: %s (set train.micro_batch and train.grad_accum "
+                     "to accept that)", (long long)want, no);
+            return -1;
+        }
+        *split = want;
+        snprintf(why, n, want > 1 ? "asked for (--split %lld)" : "not split (--split %lld)", (long long)want);
+        return 0;
+    }
+    if (r->target != TGT_CPU) {
+        snprintf(why, n, "not split: a GPU target runs the micro-batch in one pass");
+        return 0;
+    }
+    int64_t s = 1;
+    while (s < B && (B % s || B / s * T > SPLIT_CHUNK_TOKENS)) s++;
+    if (s == 1) {
+        snprintf(why, n, "not split: %lld tokens fit one chunk (at most %d)", (long long)(B * T), SPLIT_CHUNK_TOKENS);
+        return 0;
+    }
+    if (B / s * T > SPLIT_CHUNK_TOKENS) {
+        snprintf(why, n, "not split: one sequence is already more than a chunk's %d tokens", SPLIT_CHUNK_TOKENS);
+        return 0;
+    }
+    if (t->grad_accum * s > (1 << 16)) {
+        snprintf(why, n, "not split: train.grad_accum x %lld chunks would pass 65536 micro-batches", (long long)s);
+        return 0;
+    }
+    const char *no = split_blocker(r, B / s * T, buf, sizeof buf);
+    if (no) {
+        snprintf(why, n, "not split: %s", no);
+        return 0;
+    }
+    *split = s;
+    snprintf(why, n, "--split auto on the CPU: chunks of at most %d tokens keep a chunk's activations near the caches (--split 1 "
+             "keeps one pass)", SPLIT_CHUNK_TOKENS);
+    return 0;
+}
+
 static void check_globals(Ctx *c) {
     const Resolution *r = c->r;
     int fp8_params = 0;

@@ -88,6 +88,16 @@ static int read_train(R *r, const YamlNode *root) {
     bad |= get_int(r, t, "micro_batch", 1, 1 << 16, &c->micro_batch);
     bad |= get_int(r, t, "seq_len", 1, 1 << 20, &c->seq_len);
     bad |= get_int(r, t, "grad_accum", 1, 1 << 16, &c->grad_accum);
+    c->split = 1; /* plans from before --split ran the micro-batch in one pass */
+    if (yml_get(t, "split")) {
+        const YamlNode *n = need(r, t, "split", YN_SCALAR);
+        if (!n || yml_int(r->d, n, 1, 1 << 16, &c->split)) bad = 1;
+        else if (!bad && c->grad_accum % c->split) {
+            diag_error(r->d, n->mark, NULL, "plan: split %lld does not divide grad_accum %lld (grad_accum counts the chunks)",
+                       (long long)c->split, (long long)c->grad_accum);
+            bad = 1;
+        }
+    }
     bad |= get_int(r, t, "steps", 1, (int64_t)1 << 40, &c->steps);
     bad |= get_int(r, t, "eval_every", 0, (int64_t)1 << 40, &c->eval_every);
     bad |= get_int(r, t, "seed", 0, INT64_MAX, &c->seed);

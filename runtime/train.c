@@ -457,7 +457,7 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
             goto done;
         }
     } else {
-        int64_t n = 10 * B * (T + 1) * 16;
+        int64_t n = 10 * B * p.train.split * (T + 1) * 16; /* the configured micro-batch's, split or not */
         if (n < (int64_t)1 << 20) n = (int64_t)1 << 20;
         data_synthetic(&ds, n, (int)p.vocab, (uint64_t)p.train.seed);
     }
@@ -526,14 +526,19 @@ int rt_train(const TrainOpts *o, const char *plan_dir) {
         fprintf(stderr, "fp8c: error: %s\n", err);
         goto done;
     }
-    int64_t val_batches = o->eval_batches ? o->eval_batches : 8;
+    /* --eval-batches counts configured micro-batches: a split plan evaluates the same tokens */
+    int64_t val_batches = (o->eval_batches ? o->eval_batches : 8) * p.train.split;
     int64_t val_avail = (run.val.n - 1) / (B * T);
     if (val_batches > val_avail) val_batches = val_avail > 0 ? val_avail : 1;
     int64_t every = o->progress_every ? o->progress_every : (total <= 50 ? 1 : 10);
+    char chunks[96] = "";
+    if (p.train.split > 1)
+        snprintf(chunks, sizeof chunks, " (micro-batches of %lld x %lld in %lld chunks)", (long long)(B * p.train.split), (long long)T,
+                 (long long)p.train.split);
     if (!dist.rank)
-        fprintf(stderr, "fp8c: training %s x %s on %s%s: %lld params, %lld tokens/step, steps %lld..%lld, data %s (%lld tokens)\n",
+        fprintf(stderr, "fp8c: training %s x %s on %s%s: %lld params, %lld tokens/step%s, steps %lld..%lld, data %s (%lld tokens)\n",
                 p.model_name, p.policy_name, run.cu ? cu_device_name(run.cu) : "cpu", dist_describe(&dist), (long long)p.total_params,
-                (long long)(B * T * p.train.grad_accum), (long long)s.step + 1, (long long)total, ds.source, (long long)ds.n);
+                (long long)(B * T * p.train.grad_accum), chunks, (long long)s.step + 1, (long long)total, ds.source, (long long)ds.n);
     double t0 = now_s();
     int64_t first = s.step;
     float *grads = (float *)b.base[TC_GRAD];

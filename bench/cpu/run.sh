@@ -12,7 +12,8 @@
 # 2b. fp8: what an FP8 step costs against a BF16 one in fp8c: tiny 16 x 128 under bf16 and every
 #    shipped FP8 policy, alternating run by run (8 rounds, 4 in quick), every step after the first pooled;
 # 3. scale: fp8c's tiny step at 16 x T for T = 128..1024 against the FLOP count's prediction
-#    (T values alternating over rounds, steps pooled); 3b. tokens: the same against B at T = 128;
+#    (T values alternating over rounds, steps pooled); 3b. tokens: the same against B at T = 128
+#    (B = 64 also in one pass, --split 1);
 # 4. profile: FP8C_PROFILE=1 per-op-kind times of tiny under the three policies;
 # 5. if /tmp/llmc/train_gpt2 exists (llm.c's CPU trainer, built outside this repository, see
 #    bench/RESULTS.md), its step time next to fp8c's fp32 policy on the same GPT-2 124M shape;
@@ -186,15 +187,20 @@ fi
 if want tokens; then
     rounds=3
     [ -n "$quick" ] && rounds=2
-    echo "## fp8c step time against tokens at fixed T (tiny, fp32, B x 128; $rounds rounds, B = 8 16 32 64 in each)"
+    echo "## fp8c step time against tokens at fixed T (tiny, fp32, B x 128; $rounds rounds, B = 8 16 32 64 128 in each)"
     echo
     echo "'linear' scales the B = 16 time by B / 16; the B values alternate within each round and every"
-    echo "step after a run's first is pooled."
+    echo "step after a run's first is pooled. fp8c runs a micro-batch of more than 2048 tokens as chunks of"
+    echo "2048 on the CPU (--split auto: B = 32, 64 and 128 in 2, 4 and 8 chunks); the 'one pass' row is"
+    echo "B = 64 with --split 1, in the same rounds."
     echo
     for r in $(seq "$rounds"); do
-        for B in 8 16 32 64; do
-            f=$(with_shape examples/tiny/model.yaml 128 "$B")
-            $fp8c train "$f" policies/fp32.yaml --steps 6 --eval-batches 1 --log "$out/tok-$B-$r.jsonl" \
+        for B in 8 16 32 64 128 64one; do
+            b=${B%one} split=""
+            [ "$B" != "$b" ] && split="--split 1"
+            f=$(with_shape examples/tiny/model.yaml 128 "$b")
+            # shellcheck disable=SC2086 # $split is empty or two words
+            $fp8c train "$f" policies/fp32.yaml --steps 6 --eval-batches 1 --log "$out/tok-$B-$r.jsonl" $split \
                 --progress-every 1000 >/dev/null 2>"$out/err" || echo "B = $B: failed"
         done
     done
@@ -202,15 +208,18 @@ if want tokens; then
 import json, sys, statistics
 d, R = sys.argv[1], int(sys.argv[2])
 ms = {}
-for B in (8, 16, 32, 64):
+rows = ("8", "16", "32", "64", "128", "64one")
+for B in rows:
     ms[B] = []
     for r in range(1, R + 1):
-        ms[B] += [1000.0 * B * 128 / json.loads(l)["tokens_per_s"] for l in open("%s/tok-%d-%d.jsonl" % (d, B, r))][1:]
+        b = int(B.replace("one", ""))
+        ms[B] += [1000.0 * b * 128 / json.loads(l)["tokens_per_s"] for l in open("%s/tok-%s-%d.jsonl" % (d, B, r))][1:]
 print("| B | tokens | ms/step fastest | ms/step median | fastest / linear | median / linear |")
 print("|---|---|---|---|---|---|")
-for B in (8, 16, 32, 64):
-    print("| %d | %d | %.0f | %.0f | %.2f | %.2f |" % (B, B * 128, min(ms[B]), statistics.median(ms[B]),
-          min(ms[B]) / (min(ms[16]) * B / 16), statistics.median(ms[B]) / (statistics.median(ms[16]) * B / 16)))
+for B in rows:
+    b = int(B.replace("one", ""))
+    print("| %s | %d | %.0f | %.0f | %.2f | %.2f |" % (B.replace("one", ", one pass"), b * 128, min(ms[B]), statistics.median(ms[B]),
+          min(ms[B]) / (min(ms["16"]) * b / 16), statistics.median(ms[B]) / (statistics.median(ms["16"]) * b / 16)))
 PY
     echo
 fi

@@ -171,3 +171,64 @@ else ko data_text_bytes "did not train on a text file"; fi
 if [ $? -eq 2 ] && grep -q "20240520" "$tmp/err"; then ok data_text_needs_byte_vocab; else ko data_text_needs_byte_vocab "not refused"; fi
 "$fp8c" run "$tmp/plan" --steps x >"$tmp/out" 2>"$tmp/err"
 if [ $? -eq 2 ]; then ok bad_flag_value; else ko bad_flag_value "accepted --steps x"; fi
+
+# 7. a micro-batch run as chunks (--split) is gradient accumulation: the same tensors, bit for bit,
+#    as the model file asking for micro_batch / N and grad_accum x N (the amax slots and the
+#    validation loss included: the split plan evaluates the same tokens); against one pass, the same
+#    first-step loss and a gradient norm within FP32 reordering; auto splits only on the CPU and
+#    only where no per-tensor activation amax would change; bad counts are refused
+sed 's/^  micro_batch: 4$/  micro_batch: 2\n  grad_accum: 2/' $small >"$tmp/small_ga.yaml"
+for pol in fp32 deepseek_v3 te_delayed; do
+    rm -rf "$tmp/sa" "$tmp/sb"
+    if "$fp8c" train $small policies/$pol.yaml --steps 4 --split 2 --checkpoint-dir "$tmp/sa" --log "$tmp/sa.jsonl" >"$tmp/out" 2>"$tmp/err" &&
+        grep -q "in 2 chunks" "$tmp/err" &&
+        "$fp8c" train "$tmp/small_ga.yaml" policies/$pol.yaml --steps 4 --eval-batches 16 --checkpoint-dir "$tmp/sb" --log "$tmp/sb.jsonl" \
+            >"$tmp/out" 2>>"$tmp/err" &&
+        "$fp8c" train $small policies/$pol.yaml --steps 4 --split 1 --log "$tmp/sc.jsonl" >"$tmp/out" 2>>"$tmp/err" &&
+        python3 - "$tmp/sa/step_4.safetensors" "$tmp/sb/step_4.safetensors" "$tmp/sa.jsonl" "$tmp/sb.jsonl" "$tmp/sc.jsonl" <<'PY'
+import json, struct, sys
+def tensors(p):
+    b = open(p, "rb").read()
+    n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n])
+    return {k: b[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in h.items() if k != "__metadata__"}
+a, b = tensors(sys.argv[1]), tensors(sys.argv[2])
+assert a.keys() == b.keys() and len(a) > 10
+diff = [k for k in a if a[k] != b[k]]
+assert not diff, "split and grad_accum differ in %d tensors, e.g. %s" % (len(diff), diff[0])
+la, lb, lc = ([json.loads(l) for l in open(p)] for p in sys.argv[3:6])
+assert [r["loss"] for r in la] == [r["loss"] for r in lb], "losses differ from grad_accum's"
+# the split plan's default 8 evaluation batches are 16 chunks: the grad_accum plan's 16 batches
+assert la[-1]["val_loss"] == lb[-1]["val_loss"], "validation differs from grad_accum's"
+assert la[0]["loss"] == lc[0]["loss"], "first-step loss %r vs one pass %r" % (la[0]["loss"], lc[0]["loss"])
+g, g1 = la[0]["grad_norm"], lc[0]["grad_norm"]
+assert abs(g - g1) <= 1e-5 * g1, "first-step gradient norm %r vs one pass %r" % (g, g1)
+assert all(abs(x["loss"] - y["loss"]) < 2e-3 for x, y in zip(la, lc)), "split drifts from one pass"
+PY
+    then ok "split_is_grad_accum_$pol"; else ko "split_is_grad_accum_$pol" "split run differs"; fi
+done
+sed 's/^  micro_batch: 4$/  micro_batch: 64/' $small >"$tmp/small64.yaml" # 64 x 64 = 4096 tokens
+rm -rf "$tmp/s64"
+"$fp8c" compile "$tmp/small64.yaml" policies/deepseek_v3.yaml --target cpu -o "$tmp/s64" 2>"$tmp/err"
+if [ $? -eq 0 ] && grep -q "micro-batch in 2 chunks of 32" "$tmp/err" && grep -q '"micro_batch": 32, "seq_len": 64, "grad_accum": 2, "split": 2' "$tmp/s64/plan.json" &&
+    grep -q "64 x 64 tokens, run as 2 chunks of 32 sequences" "$tmp/s64/report.md"; then
+    ok split_auto_cpu
+else ko split_auto_cpu "no split of 4096 tokens"; fi
+rm -rf "$tmp/s64g" "$tmp/s64t"
+"$fp8c" compile "$tmp/small64.yaml" policies/deepseek_v3.yaml -o "$tmp/s64g" 2>"$tmp/err" &&
+    "$fp8c" compile "$tmp/small64.yaml" policies/te_current.yaml --target cpu -o "$tmp/s64t" 2>>"$tmp/err"
+if [ $? -eq 0 ] && ! grep -q '"split"' "$tmp/s64g/plan.json" "$tmp/s64t/plan.json" && grep -q '"micro_batch": 64' "$tmp/s64t/plan.json" &&
+    grep -q "not split: a GPU target" "$tmp/s64g/report.md" && grep -q "not split: .* per tensor" "$tmp/s64t/report.md"; then
+    ok split_auto_not_gpu_not_per_tensor
+else ko split_auto_not_gpu_not_per_tensor "split where it must not"; fi
+split_refused() { # name, expected message, flags...
+    name=$1 msg=$2
+    shift 2
+    rm -rf "$tmp/sx"
+    "$fp8c" compile $small "$@" -o "$tmp/sx" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    if [ $rc -eq 2 ] && grep -q "$msg" "$tmp/err" && [ ! -e "$tmp/sx" ]; then ok "split_refused_$name"; else ko "split_refused_$name" "exit $rc"; fi
+}
+split_refused not_dividing "does not divide train.micro_batch (4)" policies/fp32.yaml --split 3
+split_refused per_tensor "would change what the policy computes: .* per tensor" policies/te_current.yaml --split 2
+split_refused word "takes auto or a chunk count" policies/fp32.yaml --split two
