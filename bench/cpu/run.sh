@@ -189,18 +189,22 @@ if want tokens; then
     [ -n "$quick" ] && rounds=2
     echo "## fp8c step time against tokens at fixed T (tiny, fp32, B x 128; $rounds rounds, B = 8 16 32 64 128 in each)"
     echo
-    echo "'linear' scales the B = 16 time by B / 16; the B values alternate within each round and every"
-    echo "step after a run's first is pooled. fp8c runs a micro-batch of more than 2048 tokens as chunks of"
-    echo "2048 on the CPU (--split auto: B = 32, 64 and 128 in 2, 4 and 8 chunks); the 'one pass' row is"
-    echo "B = 64 with --split 1, in the same rounds."
+    echo "'linear' scales the B = 16 time by B / 16. Every run trains about the same tokens (2 + 384 / B"
+    echo "steps: a 2-vCPU VM slows under sustained load, so a run of more work would read slower), the B"
+    echo "values alternate within each round, in reverse order every other round, and every step after a"
+    echo "run's first is pooled. fp8c runs a micro-batch of more than 2048 tokens as chunks of 2048 on the"
+    echo "CPU (--split auto: B = 32, 64 and 128 in 2, 4 and 8 chunks); the 'one pass' row is B = 64 with"
+    echo "--split 1, in the same rounds."
     echo
     for r in $(seq "$rounds"); do
-        for B in 8 16 32 64 128 64one; do
+        order="8 16 32 64 128 64one"
+        [ $((r % 2)) = 0 ] && order="64one 128 64 32 16 8"
+        for B in $order; do
             b=${B%one} split=""
             [ "$B" != "$b" ] && split="--split 1"
             f=$(with_shape examples/tiny/model.yaml 128 "$b")
             # shellcheck disable=SC2086 # $split is empty or two words
-            $fp8c train "$f" policies/fp32.yaml --steps 6 --eval-batches 1 --log "$out/tok-$B-$r.jsonl" $split \
+            $fp8c train "$f" policies/fp32.yaml --steps $((2 + 384 / b)) --eval-batches 1 --log "$out/tok-$B-$r.jsonl" $split \
                 --progress-every 1000 >/dev/null 2>"$out/err" || echo "B = $B: failed"
         done
     done
