@@ -248,10 +248,11 @@ static int finish(Compilation *c, int rc) {
 
 /* Run the micro-batch as the chunks res_split picks: the model's train section then describes one
  * chunk (micro_batch) and the chunks of a step (grad_accum), which is what the lowering, the plan
- * and the runtime read. Writes res_split's sentence to why. */
-static int apply_split(Compilation *c, const Args *a, char *why, size_t n) {
+ * and the runtime read; report.md gets res_split's sentence. */
+static int apply_split(Compilation *c, const Args *a) {
     int64_t s;
-    if (res_split(&c->res, a->split, &s, why, n)) {
+    char why[512];
+    if (res_split(&c->res, a->split, &s, why, sizeof why)) {
         fprintf(stderr, "fp8c: error: %s\n", why);
         return -1;
     }
@@ -299,8 +300,7 @@ static int cmd_compile(const Args *a) {
                 "%lld ranks\n", (long long)a->ranks, (long long)c.model.train.grad_accum, (long long)a->ranks);
         return finish(&c, EXIT_BAD_INPUT);
     }
-    char why[512];
-    if (apply_split(&c, a, why, sizeof why)) return finish(&c, EXIT_BAD_INPUT);
+    if (apply_split(&c, a)) return finish(&c, EXIT_BAD_INPUT);
     int nk = 0;
     int rc = lower_and_emit(&c, a, a->out, &nk);
     if (rc) return finish(&c, rc);
@@ -327,8 +327,7 @@ static int cmd_train(Args *a) {
     if (a->npos != 2) return bad_usage("%s", "train needs MODEL and POLICY: fp8c train MODEL POLICY [options]");
     if (!a->target_given) a->target = TGT_CPU; /* the CPU backend emulates every format */
     Compilation c = {0};
-    char why[512];
-    if (front_end(&c, a) || apply_split(&c, a, why, sizeof why)) return finish(&c, EXIT_BAD_INPUT);
+    if (front_end(&c, a) || apply_split(&c, a)) return finish(&c, EXIT_BAD_INPUT);
     char tmp[64];
     const char *dir = dist_env_rank() ? NULL : a->out; /* under mpirun, rank 0 alone writes -o DIR */
     if (!dir) {
